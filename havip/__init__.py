@@ -1,0 +1,3 @@
+"""havip: a high-availability supervisor for Milvus, wire-compatible with keepalived."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Milvus health checks: Docker API and gRPC CheckHealth."""

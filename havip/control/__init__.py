@@ -1,0 +1,1 @@
+"""Control socket: requests record an intent and wake the loop."""

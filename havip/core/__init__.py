@@ -1,0 +1,1 @@
+"""The pure decision logic: the VRRP state machine."""

@@ -1,0 +1,1 @@
+"""The daemon: the event loop and the executor that applies actions."""

@@ -1,0 +1,1 @@
+"""The namespace lab: hosts, bridge, dockerd per host, keepalived, Milvus image."""

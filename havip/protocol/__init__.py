@@ -1,0 +1,1 @@
+"""VRRP on the wire: RFC timing, the codec and the receive checks."""

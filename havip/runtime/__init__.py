@@ -1,0 +1,1 @@
+"""The local Milvus container: start, stop, confirm."""
