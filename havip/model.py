@@ -34,6 +34,7 @@ class DropReason(enum.StrEnum):
     NOT_A_PEER = "not_a_peer"          # unicast mode: source is not a configured peer
     OWN_ADVERT = "own_advert"          # our own packet looped back
     BAD_FAMILY = "bad_family"          # IPv4 advert on an IPv6 instance or the reverse
+    BAD_INTERVAL = "bad_interval"      # advert interval 0: a v3 backup would learn it (RFC 5798 6.4.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +89,28 @@ class LinkChanged:
 
 @dataclass(frozen=True, slots=True)
 class HealthChanged:
-    """The aggregate of the Milvus checks changed (after rise/fall hysteresis)."""
+    """The aggregate of the Milvus checks changed (after rise/fall hysteresis).
+
+    `role` is the check set that produced it ("master": the running Milvus; "backup":
+    could this host serve). A result for a role the machine is no longer in is stale.
+    """
 
     healthy: bool
     reason: str
+    role: str = "backup"
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerReady:
     """The container started and Milvus answered healthy (or failed to in time)."""
+
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStopped:
+    """The local container is confirmed stopped (ok) or could not be stopped."""
 
     ok: bool
     reason: str
@@ -120,7 +134,7 @@ class Shutdown:
 
 
 Event = (
-    Startup | Tick | AdvertReceived | LinkChanged | HealthChanged | ContainerReady
+    Startup | Tick | AdvertReceived | LinkChanged | HealthChanged | ContainerReady | ContainerStopped
     | FailoverRequested | PauseChanged | Shutdown
 )
 
