@@ -1,0 +1,127 @@
+"""`havip`: run the daemon, validate a config, clean up after a crash, import keepalived."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from havip import config as config_mod
+from havip.errors import ConfigError, HavipError
+
+EXIT_CONFIG = 2
+
+
+def _load_or_exit(path: str) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            click.echo(f"{path}: {line}" if not line.startswith(str(path)) else line, err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+@click.group()
+@click.version_option(package_name="havip")
+def main() -> None:
+    """havip: high availability for Milvus (VRRP, VIP, container lifecycle)."""
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+def check_config(file: str) -> None:
+    """Validate FILE; print every problem as `path: value: reason`, exit 2 if any."""
+    cfg = _load_or_exit(file)
+    click.echo(f"{file}: ok (instance {cfg.instance}, VRID {cfg.virtual_router_id}, priority {cfg.priority}, "
+               f"VRRPv{cfg.version})")
+
+
+@main.command()
+@click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False))
+@click.option("--log-level", default="info", show_default=True)
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
+def run(file: str, log_level: str, log_format: str) -> None:
+    """Run the daemon in the foreground (systemd runs it this way)."""
+    from havip import logs
+    from havip.daemon.build import real_adapters
+    from havip.daemon.loop import Daemon
+
+    cfg = _load_or_exit(file)
+    log = logs.configure(log_level, log_format)
+    try:
+        adapters = real_adapters(cfg)
+    except HavipError as exc:
+        log.error("startup_failed", error=str(exc))
+        sys.exit(1)
+    daemon = Daemon(cfg, adapters, log=log)
+    daemon.install_signals()
+    sys.exit(daemon.run())
+
+
+@main.command()
+@click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False))
+def cleanup(file: str) -> None:
+    """Remove the VIPs and stop the container: what a killed daemon left behind.
+
+    systemd runs it as ExecStopPost=, so a crash never leaves a VIP or a Milvus running.
+    """
+    from havip.net.vip import VipManager
+
+    cfg = _load_or_exit(file)
+    failed = False
+    try:
+        vips = VipManager(cfg.interface, list(cfg.virtual_ipaddresses))
+        removed = vips.remove()
+        vips.close()
+        click.echo(f"VIPs removed: {', '.join(removed) if removed else 'none were attached'}")
+    except HavipError as exc:
+        click.echo(f"VIPs: {exc}", err=True)
+        failed = True
+    if cfg.milvus is not None:
+        from havip.runtime.container import ContainerRuntime
+
+        try:
+            rt = ContainerRuntime(cfg.milvus.docker, cfg.milvus.container, cfg.milvus.stop_timeout)
+            was = rt.stop()
+            click.echo(f"container {cfg.milvus.container}: {'stopped' if was else 'was not running'}")
+        except HavipError as exc:
+            click.echo(f"container {cfg.milvus.container}: {exc}", err=True)
+            failed = True
+    sys.exit(1 if failed else 0)
+
+
+@main.command("import-keepalived")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option("--partial", is_flag=True, help="Write the files even if some lines could not be translated.")
+def import_keepalived(file: str, out_dir: str, partial: bool) -> None:
+    """Translate a keepalived.conf into havip YAML files, one per vrrp_instance."""
+    from havip import migrate
+
+    text = Path(file).read_text()
+    result = migrate.convert(text, source=file, script_reader=migrate.read_script)
+    for line in result.untranslated:
+        click.echo(f"not translated: {line}", err=True)
+    if result.untranslated and not partial:
+        click.echo(f"{len(result.untranslated)} line(s) not translated; nothing written (use --partial to write anyway)",
+                   err=True)
+        sys.exit(1)
+    for path in migrate.write(result, Path(out_dir)):
+        click.echo(f"wrote {path}")
+
+
+def _lab_group():
+    from havip.lab.cli import lab
+
+    return lab
+
+
+try:
+    main.add_command(_lab_group(), "lab")
+except ImportError:  # the lab module is optional at import time
+    pass
+
+
+if __name__ == "__main__":
+    main()

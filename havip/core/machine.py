@@ -1,0 +1,393 @@
+"""The VRRP state machine (RFC 5798 section 6, RFC 3768 section 6) plus Milvus supervision.
+
+`step(machine, params, event, now)` is a pure function: it returns the next machine,
+the actions to apply (data, see havip.model) and, when something notable happened, the
+sentence that explains it. No sockets, no netlink, no Docker, no clock of its own.
+
+Single writer on the shared storage. A master that leaves (checks failed, planned
+handover, shutdown, a higher priority appeared) removes the VIP and stops its container
+first, *keeps advertising* while the container stops, and only then sends priority 0.
+A new master starts its container only once the previous master has resigned (priority
+0) or has been silent for a master-down interval. So two havip hosts never run Milvus
+at once, as long as a container stop is confirmed (see docs/architecture.md for the one
+window that cannot be closed: a master that loses its link cannot tell anyone).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, replace
+
+from havip.model import (
+    Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
+    FailoverRequested, HealthChanged, LinkChanged, Notify, PauseChanged, PeerView, SendAdvert,
+    SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
+)
+from havip.protocol import timing
+
+OWNER_PRIORITY = 255
+TAKEOVER_PRIORITY = 254  # a planned takeover outranks every non-owner (RFC 5798 5.2.4)
+STOP_RETRY = 1.0         # seconds between attempts to stop a container that would not stop
+
+
+class Container(enum.StrEnum):
+    """The local Milvus container as the machine believes it to be."""
+
+    STOPPED = "stopped"
+    WAITING = "waiting"      # master, but the previous master has not yet resigned
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """What the machine needs from the configuration."""
+
+    version: int
+    priority: int
+    interval: float
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    address: str = ""          # our primary address: breaks priority ties (RFC 5798 6.4.3)
+    supervise: bool = False    # drive a Milvus container
+    garp_refresh: float = 0.0
+    interface: str = "eth0"
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    state: State = State.INIT
+    since: float = 0.0
+    reason: str = "not started"
+    started_at: float = 0.0
+    master_adver_interval: float = 1.0
+    adver_deadline: float | None = None
+    master_down_deadline: float | None = None
+    garp_deadline: float | None = None
+    gate_deadline: float | None = None
+    stop_retry_deadline: float | None = None
+    master: PeerView | None = None       # the last other master seen on the wire
+    container: Container = Container.STOPPED
+    leaving: State | None = None         # master on its way out, waiting for the container
+    healthy: bool | None = None
+    link_up: bool = True
+    paused: bool = False
+    hold: bool = False                   # planned handover: do not preempt back
+    boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
+    transitions: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    machine: Machine
+    actions: tuple[Action, ...] = ()
+    reason: str | None = None            # the sentence, when something notable happened
+    transition: tuple[State, State] | None = None
+
+
+def effective_priority(m: Machine, p: Params) -> int:
+    if p.priority == OWNER_PRIORITY:
+        return OWNER_PRIORITY
+    return max(p.priority, TAKEOVER_PRIORITY) if m.boost else p.priority
+
+
+def master_down(m: Machine, p: Params) -> float:
+    return timing.master_down_interval(p.version, effective_priority(m, p), m.master_adver_interval)
+
+
+def check_role(m: Machine) -> str:
+    """Which checks apply: the running Milvus ("master"), none while it starts or stops,
+    or whether this host could serve if promoted ("backup")."""
+    if m.state == State.MASTER:
+        return "master" if m.container == Container.RUNNING and m.leaving is None else "none"
+    return "backup"
+
+
+# ---------------------------------------------------------------- transitions
+
+
+def _to(m: Machine, p: Params, new: State, reason: str, now: float, actions: list[Action],
+        **changes) -> Decision:
+    old = m.state
+    m = replace(m, state=new, since=now, reason=reason, transitions=m.transitions + 1, **changes)
+    actions = [*actions, Notify(state=new, priority=effective_priority(m, p))]
+    return Decision(m, tuple(actions), reason, (old, new))
+
+
+def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **changes) -> Decision:
+    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, leaving=None,
+                boost=False, **changes)
+    m = replace(m, master_down_deadline=now + master_down(m, p))
+    acts: list[Action] = [*actions, DelVip()]
+    if p.supervise and m.container != Container.STOPPED:
+        acts.append(StopContainer())
+        m = replace(m, container=Container.STOPPING)
+    return _to(m, p, State.BACKUP, reason, now, acts)
+
+
+def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), **changes) -> Decision:
+    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None,
+                master_down_deadline=None, leaving=None, boost=False, **changes)
+    acts: list[Action] = [*actions, DelVip()]
+    if p.supervise and m.container != Container.STOPPED:
+        acts.append(StopContainer())
+        m = replace(m, container=Container.STOPPING)
+    return _to(m, p, State.FAULT, reason, now, acts)
+
+
+def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> Decision:
+    m = replace(m, master_down_deadline=None, adver_deadline=now + p.interval,
+                garp_deadline=(now + p.garp_refresh) if p.garp_refresh else None,
+                healthy=None, leaving=None, **changes)
+    acts: list[Action] = [SendAdvert(effective_priority(m, p)), AddVip(), SendGarp()]
+    if p.supervise:
+        prev = m.master
+        if prev is not None and prev.priority > 0 and now - prev.last_seen < master_down(m, p):
+            # The previous master is still alive: wait for its priority 0 (or silence).
+            m = replace(m, container=Container.WAITING,
+                        gate_deadline=prev.last_seen + master_down(m, p))
+            reason += f"; milvus waits until {prev.address} has stopped its own"
+        else:
+            m = replace(m, container=Container.STARTING)
+            acts.append(StartContainer())
+            reason += "; starting milvus"
+    return _to(m, p, State.MASTER, reason, now, acts)
+
+
+def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str, **changes) -> Decision:
+    """Give up mastership; with a container to stop, keep advertising until it is down."""
+    m = replace(m, **changes)
+    if p.supervise and m.container in (Container.STARTING, Container.RUNNING, Container.STOPPING):
+        m = replace(m, leaving=target, reason=reason, container=Container.STOPPING,
+                    garp_deadline=None, gate_deadline=None, stop_retry_deadline=None)
+        return Decision(m, (DelVip(), StopContainer()),
+                        f"{reason}; stopping milvus before handing over")
+    return _finish_leave(m, p, now, target, reason)
+
+
+def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str) -> Decision:
+    # RFC 5798 6.4.3: a master that stops sends an advert with priority 0.
+    acts: list[Action] = [SendAdvert(0)] if m.link_up else []
+    m = replace(m, container=Container.STOPPED)
+    if target == State.BACKUP:
+        return _enter_backup(m, p, now, reason, acts)
+    if target == State.FAULT:
+        return _enter_fault(m, p, now, reason, acts, healthy=None)
+    m = replace(m, adver_deadline=None, garp_deadline=None, leaving=None, master_down_deadline=None)
+    return _to(m, p, State.STOPPED, reason, now, [*acts, DelVip()])
+
+
+# ---------------------------------------------------------------- events
+
+
+def _startup(m: Machine, p: Params, ev: Startup, now: float) -> Decision:
+    m = replace(Machine(), started_at=now, since=now, master_adver_interval=p.interval,
+                link_up=ev.interface_up, container=Container.RUNNING if p.supervise else Container.STOPPED)
+    # The container is assumed running so that start-up stops a stale one: the old
+    # recipe's backup never stopped it, and two Milvus on one storage is the failure.
+    if not ev.interface_up:
+        return _enter_fault(m, p, now, f"interface {p.interface} is down; waiting for it")
+    if p.priority == OWNER_PRIORITY:
+        m = replace(m, container=Container.STOPPED)
+        return _enter_master(m, p, now, "priority 255: this host owns the addresses (RFC 5798 6.4.1)")
+    return _enter_backup(m, p, now, f"started; waiting {master_down(m, p):.2f}s for a master's advert")
+
+
+def _takeover_reason(m: Machine, p: Params, now: float) -> str:
+    prev = m.master
+    if prev is None:
+        return f"no master advertised within {master_down(m, p):.2f}s; taking over"
+    if prev.priority == 0:
+        return f"master {prev.address} resigned (priority 0); taking over after the skew time"
+    if now - prev.last_seen < master_down(m, p) and prev.priority < effective_priority(m, p):
+        return (f"master {prev.address} has priority {prev.priority}, lower than ours "
+                f"{effective_priority(m, p)}; preempting")
+    return f"master {prev.address} silent for {now - prev.last_seen:.2f}s; taking over"
+
+
+def _tick(m: Machine, p: Params, now: float) -> Decision:
+    if m.state == State.BACKUP and m.master_down_deadline is not None and now >= m.master_down_deadline:
+        if m.paused:
+            m = replace(m, master_down_deadline=now + master_down(m, p))
+            return Decision(m, (), "paused: the master looks down, but automatic takeover is off")
+        return _enter_master(m, p, now, _takeover_reason(m, p, now))
+    if m.state != State.MASTER:
+        return Decision(m)
+    acts: list[Action] = []
+    reason = None
+    if m.adver_deadline is not None and now >= m.adver_deadline:
+        acts.append(SendAdvert(effective_priority(m, p)))
+        nxt = m.adver_deadline + p.interval
+        m = replace(m, adver_deadline=nxt if nxt > now else now + p.interval)
+    if m.garp_deadline is not None and now >= m.garp_deadline:
+        acts.append(SendGarp())
+        m = replace(m, garp_deadline=now + p.garp_refresh)
+    if m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline:
+        acts.append(StartContainer())
+        m = replace(m, container=Container.STARTING, gate_deadline=None)
+        reason = "previous master went silent; starting milvus"
+    if m.leaving and m.stop_retry_deadline is not None and now >= m.stop_retry_deadline:
+        acts.append(StopContainer())
+        m = replace(m, stop_retry_deadline=None)
+    return Decision(m, tuple(acts), reason)
+
+
+def _higher(a_prio: int, a_src: str, ours: int, our_addr: str) -> bool:
+    """RFC 5798 6.4.3: higher priority wins; on a tie, the higher primary address."""
+    if a_prio != ours:
+        return a_prio > ours
+    try:
+        return ipaddress.ip_address(a_src) > ipaddress.ip_address(our_addr)
+    except ValueError:
+        return False
+
+
+def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
+    a = ev.advert
+    view = PeerView(address=a.src, priority=a.priority, interval=a.interval, last_seen=now)
+    if m.state in (State.INIT, State.STOPPED):
+        return Decision(m)
+    if m.state == State.FAULT:
+        return Decision(replace(m, master=view))
+    eff = effective_priority(m, p)
+    if m.state == State.BACKUP:
+        m = replace(m, master=view)
+        if a.priority == 0:
+            # RFC 5798 6.4.2: the master resigned; take over after the skew time only.
+            skew = timing.skew_time(p.version, eff, m.master_adver_interval)
+            return Decision(replace(m, master_down_deadline=now + skew))
+        in_delay = now < m.started_at + p.preempt_delay
+        if not p.preempt or m.hold or a.priority >= eff or in_delay:
+            if p.version == 3:
+                m = replace(m, master_adver_interval=a.interval)   # RFC 5798 6.4.2: learn it
+            return Decision(replace(m, master_down_deadline=now + master_down(m, p)))
+        return Decision(m)  # lower priority and we preempt: let the timer run out
+    # MASTER
+    if a.priority == 0:
+        # RFC 5798 6.4.3: answer a resignation at once so backups do not take over.
+        m = replace(m, adver_deadline=now + p.interval)
+        acts: list[Action] = [SendAdvert(eff)] if not m.leaving else []
+        if m.container == Container.WAITING and m.master and m.master.address == a.src:
+            m = replace(m, container=Container.STARTING, gate_deadline=None, master=view)
+            return Decision(m, (*acts, StartContainer()), f"{a.src} has stopped its milvus; starting ours")
+        return Decision(m, tuple(acts))
+    if _higher(a.priority, a.src, eff, p.address):
+        m = replace(m, master=view, master_adver_interval=a.interval if p.version == 3 else m.master_adver_interval)
+        if m.leaving:
+            return Decision(m)
+        return _leave_master(m, p, now, State.BACKUP,
+                             f"master {a.src} advertises priority {a.priority}, above ours {eff}; stepping down")
+    # A lower master (on its way out, or about to yield to us): it gates our container.
+    m = replace(m, master=view)
+    if m.container == Container.WAITING:
+        m = replace(m, gate_deadline=now + master_down(m, p))
+    return Decision(m)
+
+
+def _link(m: Machine, p: Params, ev: LinkChanged, now: float) -> Decision:
+    m = replace(m, link_up=ev.up)
+    detail = f": {ev.detail}" if ev.detail else ""
+    if not ev.up:
+        if m.state in (State.MASTER, State.BACKUP):
+            # A master without a link cannot advertise, so it cannot hand over: stop now.
+            return _enter_fault(m, p, now, f"interface {p.interface} went down{detail}")
+        return Decision(m)
+    if m.state == State.FAULT and m.healthy is not False:
+        return _enter_backup(m, p, now, f"interface {p.interface} is up again{detail}")
+    return Decision(m)
+
+
+def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
+    if ev.role != check_role(m):
+        return Decision(m)  # a verdict on checks that no longer apply
+    m = replace(m, healthy=ev.healthy)
+    if m.paused:
+        return Decision(m, (), f"paused: checks {'pass' if ev.healthy else 'fail'} ({ev.reason}), no action")
+    if not ev.healthy:
+        if m.state == State.MASTER and not m.leaving:
+            return _leave_master(m, p, now, State.FAULT, f"milvus checks failed: {ev.reason}; giving up mastership")
+        if m.state == State.BACKUP:
+            return _enter_fault(m, p, now, f"cannot serve if promoted: {ev.reason}")
+        return Decision(m)
+    if m.state == State.FAULT and m.link_up:
+        return _enter_backup(m, p, now, f"checks pass again: {ev.reason}")
+    return Decision(m)
+
+
+def _container_ready(m: Machine, p: Params, ev: ContainerReady, now: float) -> Decision:
+    if m.state != State.MASTER or m.container != Container.STARTING or m.leaving:
+        return Decision(m)
+    if ev.ok:
+        return Decision(replace(m, container=Container.RUNNING), (), f"milvus is serving: {ev.reason}")
+    return _leave_master(m, p, now, State.FAULT, f"milvus did not become healthy: {ev.reason}; giving up mastership")
+
+
+def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) -> Decision:
+    if not ev.ok:
+        m = replace(m, stop_retry_deadline=now + STOP_RETRY)
+        return Decision(m, (), f"milvus could not be stopped: {ev.reason}; retrying, and not handing over")
+    if m.container == Container.STOPPING:
+        m = replace(m, container=Container.STOPPED)
+    if m.state == State.MASTER and m.leaving is not None:
+        return _finish_leave(m, p, now, m.leaving, m.reason)
+    return Decision(m)
+
+
+def _failover(m: Machine, p: Params, ev: FailoverRequested, now: float) -> Decision:
+    if m.state == State.MASTER and not m.leaving:
+        return _leave_master(m, p, now, State.BACKUP, "planned switchover requested by the operator",
+                             hold=True, boost=False)
+    if m.state == State.BACKUP:
+        if m.healthy is False and not ev.force:
+            return Decision(m, (), "refused takeover: this host cannot serve")
+        return _enter_master(replace(m, hold=False, boost=True), p, now,
+                             f"planned takeover requested by the operator; advertising priority {TAKEOVER_PRIORITY}")
+    return Decision(m, (), f"refused failover: nothing to do in state {m.state}")
+
+
+def _pause(m: Machine, p: Params, ev: PauseChanged, now: float) -> Decision:
+    if ev.paused == m.paused:
+        return Decision(m)
+    m = replace(m, paused=ev.paused)
+    if ev.paused:
+        return Decision(m, (), "paused: no automatic transitions and no container actions")
+    if m.state == State.BACKUP:
+        m = replace(m, master_down_deadline=now + master_down(m, p))
+    return Decision(m, (), "resumed: automatic transitions are on again")
+
+
+def _shutdown(m: Machine, p: Params, ev: Shutdown, now: float) -> Decision:
+    if m.state == State.STOPPED:
+        return Decision(m)
+    if m.state == State.MASTER:
+        if m.leaving:
+            return Decision(replace(m, leaving=State.STOPPED))
+        return _leave_master(m, p, now, State.STOPPED, "shutting down")
+    acts: list[Action] = [DelVip()]
+    if p.supervise and m.container != Container.STOPPED:
+        acts.append(StopContainer())
+    m = replace(m, master_down_deadline=None, container=Container.STOPPED)
+    return _to(m, p, State.STOPPED, "shutting down", now, acts)
+
+
+_HANDLERS = {
+    Startup: _startup, AdvertReceived: _advert, LinkChanged: _link, HealthChanged: _health,
+    ContainerReady: _container_ready, ContainerStopped: _container_stopped,
+    FailoverRequested: _failover, PauseChanged: _pause, Shutdown: _shutdown,
+}
+
+
+def step(m: Machine, p: Params, event: Event, now: float) -> Decision:
+    """Apply one event at monotonic time `now`; pure."""
+    if isinstance(event, Tick):
+        return _tick(m, p, now)
+    return _HANDLERS[type(event)](m, p, event, now)
+
+
+def next_deadline(m: Machine) -> float | None:
+    """When the machine next needs a Tick."""
+    ds = [d for d in (m.adver_deadline, m.master_down_deadline, m.garp_deadline,
+                      m.gate_deadline, m.stop_retry_deadline) if d is not None]
+    return min(ds) if ds else None

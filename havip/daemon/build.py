@@ -1,0 +1,53 @@
+"""Build the real adapters for a configuration (the tests hand in fakes instead)."""
+
+from __future__ import annotations
+
+from havip.config import Config
+from havip.daemon.loop import Adapters
+
+
+def real_adapters(cfg: Config) -> Adapters:
+    from havip.net.garp import Announcer
+    from havip.net.link import LinkMonitor
+    from havip.net.sock import AdvertSocket
+    from havip.net.vip import VipManager
+
+    uni = cfg.unicast
+
+    def make_socket():
+        return AdvertSocket(cfg.interface, cfg.family,
+                            unicast_peers=[str(p) for p in uni.peers] if uni else None,
+                            unicast_source=str(uni.source) if uni and uni.source else None)
+
+    vips = VipManager(cfg.interface, list(cfg.virtual_ipaddresses))
+    announcer = Announcer(cfg.interface)
+    link = LinkMonitor(cfg.interface)
+    ad = Adapters(make_socket=make_socket, vips=vips, announcer=announcer, link=link,
+                  extra_close=[vips.close, announcer.close, link.close])
+    if cfg.milvus is not None:
+        _add_milvus(cfg, ad)
+    return ad
+
+
+def _add_milvus(cfg: Config, ad: Adapters) -> None:
+    from havip.checks.probes import DockerProbe, MilvusProbe
+    from havip.checks.runner import CheckRunner
+    from havip.runtime.container import ContainerRuntime
+
+    m = cfg.milvus
+    docker_probe = DockerProbe(m.docker, m.container, m.check_timeout)
+    milvus_probe = MilvusProbe(m.grpc, m.check_timeout)
+    ad.runtime = ContainerRuntime(m.docker, m.container, m.stop_timeout)
+    ad.milvus_probe = milvus_probe
+
+    def probes_for_role(role: str):
+        if role == "master":
+            return [docker_probe.running, milvus_probe.check]
+        if role == "backup":
+            return [lambda: docker_probe.can_serve(m.data_path)]
+        return []
+
+    def make_runner(on_change):
+        return CheckRunner(probes_for_role, m.check_interval, m.rise, m.fall, on_change)
+
+    ad.make_runner = make_runner

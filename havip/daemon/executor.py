@@ -1,0 +1,205 @@
+"""Applies the state machine's actions through the adapters.
+
+Fast actions (advert send, netlink) run inline on the loop. Slow ones (Docker, Milvus
+readiness, hook scripts) run on worker threads and report back with an event, so they
+never delay an advert. Every failure is logged and counted; none is swallowed silently.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from havip.config import Config
+from havip.errors import AdapterError, HavipError
+from havip.model import (
+    Action, AddVip, Advert, ContainerReady, ContainerStopped, DelVip, Event, Notify, SendAdvert,
+    SendGarp, StartContainer, StopContainer,
+)
+
+
+class Executor:
+    """Turns actions into side effects. `post` delivers events back to the loop."""
+
+    def __init__(self, cfg: Config, *, sock, vips, announcer, runtime=None, milvus_probe=None,
+                 post: Callable[[Event], None], log, clock: Callable[[], float] = time.monotonic,
+                 metrics=None):
+        self.cfg = cfg
+        self.sock = sock
+        self.vips = vips
+        self.announcer = announcer
+        self.runtime = runtime
+        self.milvus_probe = milvus_probe
+        self.post = post
+        self.log = log
+        self.clock = clock
+        self.metrics = metrics
+        self.counters: Counter[str] = Counter()
+        self.garp_due: list[float] = []
+        self.vip_attached = False
+        self.last_error: str | None = None
+        # One worker for the container so that start and stop keep their order.
+        self._container_pool = ThreadPoolExecutor(1, thread_name_prefix="container")
+        self._hook_pool = ThreadPoolExecutor(2, thread_name_prefix="hook")
+        self.container_timings: dict[str, float] = {}
+        self._adverts: dict[tuple[int, str, str], bytes] = {}
+
+    # ------------------------------------------------------------------ dispatch
+
+    def apply(self, actions: tuple[Action, ...], now: float) -> None:
+        for action in actions:
+            try:
+                self._apply_one(action, now)
+            except HavipError as exc:
+                self.counters[f"error_{type(action).__name__}"] += 1
+                self.last_error = str(exc)
+                self.log.error("action_failed", action=type(action).__name__, error=str(exc))
+
+    def _apply_one(self, action: Action, now: float) -> None:
+        match action:
+            case SendAdvert(priority=prio):
+                self.send_advert(prio)
+            case AddVip():
+                added = self.vips.add()
+                self.vip_attached = True
+                if added:
+                    self.log.info("vip_added", addresses=added)
+            case DelVip():
+                self.garp_due.clear()
+                removed = self.vips.remove()
+                self.vip_attached = False
+                if removed:
+                    self.log.info("vip_removed", addresses=removed)
+            case SendGarp():
+                g = self.cfg.garp
+                self.garp_due = [now + g.delay + i * g.interval for i in range(g.repeat)]
+                self.run_garp(now)
+            case StartContainer():
+                self._container_pool.submit(self._start_container)
+            case StopContainer():
+                self._container_pool.submit(self._stop_container)
+            case Notify(state=state, priority=prio):
+                self._notify(str(state), prio)
+
+    # ------------------------------------------------------------------ network
+
+    def advert_bytes(self, priority: int, dst: str) -> bytes:
+        """The encoded advert, cached: scapy takes milliseconds, a takeover must not."""
+        key = (priority, dst, self.sock.source)
+        cached = self._adverts.get(key)
+        if cached is None:
+            cached = self._adverts[key] = self._encode(priority, dst)
+        return cached
+
+    def warm(self) -> None:
+        """Encode the adverts we will need before the first timer fires."""
+        if self.sock is None:
+            return
+        for dst in self.sock.destinations:
+            for prio in {self.cfg.priority, 0, 254, 255}:
+                try:
+                    self.advert_bytes(prio, dst)
+                except HavipError:
+                    pass
+
+    def _encode(self, priority: int, dst: str) -> bytes:
+        from havip.protocol import codec
+
+        auth = self.cfg.authentication
+        advert = Advert(
+            version=self.cfg.version, vrid=self.cfg.virtual_router_id, priority=priority,
+            interval=self.cfg.advert_interval,
+            addresses=tuple(str(v.ip) for v in self.cfg.virtual_ipaddresses),
+            auth_type=1 if auth.type == "pass" else 0, password=auth.password.encode(),
+        )
+        try:
+            return codec.encode(advert, src=self.sock.source, dst=dst, checksum=self.cfg.checksum)
+        except ValueError as exc:
+            raise AdapterError(f"cannot build an advert from {self.sock.source or 'no source address'} "
+                               f"to {dst}: {exc}") from None
+
+    def send_advert(self, priority: int) -> None:
+        if self.sock is None:
+            raise AdapterError(f"no socket on {self.cfg.interface}: advert with priority {priority} not sent")
+        # VRRPv3's pseudo-header checksum covers the destination: one payload per peer.
+        for dst in self.sock.destinations:
+            self.sock.send_to(self.advert_bytes(priority, dst), dst)
+        self.counters["adverts_sent"] += 1
+        if self.metrics:
+            self.metrics.adverts_sent.inc()
+
+    def run_garp(self, now: float) -> None:
+        """Send the gratuitous ARP / NA frames that are due."""
+        due = [t for t in self.garp_due if t <= now]
+        if not due:
+            return
+        self.garp_due = [t for t in self.garp_due if t > now]
+        try:
+            self.announcer.announce(self.cfg.virtual_ipaddresses)
+            self.counters["garp_sent"] += 1
+        except HavipError as exc:
+            self.counters["error_SendGarp"] += 1
+            self.log.error("garp_failed", error=str(exc))
+
+    def next_garp(self) -> float | None:
+        return min(self.garp_due) if self.garp_due else None
+
+    # ------------------------------------------------------------------ container (worker thread)
+
+    def _start_container(self) -> None:
+        t0 = self.clock()
+        try:
+            self.runtime.start()
+            started = self.clock()
+            result = self.runtime.wait_ready(self.milvus_probe, self.cfg.milvus.start_timeout)
+            ready = self.clock()
+            self.container_timings = {"start": started - t0, "ready": ready - started}
+            reason = result.reason if result.ok else result.reason
+            msg = (f"container started in {started - t0:.2f}s, Milvus healthy {ready - started:.2f}s later"
+                   if result.ok else f"{reason} ({ready - t0:.1f}s after start)")
+            self.post(ContainerReady(ok=result.ok, reason=msg))
+        except HavipError as exc:
+            self.post(ContainerReady(ok=False, reason=str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a worker must always report back
+            self.post(ContainerReady(ok=False, reason=f"unexpected error starting the container: {exc!r}"))
+
+    def _stop_container(self) -> None:
+        t0 = self.clock()
+        try:
+            was_running = self.runtime.stop()
+            took = self.clock() - t0
+            self.container_timings["stop"] = took
+            what = "stopped" if was_running else "was not running"
+            self.post(ContainerStopped(ok=True, reason=f"container {self.cfg.milvus.container} {what} ({took:.2f}s)"))
+        except HavipError as exc:
+            self.post(ContainerStopped(ok=False, reason=str(exc)))
+        except Exception as exc:  # noqa: BLE001
+            self.post(ContainerStopped(ok=False, reason=f"unexpected error stopping the container: {exc!r}"))
+
+    # ------------------------------------------------------------------ hooks
+
+    def _notify(self, state: str, priority: int) -> None:
+        script = getattr(self.cfg.notify, state, None)
+        if not script:
+            return
+        argv = [script, state, str(priority), self.cfg.instance]
+        self._hook_pool.submit(self._run_hook, argv, self.cfg.notify.timeout)
+
+    def _run_hook(self, argv: list[str], timeout: float) -> None:
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            if res.returncode != 0:
+                self.log.warning("hook_failed", argv=argv, rc=res.returncode, stderr=res.stderr[-500:])
+            else:
+                self.log.info("hook_ran", argv=argv)
+        except subprocess.TimeoutExpired:
+            self.log.warning("hook_timeout", argv=argv, timeout=timeout)
+        except OSError as exc:
+            self.log.warning("hook_failed", argv=argv, error=str(exc))
+
+    def close(self, wait: bool = True) -> None:
+        self._container_pool.shutdown(wait=wait, cancel_futures=not wait)
+        self._hook_pool.shutdown(wait=False, cancel_futures=True)

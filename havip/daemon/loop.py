@@ -1,0 +1,334 @@
+"""The event loop: one thread owns the state machine.
+
+It waits on the VRRP socket, the link monitor and a wake pipe, with a timeout taken from
+the machine's next deadline. Worker threads (checks, container, control requests) only
+post events and wake the loop; only the loop calls `step` and applies actions.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from havip.config import Config
+from havip.core import machine as sm
+from havip.daemon.executor import Executor
+from havip.errors import HavipError
+from havip.model import (
+    AdvertReceived, Drop, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
+)
+
+MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
+
+
+@dataclass
+class Adapters:
+    """Everything the daemon touches, built by havip.daemon.build or by tests."""
+
+    make_socket: Callable[[], Any]          # -> AdvertSocket (re-created when the link returns)
+    vips: Any                               # VipManager
+    announcer: Any                          # Announcer
+    link: Any                               # LinkMonitor
+    runtime: Any = None                     # ContainerRuntime
+    milvus_probe: Any = None                # MilvusProbe
+    make_runner: Callable[..., Any] | None = None   # (on_change) -> CheckRunner
+    extra_close: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, adapters: Adapters, *, log, clock: Callable[[], float] = time.monotonic,
+                 metrics=None, on_transition: Callable[[dict], None] | None = None):
+        self.cfg = cfg
+        self.ad = adapters
+        self.log = log.bind(instance=cfg.instance)
+        self.clock = clock
+        self.metrics = metrics
+        self.on_transition = on_transition
+        self.machine = sm.Machine()
+        self.params = self._params("")
+        self.sock = None
+        self.drops: Counter[str] = Counter()
+        self.received = 0
+        self.lateness: deque[float] = deque(maxlen=1000)
+        self.history: deque[dict] = deque(maxlen=50)
+        self._events: deque[Event] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop_requested = False
+        self._shutdown_at: float | None = None
+        self._link_up = False
+        self._runner = None
+        self._runner_role: str | None = None
+        self.executor = Executor(cfg, sock=None, vips=adapters.vips, announcer=adapters.announcer,
+                                 runtime=adapters.runtime, milvus_probe=adapters.milvus_probe,
+                                 post=self.post, log=self.log, clock=clock, metrics=metrics)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _params(self, address: str) -> sm.Params:
+        c = self.cfg
+        return sm.Params(version=c.version, priority=c.priority, interval=c.advert_interval,
+                         preempt=c.preempt, preempt_delay=c.preempt_delay, address=address,
+                         supervise=c.milvus is not None, garp_refresh=c.garp.refresh, interface=c.interface)
+
+    def post(self, event: Event) -> None:
+        """Thread-safe: queue an event and wake the loop."""
+        with self._lock:
+            self._events.append(event)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Thread-safe: run fn() on the loop thread; the Future carries its result.
+
+        The control socket uses this: a request records an intent (an event fed by the
+        loop) or reads a status snapshot; it never touches the VIP or a container itself.
+        """
+        fut: Future = Future()
+        with self._lock:
+            self._calls.append((fn, fut))
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+        return fut
+
+    def request_stop(self, *_args) -> None:
+        self._stop_requested = True
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def _open_socket(self) -> None:
+        if self.sock is not None:
+            return
+        try:
+            self.sock = self.ad.make_socket()
+        except HavipError as exc:
+            self.log.error("socket_failed", error=str(exc))
+            self.sock = None
+            return
+        self.executor.sock = self.sock
+        self.params = self._params(self.sock.source)
+        self.executor.warm()
+
+    def _close_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        self.executor.sock = None
+
+    # ------------------------------------------------------------------ feeding the machine
+
+    def feed(self, event: Event) -> None:
+        now = self.clock()
+        before = self.machine
+        decision = sm.step(self.machine, self.params, event, now)
+        self.machine = decision.machine
+        if decision.transition:
+            old, new = decision.transition
+            entry = {"from": str(old), "to": str(new), "reason": decision.reason, "at": time.time()}
+            self.history.append(entry)
+            self.log.info("transition", **{"from": str(old), "to": str(new)}, reason=decision.reason)
+            if self.on_transition:
+                self.on_transition(entry)
+        elif decision.reason:
+            self.log.info("decision", state=str(self.machine.state), reason=decision.reason)
+        if isinstance(event, Tick) and before.adver_deadline is not None and any(
+                isinstance(a, SendAdvert) for a in decision.actions):
+            self.lateness.append(now - before.adver_deadline)
+        self.executor.apply(decision.actions, now)
+        self._sync_checks()
+
+    def _sync_checks(self) -> None:
+        if self._runner is None:
+            return
+        role = sm.check_role(self.machine) if self.machine.state != State.STOPPED else "none"
+        if role != self._runner_role:
+            self._runner_role = role
+            self._runner.set_role(role)
+
+    def _on_health(self, healthy: bool, reason: str, role: str | None = None) -> None:
+        self.post(HealthChanged(healthy=healthy, reason=reason, role=role or self._runner_role or "backup"))
+
+    # ------------------------------------------------------------------ inputs
+
+    def _read_adverts(self) -> None:
+        from havip.protocol import checks, codec
+
+        family = self.cfg.family
+        own = {self.sock.source}
+        for _ in range(64):   # bounded: a flood must not starve the timers
+            try:
+                pkt = self.sock.recv()
+            except HavipError as exc:
+                self.executor.counters["error_recv"] += 1
+                self.log.error("recv_failed", error=str(exc))
+                return
+            if pkt is None:
+                return
+            self.received += 1
+            result = codec.decode(pkt.payload, src=pkt.src, dst=pkt.dst, ttl=pkt.ttl, family=family)
+            if not isinstance(result, Drop):
+                result = checks.check(result, self.cfg, own_addresses=own) or result
+            if not isinstance(result, Drop):
+                mismatch = checks.address_mismatch(result, self.cfg)
+                if mismatch:
+                    # Accepted (a rolling config change must not make two masters), but counted.
+                    self.executor.counters["address_mismatch_accepted"] += 1
+                    self.log.warning("address_mismatch", detail=mismatch, src=pkt.src)
+            if isinstance(result, Drop):
+                self.drops[str(result.reason)] += 1
+                if self.metrics:
+                    self.metrics.drops.labels(reason=str(result.reason)).inc()
+                self.log.debug("advert_dropped", reason=str(result.reason), detail=result.detail, src=pkt.src)
+                continue
+            self.feed(AdvertReceived(result))
+
+    def _check_link(self) -> None:
+        st = self.ad.link.status()
+        if st.up == self._link_up:
+            return
+        self._link_up = st.up
+        if st.up:
+            self._open_socket()
+        else:
+            self._close_socket()
+        self.feed(LinkChanged(up=st.up, detail=st.detail))
+
+    # ------------------------------------------------------------------ the loop
+
+    def start(self) -> None:
+        """Join the network: first decision, checks started."""
+        st = self.ad.link.status()
+        self._link_up = st.up
+        if st.up:
+            self._open_socket()
+        self.log.info("starting", interface=self.cfg.interface, vrid=self.cfg.virtual_router_id,
+                      priority=self.cfg.priority, version=self.cfg.version,
+                      link=st.detail or ("up" if st.up else "down"))
+        self.feed(Startup(interface_up=st.up))
+        if self.ad.make_runner is not None:
+            self._runner = self.ad.make_runner(self._on_health)
+            self._sync_checks()
+
+    def run(self) -> int:
+        self.start()
+        while self.machine.state != State.STOPPED:
+            self.run_once()
+        self.close()
+        return 0
+
+    def run_once(self) -> None:
+        now = self.clock()
+        if self._stop_requested and self._shutdown_at is None:
+            self._shutdown_at = now
+            self.feed(Shutdown())
+        if self._shutdown_at is not None and self.machine.state != State.STOPPED:
+            limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
+            if now - self._shutdown_at > limit:
+                self.log.error("shutdown_forced", reason=f"container did not stop within {limit:.0f}s")
+                self.machine = sm.Machine(state=State.STOPPED)
+                return
+        deadline = min((d for d in (sm.next_deadline(self.machine), self.executor.next_garp()) if d is not None),
+                       default=now + MAX_WAIT)
+        timeout = max(0.0, min(deadline - now, MAX_WAIT))
+        fds = [self._wake_r, self.ad.link]
+        if self.sock is not None:
+            fds.append(self.sock)
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            readable = []
+        if self._wake_r in readable:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        if self.ad.link in readable and self.ad.link.drain():
+            self._check_link()
+        if self.sock is not None and self.sock in readable:
+            self._read_adverts()
+        while True:
+            with self._lock:
+                if not self._events:
+                    break
+                ev = self._events.popleft()
+            self.feed(ev)
+        self._run_calls()
+        self.feed(Tick())
+        self.executor.run_garp(self.clock())
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._lock:
+                if not self._calls:
+                    return
+                fn, fut = self._calls.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except Exception as exc:  # noqa: BLE001 - the caller gets it
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.stop()
+        self.executor.close(wait=True)
+        self._close_socket()
+        for fn in self.ad.extra_close:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - closing must go on
+                pass
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        m = self.machine
+        now = self.clock()
+        master = m.master
+        return {
+            "instance": self.cfg.instance,
+            "state": str(m.state),
+            "since_seconds": round(now - m.since, 3),
+            "reason": m.reason,
+            "priority": {"configured": self.cfg.priority, "effective": sm.effective_priority(m, self.params)},
+            "vips": [str(v) for v in self.cfg.virtual_ipaddresses],
+            "vip_attached": self.executor.vip_attached,
+            "master": None if master is None else {
+                "address": master.address, "priority": master.priority, "interval": master.interval,
+                "last_seen_seconds_ago": round(now - master.last_seen, 3)},
+            "container": str(m.container) if self.cfg.milvus else None,
+            "checks": [r.__dict__ for r in self._runner.last_results()] if self._runner else [],
+            "healthy": m.healthy,
+            "paused": m.paused,
+            "hold": m.hold,
+            "transitions": m.transitions,
+            "drops": dict(self.drops),
+            "counters": dict(self.executor.counters),
+            "received": self.received,
+            "history": list(self.history)[-10:],
+        }
