@@ -162,8 +162,11 @@ class Daemon:
             self._runner_role = role
             self._runner.set_role(role)
 
-    def _on_health(self, healthy: bool, reason: str, role: str | None = None) -> None:
-        self.post(HealthChanged(healthy=healthy, reason=reason, role=role or self._runner_role or "backup"))
+    def _on_health(self, healthy: bool, reason: str) -> None:
+        # Called by the runner under its lock, for the role it currently checks: stale
+        # verdicts (a role that changed meanwhile) never reach here.
+        role = getattr(self._runner, "role", None) or self._runner_role or "backup"
+        self.post(HealthChanged(healthy=healthy, reason=reason, role=role))
 
     # ------------------------------------------------------------------ inputs
 
@@ -225,6 +228,7 @@ class Daemon:
         if self.ad.make_runner is not None:
             self._runner = self.ad.make_runner(self._on_health)
             self._sync_checks()
+            self._runner.start()
 
     def run(self) -> int:
         self.start()

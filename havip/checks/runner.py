@@ -1,0 +1,242 @@
+"""Run the role's checks on a schedule, off the VRRP timing path, with rise/fall.
+
+The runner owns one thread. Each cycle runs every check of the current role in its
+own short-lived thread, bounded by the check's timeout (plus `grace`): a check stuck
+in the kernel (hung NFS, wedged engine) becomes a failed result and is not started
+again until it returns. The aggregate (every check passed) goes through `Hysteresis`;
+when it flips, `on_change(healthy, reason)` is called from the runner thread, where
+the daemon only posts an event into its loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import structlog
+
+from havip.checks.probes import CheckResult, fmt_seconds
+
+Check = Callable[[], CheckResult]
+log = structlog.get_logger("havip.checks")
+
+
+class Hysteresis:
+    """Consecutive-result filter: `rise` passes make healthy, `fall` failures unhealthy.
+
+    The initial state is unknown; the first decision comes after `rise` passes or
+    `fall` failures in a row. `feed` returns the new state when it changes, else None.
+    """
+
+    def __init__(self, rise: int, fall: int):
+        if rise < 1 or fall < 1:
+            raise ValueError(f"rise and fall must be at least 1 (got rise={rise}, fall={fall})")
+        self.rise = rise
+        self.fall = fall
+        self.state: bool | None = None
+        self.passes = 0          # consecutive
+        self.fails = 0           # consecutive
+
+    def feed(self, ok: bool) -> bool | None:
+        if ok:
+            self.passes, self.fails = self.passes + 1, 0
+            if self.state is not True and self.passes >= self.rise:
+                self.state = True        # unknown/unhealthy -> healthy
+                return True
+        else:
+            self.fails, self.passes = self.fails + 1, 0
+            if self.state is not False and self.fails >= self.fall:
+                self.state = False       # unknown/healthy -> unhealthy
+                return False
+        return None
+
+
+def _times(n: int) -> str:
+    return "1 time" if n == 1 else f"{n} times"
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _unwrap(fn: Callable) -> Callable:
+    while hasattr(fn, "func"):           # functools.partial
+        fn = fn.func
+    return fn
+
+
+class CheckRunner:
+    """Runs `probes_for_role(role)` every `interval` seconds in its own thread.
+
+    A check's deadline is its probe's `timeout` attribute (bound method or partial of
+    one), else `default_timeout` (the interval), plus `grace`. Call `start()` to begin,
+    `set_role()` when the VRRP role changes, `stop()` at shutdown; `run_once()` runs
+    one cycle synchronously (tests drive it with a fake clock).
+    """
+
+    def __init__(self, probes_for_role: Callable[[str], list[Check]], interval: float, rise: int, fall: int,
+                 on_change: Callable[[bool, str], None], clock: Callable[[], float] = time.monotonic,
+                 *, role: str = "backup", default_timeout: float | None = None, grace: float = 0.5):
+        self.probes_for_role = probes_for_role
+        self.interval = interval
+        self.rise, self.fall = rise, fall
+        self.on_change = on_change
+        self.clock = clock
+        self.default_timeout = interval if default_timeout is None else default_timeout
+        self.grace = grace
+        self._lock = threading.RLock()   # on_change runs under it and may call set_role
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._busy: dict[object, threading.Thread] = {}   # checks still running
+        self._names: dict[object, str] = {}
+        self._last: list[CheckResult] = []
+        self._install(role)
+
+    # ---------------------------------------------------------------- control
+
+    def _install(self, role: str) -> None:
+        checks = list(self.probes_for_role(role))
+        with self._lock:
+            self.role = role
+            self._checks = checks
+            self._hyst = Hysteresis(self.rise, self.fall)
+            self._fail_streaks: dict[str, int] = {}
+            self._generation = getattr(self, "_generation", 0) + 1
+            self._last = []
+
+    def set_role(self, role: str) -> None:
+        """Switch to the checks of `role` ("master"/"backup"); the health becomes unknown
+        again, so the next decision is reported even if it equals the previous one."""
+        self._install(role)
+        self._wake.set()
+
+    @property
+    def healthy(self) -> bool | None:
+        return self._hyst.state
+
+    def last_results(self) -> list[CheckResult]:
+        with self._lock:
+            return list(self._last)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="havip-checks", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the schedule and wait for the current cycle (a stuck check is left behind)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout if timeout is not None else self._max_deadline() + 1)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            began = self.clock()
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - a bug in one cycle must not end the checks
+                log.exception("check cycle failed")
+            left = self.interval - (self.clock() - began)
+            if left > 0:
+                self._wake.wait(left)
+            self._wake.clear()
+
+    # ---------------------------------------------------------------- one cycle
+
+    def run_once(self) -> bool | None:
+        """Run every check once; feed the aggregate; return the new state if it flipped."""
+        with self._lock:
+            generation, checks, role = self._generation, list(self._checks), self.role
+        results = self._run_all(checks)
+        with self._lock:
+            if generation != self._generation:
+                return None              # the role changed meanwhile; these results are stale
+            self._last = results
+            for r in results:
+                self._fail_streaks[r.name] = 0 if r.ok else self._fail_streaks.get(r.name, 0) + 1
+            flipped = self._hyst.feed(all(r.ok for r in results))
+            if flipped is None:
+                return None
+            reason = self._sentence(flipped, results, role)
+            log.info("health changed", healthy=flipped, role=role, reason=reason)
+            try:
+                self.on_change(flipped, reason)
+            except Exception:  # noqa: BLE001 - the daemon's callback failing must be seen, not fatal
+                log.exception("health callback failed", healthy=flipped, reason=reason)
+            return flipped
+
+    def _sentence(self, healthy: bool, results: list[CheckResult], role: str) -> str:
+        if not results:
+            return f"role {role} has no checks, so it counts as healthy"
+        if healthy:
+            names = [r.name for r in results]
+            noun = "check" if len(names) == 1 else "checks"
+            return f"{_and(names)} {noun} passed {_times(self._hyst.passes)} in a row"
+        bad = next(r for r in results if not r.ok)
+        return f"{bad.name} check failed {_times(self._fail_streaks[bad.name])}: {bad.reason}"
+
+    def _timeout_of(self, check: Callable) -> float:
+        fn = _unwrap(check)
+        t = getattr(fn, "timeout", None)
+        if t is None:
+            t = getattr(getattr(fn, "__self__", None), "timeout", None)
+        return float(t) if t is not None else self.default_timeout
+
+    def _max_deadline(self) -> float:
+        return max((self._timeout_of(c) for c in self._checks), default=0.0) + self.grace
+
+    @staticmethod
+    def _key(check: Callable) -> object:
+        # Bound methods are new objects on every attribute access; key them by owner.
+        fn = _unwrap(check)
+        owner = getattr(fn, "__self__", None)
+        return (id(owner), getattr(fn, "__func__", fn)) if owner is not None else id(check)
+
+    def _name(self, check: Callable) -> str:
+        fn = _unwrap(check)
+        return self._names.get(self._key(check)) or getattr(fn, "check_name", None) or getattr(fn, "__name__", "check")
+
+    def _run_all(self, checks: list[Check]) -> list[CheckResult]:
+        started = self.clock()
+        boxes: list[list[CheckResult]] = []
+        threads: list[threading.Thread | None] = []
+        for check in checks:
+            key, box = self._key(check), []
+            boxes.append(box)
+            if key in self._busy and self._busy[key].is_alive():
+                threads.append(None)     # still stuck from an earlier cycle: do not pile up
+                continue
+            t = threading.Thread(target=self._call, args=(check, box), name="havip-check", daemon=True)
+            self._busy[key] = t
+            threads.append(t)
+            t.start()
+        results = []
+        for check, box, t in zip(checks, boxes, threads):
+            timeout = self._timeout_of(check)
+            if t is not None:
+                t.join(max(0.0, started + timeout + self.grace - self.clock()))
+            now = self.clock()
+            if box:
+                self._names[self._key(check)] = box[0].name
+                results.append(box[0])
+            elif t is None:
+                results.append(CheckResult(self._name(check), False,
+                                           f"{self._name(check)} check is still stuck in an earlier run",
+                                           0.0, now))
+            else:
+                results.append(CheckResult(self._name(check), False,
+                                           f"{self._name(check)} check did not finish within "
+                                           f"{fmt_seconds(timeout)}", now - started, now))
+        return results
+
+    def _call(self, check: Check, box: list[CheckResult]) -> None:
+        t0 = self.clock()
+        try:
+            box.append(check())
+        except Exception as exc:  # noqa: BLE001 - a raising probe is a failed check with its reason
+            now = self.clock()
+            box.append(CheckResult(self._name(check), False,
+                                   f"{self._name(check)} check raised {type(exc).__name__}: {exc}", now - t0, now))

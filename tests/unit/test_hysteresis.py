@@ -1,0 +1,197 @@
+"""Rise/fall hysteresis (table tests) and the CheckRunner cycle with fake checks."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import pytest
+
+from havip.checks.probes import CheckResult
+from havip.checks.runner import CheckRunner, Hysteresis
+
+T, F = True, False
+
+
+@pytest.mark.parametrize(
+    "rise, fall, feed, expected",
+    [
+        # first decision from the unknown state
+        (1, 1, [T], [T]),
+        (1, 1, [F], [F]),
+        (2, 2, [T, T], [None, T]),
+        (2, 2, [F, F], [None, F]),
+        (3, 2, [T, T, F, T, T, T], [None, None, None, None, None, T]),
+        (2, 3, [F, F, T, F, F, F], [None, None, None, None, None, F]),
+        # once decided, the same result again is not a change
+        (2, 2, [T, T, T, T], [None, T, None, None]),
+        (1, 1, [F, F, F], [F, None, None]),
+        # healthy -> unhealthy needs `fall` failures in a row; a pass resets the count
+        (1, 2, [T, F, T, F, F], [T, None, None, None, F]),
+        (1, 3, [T, F, F, T, F, F, F], [T, None, None, None, None, None, F]),
+        # unhealthy -> healthy needs `rise` passes in a row
+        (3, 1, [F, T, T, F, T, T, T], [F, None, None, None, None, None, T]),
+        # flapping with rise=fall=1 reports every change
+        (1, 1, [T, F, T, F], [T, F, T, F]),
+        # flapping with rise=fall=2 never decides
+        (2, 2, [T, F, T, F, T, F], [None] * 6),
+    ],
+)
+def test_hysteresis_table(rise, fall, feed, expected):
+    h = Hysteresis(rise, fall)
+    assert [h.feed(ok) for ok in feed] == expected
+
+
+def test_hysteresis_counts_and_state():
+    h = Hysteresis(2, 3)
+    assert h.state is None
+    h.feed(True)
+    assert (h.state, h.passes, h.fails) == (None, 1, 0)
+    h.feed(True)
+    h.feed(False)
+    assert (h.state, h.passes, h.fails) == (True, 0, 1)
+
+
+@pytest.mark.parametrize("rise, fall", [(0, 1), (1, 0), (-1, 2)])
+def test_hysteresis_rejects_zero(rise, fall):
+    with pytest.raises(ValueError, match="at least 1"):
+        Hysteresis(rise, fall)
+
+
+# ---------------------------------------------------------------- CheckRunner
+
+
+class FakeProbe:
+    """A check whose outcome the test sets; records how often it ran."""
+
+    def __init__(self, name: str, timeout: float = 1.0):
+        self.name = name
+        self.timeout = timeout
+        self.ok = True
+        self.reason = "fine"
+        self.calls = 0
+        self.block = threading.Event()
+        self.blocking = False
+
+    def check(self) -> CheckResult:
+        self.calls += 1
+        if self.blocking:
+            self.block.wait(5)
+        return CheckResult(self.name, self.ok, self.reason, 0.0, 0.0)
+
+
+class Recorder:
+    def __init__(self):
+        self.changes: list[tuple[bool, str]] = []
+
+    def __call__(self, healthy: bool, reason: str) -> None:
+        self.changes.append((healthy, reason))
+
+
+def make_runner(roles: dict, rise=2, fall=2, role="master", **kw):
+    rec = Recorder()
+    runner = CheckRunner(lambda r: [p.check for p in roles[r]], interval=1.0, rise=rise, fall=fall,
+                         on_change=rec, clock=lambda: 0.0, role=role, **kw)
+    return runner, rec
+
+
+def test_runner_reports_the_failing_check_in_one_sentence():
+    grpc, ctr = FakeProbe("grpc"), FakeProbe("container")
+    runner, rec = make_runner({"master": [ctr, grpc]})
+    assert runner.run_once() is None
+    assert runner.run_once() is True
+    assert rec.changes == [(True, "container and grpc checks passed 2 times in a row")]
+    grpc.ok, grpc.reason = False, "Milvus did not answer CheckHealth within 1.0s"
+    assert runner.run_once() is None
+    assert runner.run_once() is False
+    assert rec.changes[-1] == (False, "grpc check failed 2 times: Milvus did not answer CheckHealth within 1.0s")
+    assert [r.name for r in runner.last_results()] == ["container", "grpc"]
+    assert runner.healthy is False
+
+
+def test_set_role_switches_checks_and_resets_hysteresis():
+    m, b = FakeProbe("grpc"), FakeProbe("standby")
+    runner, rec = make_runner({"master": [m], "backup": [b]}, rise=1, fall=1)
+    assert runner.run_once() is True
+    runner.set_role("backup")
+    assert runner.healthy is None and runner.last_results() == []
+    assert runner.run_once() is True          # reported again: the state was reset
+    assert (m.calls, b.calls) == (1, 1)
+    assert rec.changes[-1] == (True, "standby check passed 1 time in a row")
+
+
+def test_role_without_checks_counts_as_healthy():
+    runner, rec = make_runner({"backup": []}, rise=1, role="backup")
+    assert runner.run_once() is True
+    assert rec.changes == [(True, "role backup has no checks, so it counts as healthy")]
+
+
+def test_a_raising_check_is_a_failed_result():
+    def boom() -> CheckResult:
+        raise OSError("disk on fire")
+
+    rec = Recorder()
+    runner = CheckRunner(lambda r: [boom], interval=1.0, rise=1, fall=1, on_change=rec, role="master")
+    assert runner.run_once() is False
+    assert rec.changes == [(False, "boom check failed 1 time: boom check raised OSError: disk on fire")]
+
+
+def test_a_stuck_check_is_cut_at_its_timeout_and_not_restarted():
+    p = FakeProbe("grpc", timeout=0.05)
+    runner, rec = make_runner({"master": [p]}, rise=1, fall=2, grace=0.05)
+    try:
+        assert runner.run_once() is True      # a first answer teaches the runner its name
+        p.blocking = True
+        assert runner.run_once() is None
+        assert runner.last_results()[0].reason == "grpc check did not finish within 0.05s"
+        assert runner.run_once() is False     # third cycle: still stuck, not started again
+        assert p.calls == 2
+        assert rec.changes[-1] == (False, "grpc check failed 2 times: grpc check is still stuck in an earlier run")
+    finally:
+        p.block.set()
+
+
+def test_unanswered_probe_is_named_by_its_marker():
+    from havip.checks.probes import MilvusProbe
+
+    runner, _ = make_runner({"master": []})
+    assert runner._name(MilvusProbe("198.18.0.1:1", 1.0).check) == "grpc"
+
+
+def test_timeout_is_read_through_partial():
+    p = FakeProbe("standby", timeout=7.0)
+    runner, _ = make_runner({"master": []})
+    assert runner._timeout_of(functools.partial(p.check)) == 7.0
+    assert runner._timeout_of(lambda: None) == 1.0   # default: the interval
+
+
+def test_callback_failure_does_not_stop_the_runner():
+    p = FakeProbe("grpc")
+
+    def bad(healthy, reason):
+        raise RuntimeError("loop closed")
+
+    runner = CheckRunner(lambda r: [p.check], interval=1.0, rise=1, fall=1, on_change=bad, role="master")
+    assert runner.run_once() is True
+    assert runner.healthy is True
+
+
+def test_thread_runs_on_schedule_and_stops():
+    p = FakeProbe("grpc")
+    got = threading.Event()
+    rec = []
+
+    def on_change(healthy, reason):
+        rec.append(healthy)
+        got.set()
+
+    runner = CheckRunner(lambda r: [p.check], interval=0.01, rise=3, fall=1, on_change=on_change, role="master")
+    runner.start()
+    try:
+        assert got.wait(5)
+    finally:
+        runner.stop()
+    assert rec == [True] and p.calls >= 3
+    calls = p.calls
+    threading.Event().wait(0.05)
+    assert p.calls == calls
