@@ -1,0 +1,174 @@
+"""Fakes for the daemon's adapters: they record calls and can be told to fail.
+
+Each fake has the same methods as the real adapter it stands for (havip/net/*,
+havip/runtime/container.py, havip/checks/probes.py). Selectable fakes use a pipe so
+that the real select() loop can run over them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+
+from havip.checks.probes import CheckResult
+from havip.errors import AdapterError
+from havip.net.link import LinkStatus
+from havip.net.sock import Received
+
+
+class _Selectable:
+    def __init__(self):
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def _signal(self) -> None:
+        os.write(self._w, b"x")
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class FakeSocket(_Selectable):
+    def __init__(self, source: str = "198.18.0.11", destinations=("224.0.0.18",)):
+        super().__init__()
+        self.source = source
+        self.destinations = list(destinations)
+        self.sent: list[tuple[bytes, str]] = []
+        self.inbox: deque[Received] = deque()
+        self.send_error: Exception | None = None
+        self.closed = False
+
+    def send_to(self, payload: bytes, dst: str) -> None:
+        if self.send_error:
+            raise self.send_error
+        self.sent.append((payload, dst))
+
+    def deliver(self, payload: bytes, src: str, ttl: int | None = 255, dst: str = "224.0.0.18") -> None:
+        self.inbox.append(Received(payload=payload, src=src, dst=dst, ttl=ttl))
+        self._signal()
+
+    def recv(self) -> Received | None:
+        if not self.inbox:
+            self._drain()
+            return None
+        return self.inbox.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+class FakeVips:
+    def __init__(self, vips=("198.18.0.50/24",)):
+        self.vips = list(vips)
+        self.attached = False
+        self.calls: list[str] = []
+        self.error: Exception | None = None
+
+    def add(self) -> list[str]:
+        self.calls.append("add")
+        if self.error:
+            raise self.error
+        was, self.attached = self.attached, True
+        return [] if was else list(self.vips)
+
+    def remove(self) -> list[str]:
+        self.calls.append("remove")
+        if self.error:
+            raise self.error
+        was, self.attached = self.attached, False
+        return list(self.vips) if was else []
+
+    def close(self) -> None:
+        pass
+
+
+class FakeAnnouncer:
+    def __init__(self):
+        self.announced = 0
+
+    def announce(self, vips) -> int:
+        self.announced += 1
+        return len(vips)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeLink(_Selectable):
+    def __init__(self, up: bool = True):
+        super().__init__()
+        self.up = up
+
+    def set(self, up: bool) -> None:
+        self.up = up
+        self._signal()
+
+    def drain(self) -> bool:
+        self._drain()
+        return True
+
+    def status(self) -> LinkStatus:
+        return LinkStatus(exists=True, up=self.up, detail="eth0 is up" if self.up else "eth0 has no carrier")
+
+
+@dataclass
+class FakeRuntime:
+    running: bool = False
+    start_error: Exception | None = None
+    stop_error: Exception | None = None
+    ready: bool = True
+
+    def __post_init__(self):
+        self.calls: list[str] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
+        if self.start_error:
+            raise self.start_error
+        self.running = True
+
+    def stop(self) -> bool:
+        self.calls.append("stop")
+        if self.stop_error:
+            raise self.stop_error
+        was, self.running = self.running, False
+        return was
+
+    def is_running(self) -> bool | None:
+        return self.running
+
+    def wait_ready(self, probe, timeout: float, poll: float = 0.1) -> CheckResult:
+        ok = self.ready and self.running
+        return CheckResult("grpc", ok, "Milvus answered CheckHealth" if ok else "Milvus never became healthy",
+                           0.01, 0.0)
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+def fail(msg: str = "netlink said no") -> AdapterError:
+    return AdapterError(msg)

@@ -1,0 +1,167 @@
+"""The daemon loop and executor over fake adapters: what reaches the adapters, in which
+order, and what happens when they fail. No root, no network."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import structlog
+
+from havip import config
+from havip.daemon.loop import Adapters, Daemon
+from havip.model import Advert, State
+from havip.protocol import codec
+from tests.fakes import FakeAnnouncer, FakeClock, FakeLink, FakeRuntime, FakeSocket, FakeVips, fail
+
+BASE = {"interface": "eth0", "virtual_router_id": 51, "priority": 110, "advert_interval": 1,
+        "authentication": {"type": "pass", "password": "1111"}, "virtual_ipaddresses": ["198.18.0.50/24"]}
+
+
+def make(milvus: bool = False, **over):
+    data = {**BASE, **over}
+    if milvus:
+        data["milvus"] = {"container": "milvus", "start_timeout": 5, "stop_timeout": 1}
+    cfg = config.parse(data, default_instance="test")
+    sock, vips, link, clock = FakeSocket(), FakeVips(), FakeLink(), FakeClock()
+    runtime = FakeRuntime(running=True) if milvus else None
+    ad = Adapters(make_socket=lambda: sock, vips=vips, announcer=FakeAnnouncer(), link=link,
+                  runtime=runtime, milvus_probe=object() if milvus else None)
+    d = Daemon(cfg, ad, log=structlog.get_logger("test"), clock=clock)
+    return d, sock, vips, link, clock, runtime
+
+
+def _priorities(sock: FakeSocket) -> list[int]:
+    out = []
+    for payload, _dst in sock.sent:
+        adv = codec.decode(payload, src=sock.source, dst="224.0.0.18", ttl=255, family=4)
+        assert isinstance(adv, Advert)
+        out.append(adv.priority)
+    return out
+
+
+def _settle(d: Daemon, deadline: float = 3.0) -> None:
+    """Let worker threads report back and the loop process their events."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        d.run_once()
+        if not d.executor._container_pool._work_queue.qsize() and not d._events:
+            d.run_once()
+            return
+
+
+def test_start_as_backup_removes_stale_vip_and_stops_stale_container():
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    d.start()
+    _settle(d)
+    assert d.machine.state == State.BACKUP
+    assert vips.calls == ["remove"]
+    assert rt.calls == ["stop"] and rt.running is False
+    assert sock.sent == []
+
+
+def test_takeover_sends_advert_adds_vip_and_starts_milvus():
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    d.start()
+    _settle(d)
+    clock.advance(3.7)
+    d.run_once()
+    assert d.machine.state == State.MASTER
+    assert _priorities(sock) == [110]
+    assert vips.attached
+    _settle(d)
+    assert rt.running and "start" in rt.calls
+    assert str(d.machine.container) == "running"
+    assert d.status()["container"] == "running"
+
+
+def test_advert_send_failure_is_counted_not_fatal():
+    d, sock, vips, link, clock, rt = make()
+    d.start()
+    sock.send_error = fail("sendmsg: Network is unreachable")
+    clock.advance(3.7)
+    d.run_once()
+    assert d.machine.state == State.MASTER
+    assert d.executor.counters["error_SendAdvert"] == 1
+    assert "unreachable" in d.executor.last_error
+    sock.send_error = None
+    clock.advance(1.0)
+    d.run_once()
+    assert _priorities(sock) == [110]
+
+
+def test_vip_failure_is_counted_and_the_loop_goes_on():
+    d, sock, vips, link, clock, rt = make()
+    vips.error = fail("cannot add 198.18.0.50/24 to eth0: Operation not permitted")
+    d.start()
+    clock.advance(3.7)
+    d.run_once()
+    assert d.machine.state == State.MASTER
+    assert d.executor.counters["error_AddVip"] == 1
+    assert d.executor.counters["error_DelVip"] == 1
+
+
+def test_garbage_from_the_wire_is_counted_by_reason():
+    d, sock, vips, link, clock, rt = make()
+    d.start()
+    good = codec.encode(Advert(2, 51, 200, 1.0, ("198.18.0.50",), auth_type=1, password=b"1111"),
+                        src="198.18.0.21", dst="224.0.0.18")
+    sock.deliver(b"\x00\x01", "198.18.0.21")
+    sock.deliver(good, "198.18.0.21", ttl=64)
+    sock.deliver(good[:-1] + bytes([good[-1] ^ 1]), "198.18.0.21")
+    sock.deliver(good, "198.18.0.21")
+    d.run_once()
+    assert d.drops["truncated"] == 1
+    assert d.drops["bad_ttl"] == 1
+    assert d.drops["auth_mismatch"] + d.drops["bad_checksum"] == 1
+    assert d.machine.master is not None and d.machine.master.priority == 200
+
+
+def test_link_down_goes_to_fault_and_closes_the_socket():
+    d, sock, vips, link, clock, rt = make()
+    d.start()
+    clock.advance(3.7)
+    d.run_once()
+    assert d.machine.state == State.MASTER
+    link.set(False)
+    d.run_once()
+    assert d.machine.state == State.FAULT
+    assert sock.closed and not vips.attached
+    assert "went down" in d.machine.reason
+
+
+def test_a_container_that_will_not_stop_blocks_the_handover():
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    d.start()
+    _settle(d)
+    clock.advance(3.7)
+    d.run_once()
+    _settle(d)
+    assert str(d.machine.container) == "running"
+    rt.stop_error = fail("cannot stop container milvus: Docker engine is unreachable")
+    d.request_stop()
+    _settle(d)
+    assert d.machine.state == State.MASTER          # still advertising: no second writer
+    assert 0 not in _priorities(sock)
+    rt.stop_error = None
+    clock.advance(1.1)                              # STOP_RETRY
+    _settle(d)
+    assert d.machine.state == State.STOPPED
+    assert _priorities(sock)[-1] == 0
+
+
+def test_status_has_the_fields_operators_read():
+    d, *_ = make(milvus=True)
+    d.start()
+    st = d.status()
+    for key in ("instance", "state", "since_seconds", "reason", "priority", "vips", "vip_attached", "master",
+                "container", "checks", "transitions", "drops", "paused"):
+        assert key in st
+    assert st["instance"] == "test" and st["state"] == "backup"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs():
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    yield
+    structlog.reset_defaults()
