@@ -95,20 +95,33 @@ def cleanup(file: str) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True)
 @click.option("--partial", is_flag=True, help="Write the files even if some lines could not be translated.")
-def import_keepalived(file: str, out_dir: str, partial: bool) -> None:
-    """Translate a keepalived.conf into havip YAML files, one per vrrp_instance."""
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def import_keepalived(file: str, out_dir: str, partial: bool, force: bool) -> None:
+    """Translate a keepalived.conf into havip YAML files, one per vrrp_instance.
+
+    Every line that cannot be translated is listed; the exit status is 1 if there is
+    any, and nothing is written, unless --partial is given.
+    """
     from havip import migrate
 
     text = Path(file).read_text()
     result = migrate.convert(text, source=file, script_reader=migrate.read_script)
+    for line in result.notes:
+        click.echo(f"note: {line}", err=True)
     for line in result.untranslated:
         click.echo(f"not translated: {line}", err=True)
     if result.untranslated and not partial:
         click.echo(f"{len(result.untranslated)} line(s) not translated; nothing written (use --partial to write anyway)",
                    err=True)
         sys.exit(1)
-    for path in migrate.write(result, Path(out_dir)):
+    try:
+        written = migrate.write(result, Path(out_dir), overwrite=force)
+    except FileExistsError as exc:
+        click.echo(f"{exc.filename or exc}: already exists; nothing written (use --force to overwrite)", err=True)
+        sys.exit(1)
+    for path in written:
         click.echo(f"wrote {path}")
+    sys.exit(1 if result.untranslated else 0)
 
 
 def _lab_group():

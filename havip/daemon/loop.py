@@ -139,19 +139,22 @@ class Daemon:
         before = self.machine
         decision = sm.step(self.machine, self.params, event, now)
         self.machine = decision.machine
-        if decision.transition:
-            old, new = decision.transition
-            entry = {"from": str(old), "to": str(new), "reason": decision.reason, "at": time.time()}
-            self.history.append(entry)
-            self.log.info("transition", **{"from": str(old), "to": str(new)}, reason=decision.reason)
-            if self.on_transition:
-                self.on_transition(entry)
-        elif decision.reason:
-            self.log.info("decision", state=str(self.machine.state), reason=decision.reason)
         if isinstance(event, Tick) and before.adver_deadline is not None and any(
                 isinstance(a, SendAdvert) for a in decision.actions):
             self.lateness.append(now - before.adver_deadline)
         self.executor.apply(decision.actions, now)
+        if decision.transition:
+            old, new = decision.transition
+            entry = {"from": str(old), "to": str(new), "reason": decision.reason, "at": time.time()}
+            self.history.append(entry)
+            timing = {"apply_ms": round((self.clock() - now) * 1000, 3)}
+            if old == State.BACKUP and before.master_down_deadline is not None and new == State.MASTER:
+                timing["timer_late_ms"] = round((now - before.master_down_deadline) * 1000, 3)
+            self.log.info("transition", **{"from": str(old), "to": str(new)}, reason=decision.reason, **timing)
+            if self.on_transition:
+                self.on_transition(entry)
+        elif decision.reason:
+            self.log.info("decision", state=str(self.machine.state), reason=decision.reason)
         self._sync_checks()
 
     def _sync_checks(self) -> None:

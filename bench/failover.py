@@ -1,0 +1,222 @@
+"""havip against keepalived, side by side in one run, on the same timers.
+
+For each VRRP mode (v2 at 1 s, v3 at 0.1 s) and each fault (the master's link cut, the
+master stopped cleanly), alternate havip and keepalived trials in fresh namespaces and
+measure the outage a client sees on the VIP: TCP connects every 10 ms to a server on
+each host; the outage is the longest gap between two successful connects after the
+fault. Then CPU and memory at rest. Ratios matter, not absolute times: this machine is
+noisy and shared.
+
+Usage (root): python bench/failover.py [--trials N] [--out docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from havip.lab.havipd import Havipd, vrrp_config, wait_vip  # noqa: E402
+from havip.lab.keepalived import Keepalived, render_conf  # noqa: E402
+from havip.lab.netns import Topology  # noqa: E402
+
+VIP = "198.18.0.50"
+PORT = 8080
+PROBER = Path(__file__).with_name("prober.py")
+MODES = {"v2, advert 1 s": dict(version=2, interval=1.0, password="1111"),
+         "v3, advert 0.1 s": dict(version=3, interval=0.1, password=None)}
+FAULTS = ("link cut", "clean stop")
+SERVER = ("import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+          f"s.bind(('0.0.0.0',{PORT}))\ns.listen(1024)\nwhile True:\n c,_=s.accept()\n c.close()\n")
+
+
+class Router:
+    """havip or keepalived on one host, behind the same three verbs."""
+
+    def __init__(self, tool: str, host, workdir: Path, prio: int, mode: dict):
+        self.tool = tool
+        if tool == "havip":
+            cfg = vrrp_config(priority=prio, vips=[f"{VIP}/24"], version=mode["version"],
+                              interval=mode["interval"], password=mode["password"])
+            # keepalived's defaults: 5 gratuitous ARPs at once on takeover.
+            cfg["garp"] = {"delay": 0, "repeat": 5, "interval": 0, "refresh": 0}
+            self.impl = Havipd(host, cfg, workdir)
+        else:
+            conf = render_conf(vrid=51, priority=prio, vips=[f"{VIP}/24"], version=mode["version"],
+                               advert_int=mode["interval"], auth_pass=mode["password"])
+            self.impl = Keepalived(host, conf, workdir / f"ka-{host.name}")
+
+    def start(self) -> None:
+        self.impl.start()
+
+    def stop(self) -> None:
+        self.impl.stop()
+
+    def kill(self) -> None:
+        self.impl.kill()
+
+    def pids(self) -> list[int]:
+        if self.tool == "havip":
+            return [self.impl.proc.pid] if self.impl.running else []
+        return [p for p in (self.impl.pid, self.impl.vrrp_pid) if p]
+
+
+def _outage(ok: list[float], fault: float) -> float:
+    """Longest gap between successful connects, counting from the last one before the fault."""
+    before = [t for t in ok if t <= fault]
+    after = [t for t in ok if t > fault]
+    if not after:
+        return float("inf")
+    seq = ([before[-1]] if before else [fault]) + after
+    return max(b - a for a, b in zip(seq, seq[1:]))
+
+
+def trial(tool: str, mode: dict, fault: str) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="havip-bench-"))
+    with Topology() as topo:
+        h1, h2, client = topo.add_host("h1", 11), topo.add_host("h2", 21), topo.add_host("c", 99)
+        for h in (h1, h2):
+            h.popen([sys.executable, "-c", SERVER])
+        r1 = Router(tool, h1, work, 110, mode)
+        r2 = Router(tool, h2, work, 91, mode)
+        try:
+            r1.start()
+            wait_vip([h1, h2], VIP, timeout=20)
+            r2.start()
+            time.sleep(3 * mode["interval"] + 1.5)       # both settled: h1 master, h2 backup
+            assert [h.name for h in (h1, h2) if h.has_address(VIP)] == ["h1"]
+            duration = 1.0 + 3 * mode["interval"] + 3.0
+            prober = client.popen([sys.executable, str(PROBER), VIP, str(PORT), str(duration)],
+                                  stdout=subprocess.PIPE, text=True)
+            json.loads(prober.stdout.readline())
+            time.sleep(1.0)
+            t_fault = time.monotonic()
+            if fault == "link cut":
+                h1.link_down()
+            else:
+                r1.stop()
+            out = json.loads(prober.stdout.readline())
+            prober.wait(10)
+            result = {"tool": tool, "fault": fault, "outage": _outage(out["ok"], t_fault)}
+            if tool == "havip":
+                t = [e for e in r2.impl.transitions() if e["to"] == "master"]
+                if t:
+                    result["apply_ms"] = t[-1].get("apply_ms")
+            return result
+        finally:
+            r1.kill()
+            r2.kill()
+
+
+def at_rest(tool: str, seconds: float) -> dict:
+    """CPU (share of one core) and RSS of the master's process(es) at 1 s adverts."""
+    work = Path(tempfile.mkdtemp(prefix="havip-bench-"))
+    mode = MODES["v2, advert 1 s"]
+    with Topology() as topo:
+        h1, h2 = topo.add_host("h1", 11), topo.add_host("h2", 21)
+        r1, r2 = Router(tool, h1, work, 110, mode), Router(tool, h2, work, 91, mode)
+        try:
+            r1.start()
+            r2.start()
+            wait_vip([h1, h2], VIP, timeout=20)
+            time.sleep(2)
+            pids = r1.pids()
+            c0 = sum(_cpu(p) for p in pids)
+            time.sleep(seconds)
+            c1 = sum(_cpu(p) for p in pids)
+            return {"tool": tool, "cpu_pct": 100 * (c1 - c0) / seconds, "rss_mib": sum(_rss(p) for p in pids) / 1024}
+        finally:
+            r1.kill()
+            r2.kill()
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    ka = subprocess.run(["keepalived", "--version"], capture_output=True, text=True)
+    ka_ver = (ka.stderr or ka.stdout).splitlines()[0] if (ka.stderr or ka.stdout) else "keepalived"
+    return f"{os.cpu_count()} cores, {cpu}, Linux {platform.release()}, Python {platform.python_version()}, {ka_ver}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--rest-seconds", type=float, default=20)
+    ap.add_argument("--out", default=None, help="write a Markdown report here (docs/benchmarks.md)")
+    args = ap.parse_args()
+    rows, apply_ms = [], []
+    for mode_name, mode in MODES.items():
+        for fault in FAULTS:
+            res = {"havip": [], "keepalived": []}
+            for i in range(args.trials):
+                for tool in (("havip", "keepalived") if i % 2 == 0 else ("keepalived", "havip")):
+                    r = trial(tool, mode, fault)
+                    res[tool].append(r["outage"])
+                    if r.get("apply_ms") is not None:
+                        apply_ms.append(r["apply_ms"])
+                    print(f"{mode_name:17} {fault:10} {tool:10} outage {r['outage'] * 1000:8.1f} ms", flush=True)
+            hv, ka = statistics.median(res["havip"]), statistics.median(res["keepalived"])
+            rows.append((mode_name, fault, hv, ka, hv / ka, res))
+    rest = [at_rest(t, args.rest_seconds) for t in ("havip", "keepalived")]
+    report = render(rows, rest, apply_ms, args.trials, args.rest_seconds)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report)
+        print(f"wrote {args.out}")
+
+
+def render(rows, rest, apply_ms, trials, rest_seconds) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = ["# Benchmarks", "",
+           f"Measured {when} on {_machine()}, by `make bench` (bench/failover.py).", "",
+           "## Client-observed outage on the VIP, havip vs keepalived",
+           "",
+           "Two hosts (priorities 110 and 91) and a client in network namespaces on one bridge; a TCP",
+           "server on each host; the client connects to VIP:8080 every 10 ms. Outage = the longest gap",
+           "between two successful connects from the last one before the fault. Same VRRP timers for",
+           f"both tools, trials interleaved, median of {trials}. Ratio = havip / keepalived (target <= 1.05).",
+           "",
+           "| mode | fault | havip (ms) | keepalived (ms) | ratio | havip trials | keepalived trials |",
+           "|---|---|---|---|---|---|---|"]
+    for mode, fault, hv, ka, ratio, res in rows:
+        fmt = lambda xs: ", ".join(f"{x * 1000:.0f}" for x in xs)  # noqa: E731
+        out.append(f"| {mode} | {fault} | {hv * 1000:.0f} | {ka * 1000:.0f} | {ratio:.2f} | "
+                   f"{fmt(res['havip'])} | {fmt(res['keepalived'])} |")
+    if apply_ms:
+        out += ["", "## Takeover work after the timer fires (havip)", "",
+                "Time from the decision to become master until the advert is sent, the VIP attached and",
+                "the gratuitous ARPs sent (`apply_ms` in the transition log line), over all trials:",
+                f"median {statistics.median(apply_ms):.2f} ms, max {max(apply_ms):.2f} ms (target < 10 ms)."]
+    out += ["", f"## At rest (master, advert 1 s, {rest_seconds:.0f} s)", "",
+            "| tool | CPU (% of one core) | RSS (MiB) |", "|---|---|---|"]
+    for r in rest:
+        out.append(f"| {r['tool']} | {r['cpu_pct']:.2f} | {r['rss_mib']:.1f} |")
+    out += ["", "keepalived's figures are its parent and VRRP child together. havip's RSS is a Python",
+            "process with scapy, pyroute2 and structlog loaded.", ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

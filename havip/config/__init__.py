@@ -1,0 +1,207 @@
+"""The YAML configuration, validated as a whole.
+
+Every problem is reported at once as `path: value: reason`, e.g.
+`priority: 300: must be between 1 and 255`. Validation runs in two passes: pydantic
+checks each field (types, ranges, formats; `schema`), then `checks.cross_checks`
+looks at settings that only make sense together (version and interval, address
+families, unicast peers, ...). The second pass runs on every top-level field that
+passed the first, so one mistake does not hide another. Nothing here touches the
+network or the disk except `load`, which reads the one file it is given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import ipaddress
+from pathlib import Path
+from typing import get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError, create_model
+
+from havip.config.checks import Problem, cross_checks
+from havip.config.schema import (Authentication, Config, Control, Garp, IPAddress, IPInterface,
+                                 Metrics, Milvus, Notify, Unicast, StrictModel)
+from havip.errors import ConfigError
+
+__all__ = ["Authentication", "Config", "ConfigError", "Control", "Garp", "IPAddress", "IPInterface",
+           "Metrics", "Milvus", "Notify", "Unicast", "load", "parse"]
+
+_MISSING = object()
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def _show(value: object, path: str) -> str:
+    """A value as the user would write it in YAML ('1111' is a string, 1111 a number)."""
+    if value is _MISSING:
+        return "(missing)"
+    if path.rsplit(".", 1)[-1] == "password" and value:
+        return "(hidden)"
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address,
+                          ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        value = str(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)          # validated 3 -> 3.0; show it as the user wrote it
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
+    except yaml.YAMLError:
+        text = repr(value)
+    text = text.removesuffix("\n...\n").strip()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class that holds the key at the end of `loc`, for 'did you mean'."""
+    cls: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if isinstance(part, int) or cls is None:
+            continue
+        field = cls.model_fields.get(str(part))
+        cls = None
+        for t in (field.annotation, *get_args(field.annotation)) if field else ():
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                cls = t
+    return cls
+
+
+_REASONS = {
+    "missing": "required",
+    "int_type": "must be a whole number",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping of keys",
+    "too_short": "must not be empty",
+    "invalid_key": "unknown key; keys are names, not numbers",
+}
+
+
+def _reason(err: dict) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        cls = _model_at(err["loc"])
+        near = difflib.get_close_matches(str(err["loc"][-1]), list(cls.model_fields) if cls else [], 1)
+        return f"unknown key; did you mean {near[0]}?" if near else "unknown key"
+    if kind == "literal_error":
+        return f"must be {err['ctx']['expected']}"
+    if kind == "string_type" and isinstance(err.get("input"), (int, float)):
+        return "must be a string (quote it in YAML)"         # password: 1111, port numbers
+    return _REASONS.get(kind, err["msg"].removeprefix("Value error, "))
+
+
+def _field_problems(err: ValidationError) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        value = _MISSING if e["type"] == "missing" else e.get("input")
+        out.append((path, value, _reason(e)))
+    return out
+
+
+@functools.cache
+def _field_model(name: str) -> type[BaseModel]:
+    """A one-field model, to validate a single top-level key on its own."""
+    info = Config.model_fields[name]
+    return create_model(f"_Only_{name}", __base__=StrictModel, **{name: (info.annotation, info)})
+
+
+def _valid_fields(data: dict) -> dict:
+    """Each top-level field that is valid on its own (or defaulted), validated."""
+    out = {}
+    for name, info in Config.model_fields.items():
+        if name not in data:
+            if not info.is_required():
+                out[name] = info.get_default(call_default_factory=True)
+            continue
+        try:
+            out[name] = getattr(_field_model(name).model_validate({name: data[name]}), name)
+        except ValidationError:
+            pass
+    return out
+
+
+def _format(problems: list[Problem]) -> list[str]:
+    order = {name: i for i, name in enumerate(Config.model_fields)}
+    ranked = sorted(problems, key=lambda p: order.get(p[0].split(".", 1)[0], len(order)))
+    return [f"{path}: {_show(value, path)}: {reason}" for path, value, reason in ranked]
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def parse(data: object, *, source: str = "config", default_instance: str = "havip") -> Config:
+    """Validate a decoded YAML document; raise ConfigError listing every problem."""
+    if data is None:
+        raise ConfigError([f"{source}: (empty): no settings; expected a mapping of key: value lines"])
+    if not isinstance(data, dict):
+        shown = _show(data, "")
+        raise ConfigError([f"{source}: {shown}: must be a mapping of key: value lines, "
+                           f"not a {type(data).__name__}"])
+    data = {"instance": default_instance, **data}
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        problems = _field_problems(err) + cross_checks(_valid_fields(data))
+        raise ConfigError(_format(problems)) from None
+    problems = cross_checks(dict(config))
+    if problems:
+        raise ConfigError(_format(problems))
+    return config
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that records duplicate keys; PyYAML would silently keep the last one."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[object, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in first:
+                shown = value_node.value if isinstance(value_node, yaml.ScalarNode) else "{...}"
+                shown = "(hidden)" if key_node.value == "password" else shown
+                self.duplicates.append(f"{key_node.value}: {shown}: duplicate key on line {line} "
+                                       f"(first on line {first[key_node.value]}); remove one")
+            first.setdefault(key_node.value, line)
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path) -> tuple[object, list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read: not UTF-8 text"]) from None
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data(), loader.duplicates
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(unknown place)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}: {where}: invalid YAML: {problem}"]) from None
+    finally:
+        loader.dispose()
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a YAML file; the instance name defaults to the file's stem."""
+    path = Path(path)
+    data, duplicates = _read_yaml(path)
+    try:
+        config = parse(data, source=str(path), default_instance=path.stem)
+    except ConfigError as err:
+        raise ConfigError(duplicates + err.problems) from None
+    if duplicates:
+        raise ConfigError(duplicates)
+    return config

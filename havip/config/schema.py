@@ -1,0 +1,210 @@
+"""The configuration schema: field types with plain-English errors, and the models.
+
+Each field type checks itself and says what is wrong in words a reader of the YAML
+understands (`must be between 1 and 255`, `must be host:port`). Checks that need two
+fields live in `havip.config.checks`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# ------------------------------------------------------------------ field types
+
+
+def _between(lo: float, hi: float, unit: str = "", *, above: bool = False) -> AfterValidator:
+    """Range check with one plain-English message naming both bounds."""
+    unit = f" {unit}" if unit else ""
+    text = f"more than {lo} and at most {hi}" if above else f"between {lo} and {hi}"
+
+    def check(value: float) -> float:
+        inside = (lo < value if above else lo <= value) and value <= hi     # False for NaN
+        if not inside:
+            raise ValueError(f"must be {text}{unit}")
+        return value
+    return AfterValidator(check)
+
+
+def _matching(pattern: str, reason: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(reason)
+        return value
+    return AfterValidator(check)
+
+
+def _vip(value: object) -> IPInterface:
+    if not isinstance(value, str):
+        raise ValueError("must be an address with an optional /prefix, e.g. 192.0.2.10/24")
+    try:
+        vip = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError("is not an IPv4 or IPv6 address with an optional /prefix") from None
+    if vip.ip.is_multicast or vip.ip.is_unspecified or vip.ip.is_loopback:
+        raise ValueError("must be a unicast address (not multicast, loopback or unspecified)")
+    return vip
+
+
+def _ip(value: object) -> IPAddress:
+    try:
+        return ipaddress.ip_address(value if isinstance(value, str) else "")
+    except ValueError:
+        raise ValueError("is not an IPv4 or IPv6 address") from None
+
+
+def _host_port(value: str) -> str:
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", value)
+    if not m or not 1 <= int(m[2] or m[4]) <= 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:19530 or [::1]:19530")
+    if m[1]:
+        _ip(m[1])
+    return value
+
+
+def _docker_url(value: str) -> str:
+    if value.startswith("unix://") and PurePosixPath(value[7:]).is_absolute():
+        return value
+    if value.startswith("tcp://"):
+        try:
+            return "tcp://" + _host_port(value[6:])
+        except ValueError:
+            pass
+    raise ValueError("must be unix:///path/to/docker.sock or tcp://host:port")
+
+
+def _absolute(value: str) -> str:
+    if not PurePosixPath(value).is_absolute():
+        raise ValueError("must be an absolute path")
+    return value
+
+
+def _hook(value: str) -> str:
+    """A hook is run without a shell as `PATH STATE PRIORITY INSTANCE` (daemon.executor)."""
+    if not PurePosixPath(value).is_absolute():
+        raise ValueError("must be the absolute path of an executable, e.g. /etc/havip/notify.sh")
+    if re.search(r"\s", value):
+        raise ValueError("must be a path without arguments; havip passes the state, priority "
+                         "and instance name")
+    return value
+
+
+def _password(value: str) -> str:
+    if len(value.encode()) > 8:
+        raise ValueError("must be at most 8 bytes (the VRRPv2 authentication data field)")
+    return value
+
+
+Seconds = Annotated[float, _between(0, 3600, "seconds", above=True)]
+HostPort = Annotated[str, AfterValidator(_host_port)]
+AbsPath = Annotated[str, AfterValidator(_absolute)]
+Hook = Annotated[str, AfterValidator(_hook)]
+Vip = Annotated[IPInterface, PlainValidator(_vip)]
+Ip = Annotated[IPAddress, PlainValidator(_ip)]
+# Linux dev_valid_name(): shorter than IFNAMSIZ (16), no '/', ':' or whitespace.
+Interface = Annotated[str, _matching(r"[^/:\s]{1,15}", "must be a network interface name: "
+                                     "1-15 characters, no '/', ':' or spaces")]
+# Docker's own rule for container names; a hex ID matches it too.
+Container = Annotated[str, _matching(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", "must be a Docker container "
+                                     "name or ID (letters, digits, '_', '.', '-')")]
+# The instance name ends up in file names (/run/havip/INSTANCE.sock).
+Instance = Annotated[str, _matching(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "must be 1-64 letters, "
+                                    "digits, '_', '.' or '-' (defaults to the file name)")]
+
+
+# ------------------------------------------------------------------ the model
+
+
+class StrictModel(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    # Strict types: YAML already typed every value, so "110" is a mistake, not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Authentication(StrictModel):
+    type: Literal["none", "pass"] = "none"
+    password: Annotated[str, AfterValidator(_password)] = ""
+
+
+class Unicast(StrictModel):
+    source: Ip | None = None
+    peers: list[Ip] = Field(min_length=1)
+
+
+class Garp(StrictModel):
+    delay: Annotated[float, _between(0, 3600, "seconds")] = 0.0
+    repeat: Annotated[int, _between(1, 100)] = 5
+    interval: Annotated[float, _between(0, 60, "seconds")] = 0.1
+    refresh: Annotated[float, _between(0, 86400, "seconds")] = 0.0   # 0 = no periodic refresh
+
+
+class Milvus(StrictModel):
+    container: Container
+    docker: Annotated[str, AfterValidator(_docker_url)] = "unix:///var/run/docker.sock"
+    grpc: HostPort = "127.0.0.1:19530"
+    data_path: AbsPath | None = None
+    check_interval: Seconds = 1.0
+    check_timeout: Annotated[float, _between(0, 600, "seconds", above=True)] = 1.0
+    rise: Annotated[int, _between(1, 100)] = 2
+    fall: Annotated[int, _between(1, 100)] = 2
+    start_timeout: Seconds = 120.0
+    stop_timeout: Annotated[float, _between(0, 3600, "seconds")] = 30.0
+
+
+class Notify(StrictModel):
+    master: Hook | None = None
+    backup: Hook | None = None
+    fault: Hook | None = None
+    stop: Hook | None = None
+    timeout: Seconds = 10.0
+
+
+class Control(StrictModel):
+    socket: AbsPath | None = None       # default /run/havip/INSTANCE.sock
+
+
+class Metrics(StrictModel):
+    listen: HostPort | None = None      # "127.0.0.1:9405"; None = off
+
+
+class Config(StrictModel):
+    instance: Instance = "havip"
+    interface: Interface
+    virtual_router_id: Annotated[int, _between(1, 255)]
+    priority: Annotated[int, _between(1, 255)] = 100
+    version: Literal[2, 3] = 2
+    advert_interval: Annotated[float, _between(0.01, 255, "seconds")] = 1.0
+    authentication: Authentication = Authentication()
+    virtual_ipaddresses: list[Vip] = Field(min_length=1)
+    preempt: bool = True
+    preempt_delay: Annotated[float, _between(0, 1000, "seconds")] = 0.0
+    unicast: Unicast | None = None
+    garp: Garp = Garp()
+    # VRRPv3 over IPv4: keepalived and RFC 5798 include the pseudo-header; RFC 9568
+    # allows the message-only checksum. Receive accepts either (see protocol.codec).
+    checksum: Literal["pseudo-header", "message"] = "pseudo-header"
+    milvus: Milvus | None = None
+    notify: Notify = Notify()
+    control: Control = Control()
+    metrics: Metrics = Metrics()
+
+    @property
+    def family(self) -> int:
+        return self.virtual_ipaddresses[0].version
+
+    @property
+    def owner(self) -> bool:
+        """Priority 255: this host owns the addresses (RFC 5798 6.1)."""
+        return self.priority == 255
+
+    @property
+    def control_socket(self) -> str:
+        return self.control.socket or f"/run/havip/{self.instance}.sock"
