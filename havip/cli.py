@@ -96,7 +96,10 @@ def cleanup(file: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True)
 @click.option("--partial", is_flag=True, help="Write the files even if some lines could not be translated.")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
-def import_keepalived(file: str, out_dir: str, partial: bool, force: bool) -> None:
+@click.option("--scripts-dir", type=click.Path(file_okay=False),
+              help="Where to find the scripts the config names, by file name "
+                   "(default: their own path, then the config's directory).")
+def import_keepalived(file: str, out_dir: str, partial: bool, force: bool, scripts_dir: str | None) -> None:
     """Translate a keepalived.conf into havip YAML files, one per vrrp_instance.
 
     Every line that cannot be translated is listed; the exit status is 1 if there is
@@ -105,7 +108,16 @@ def import_keepalived(file: str, out_dir: str, partial: bool, force: bool) -> No
     from havip import migrate
 
     text = Path(file).read_text()
-    result = migrate.convert(text, source=file, script_reader=migrate.read_script)
+    dirs = [Path(scripts_dir)] if scripts_dir else [Path(file).parent]
+
+    def reader(path: str) -> str | None:
+        found = migrate.read_script(path)
+        for d in dirs:
+            if found is None:
+                found = migrate.read_script(str(d / Path(path).name))
+        return found
+
+    result = migrate.convert(text, source=file, script_reader=reader)
     for line in result.notes:
         click.echo(f"note: {line}", err=True)
     for line in result.untranslated:
