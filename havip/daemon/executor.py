@@ -95,7 +95,11 @@ class Executor:
         return cached
 
     def warm(self) -> None:
-        """Encode the adverts we will need before the first timer fires."""
+        """Encode the adverts and ARP frames we will need before the first timer fires."""
+        try:
+            self.announcer.prepare(self.cfg.virtual_ipaddresses)
+        except (HavipError, AttributeError):
+            pass
         if self.sock is None:
             return
         for dst in self.sock.destinations:

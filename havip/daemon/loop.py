@@ -23,9 +23,10 @@ from havip.core import machine as sm
 from havip.daemon.executor import Executor
 from havip.errors import HavipError
 from havip.model import (
-    AdvertReceived, Drop, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
+    AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
 )
 
+LOUD_DROPS = {DropReason.AUTH_MISMATCH, DropReason.INTERVAL_MISMATCH, DropReason.BAD_VERSION}
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
 
 
@@ -56,6 +57,7 @@ class Daemon:
         self.params = self._params("")
         self.sock = None
         self.drops: Counter[str] = Counter()
+        self._warned: dict[tuple[str, str], float] = {}
         self.received = 0
         self.lateness: deque[float] = deque(maxlen=1000)
         self.history: deque[dict] = deque(maxlen=50)
@@ -201,9 +203,21 @@ class Daemon:
                 self.drops[str(result.reason)] += 1
                 if self.metrics:
                     self.metrics.drops.labels(reason=str(result.reason)).inc()
-                self.log.debug("advert_dropped", reason=str(result.reason), detail=result.detail, src=pkt.src)
+                self._log_drop(result, pkt.src)
                 continue
             self.feed(AdvertReceived(result))
+
+    def _log_drop(self, drop: Drop, src: str) -> None:
+        """Every drop at debug; a peer configured differently from us also as a warning,
+        at most once a minute per peer and reason: a v2 interval or password mismatch
+        means both hosts will believe they are master."""
+        self.log.debug("advert_dropped", reason=str(drop.reason), detail=drop.detail, src=src)
+        if drop.reason not in LOUD_DROPS:
+            return
+        key, now = (str(drop.reason), src), self.clock()
+        if now - self._warned.get(key, -1e9) >= 60:
+            self._warned[key] = now
+            self.log.warning("peer_misconfigured", reason=str(drop.reason), detail=drop.detail, src=src)
 
     def _check_link(self) -> None:
         st = self.ad.link.status()
