@@ -77,6 +77,7 @@ class Machine:
     hold: bool = False                   # planned handover: do not preempt back
     boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
     transitions: int = 0
+    listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,11 @@ def effective_priority(m: Machine, p: Params) -> int:
     if p.priority == OWNER_PRIORITY:
         return OWNER_PRIORITY
     return max(p.priority, TAKEOVER_PRIORITY) if m.boost else p.priority
+
+
+def _peer_down(m: Machine, p: Params, peer_interval: float) -> float:
+    """Master-down interval for a master that advertises every `peer_interval` (RFC 5798 6.1)."""
+    return timing.master_down_interval(p.version, effective_priority(m, p), peer_interval)
 
 
 def master_down(m: Machine, p: Params) -> float:
@@ -140,15 +146,26 @@ def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), **c
 def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> Decision:
     m = replace(m, master_down_deadline=None, adver_deadline=now + p.interval,
                 garp_deadline=(now + p.garp_refresh) if p.garp_refresh else None,
-                healthy=None, leaving=None, **changes)
+                healthy=None, leaving=None, hold=False, **changes)
     acts: list[Action] = [SendAdvert(effective_priority(m, p)), AddVip(), SendGarp()]
     if p.supervise:
         prev = m.master
-        if prev is not None and prev.priority > 0 and now - prev.last_seen < master_down(m, p):
+        # We must have listened for a whole master-down interval before we can know that
+        # nobody else is master (an owner at start-up, a takeover right after start).
+        settle = m.listening_since + master_down(m, p)
+        if prev is None:
+            # Nobody heard since we started listening: another host may be electing
+            # itself at this very moment (both started together). One advert interval
+            # lets its advert reach us before any Milvus starts.
+            settle = max(settle, now + p.interval)
+        if prev is not None and prev.priority > 0 and now < prev.last_seen + _peer_down(m, p, prev.interval):
             # The previous master is still alive: wait for its priority 0 (or silence).
             m = replace(m, container=Container.WAITING,
-                        gate_deadline=prev.last_seen + master_down(m, p))
+                        gate_deadline=max(prev.last_seen + _peer_down(m, p, prev.interval), settle))
             reason += f"; milvus waits until {prev.address} has stopped its own"
+        elif now < settle and not (prev is not None and prev.priority == 0):
+            m = replace(m, container=Container.WAITING, gate_deadline=settle)
+            reason += f"; milvus waits {settle - now:.2f}s to be sure no other master is there"
         else:
             m = replace(m, container=Container.STARTING)
             acts.append(StartContainer())
@@ -175,7 +192,8 @@ def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str)
         return _enter_backup(m, p, now, reason, acts)
     if target == State.FAULT:
         return _enter_fault(m, p, now, reason, acts, healthy=None)
-    m = replace(m, adver_deadline=None, garp_deadline=None, leaving=None, master_down_deadline=None)
+    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, stop_retry_deadline=None,
+                leaving=None, master_down_deadline=None)
     return _to(m, p, State.STOPPED, reason, now, [*acts, DelVip()])
 
 
@@ -183,7 +201,7 @@ def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str)
 
 
 def _startup(m: Machine, p: Params, ev: Startup, now: float) -> Decision:
-    m = replace(Machine(), started_at=now, since=now, master_adver_interval=p.interval,
+    m = replace(Machine(), started_at=now, since=now, listening_since=now, master_adver_interval=p.interval,
                 link_up=ev.interface_up, container=Container.RUNNING if p.supervise else Container.STOPPED)
     # The container is assumed running so that start-up stops a stale one: the old
     # recipe's backup never stopped it, and two Milvus on one storage is the failure.
@@ -208,6 +226,16 @@ def _takeover_reason(m: Machine, p: Params, now: float) -> str:
 
 
 def _tick(m: Machine, p: Params, now: float) -> Decision:
+    retry: list[Action] = []
+    if m.stop_retry_deadline is not None and now >= m.stop_retry_deadline:
+        m = replace(m, stop_retry_deadline=None)
+        if m.container == Container.STOPPING:
+            retry.append(StopContainer())
+    d = _tick_timers(m, p, now)
+    return replace(d, actions=(*retry, *d.actions)) if retry else d
+
+
+def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
     if m.state == State.BACKUP and m.master_down_deadline is not None and now >= m.master_down_deadline:
         if m.paused:
             m = replace(m, master_down_deadline=now + master_down(m, p))
@@ -224,13 +252,11 @@ def _tick(m: Machine, p: Params, now: float) -> Decision:
     if m.garp_deadline is not None and now >= m.garp_deadline:
         acts.append(SendGarp())
         m = replace(m, garp_deadline=now + p.garp_refresh)
-    if m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline:
+    if (m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline
+            and not m.paused):
         acts.append(StartContainer())
         m = replace(m, container=Container.STARTING, gate_deadline=None)
         reason = "previous master went silent; starting milvus"
-    if m.leaving and m.stop_retry_deadline is not None and now >= m.stop_retry_deadline:
-        acts.append(StopContainer())
-        m = replace(m, stop_retry_deadline=None)
     return Decision(m, tuple(acts), reason)
 
 
@@ -282,7 +308,7 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
     # A lower master (on its way out, or about to yield to us): it gates our container.
     m = replace(m, master=view)
     if m.container == Container.WAITING:
-        m = replace(m, gate_deadline=now + master_down(m, p))
+        m = replace(m, gate_deadline=max(m.gate_deadline or now, now + _peer_down(m, p, a.interval)))
     return Decision(m)
 
 
@@ -290,12 +316,14 @@ def _link(m: Machine, p: Params, ev: LinkChanged, now: float) -> Decision:
     m = replace(m, link_up=ev.up)
     detail = f": {ev.detail}" if ev.detail else ""
     if not ev.up:
+        if m.state == State.MASTER and m.leaving == State.STOPPED:
+            return Decision(m)  # shutting down: the stop is in flight; _finish_leave skips priority 0
         if m.state in (State.MASTER, State.BACKUP):
             # A master without a link cannot advertise, so it cannot hand over: stop now.
             return _enter_fault(m, p, now, f"interface {p.interface} went down{detail}")
         return Decision(m)
     if m.state == State.FAULT and m.healthy is not False:
-        return _enter_backup(m, p, now, f"interface {p.interface} is up again{detail}")
+        return _enter_backup(m, p, now, f"interface {p.interface} is up again{detail}", listening_since=now)
     return Decision(m)
 
 
@@ -326,8 +354,11 @@ def _container_ready(m: Machine, p: Params, ev: ContainerReady, now: float) -> D
 
 def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) -> Decision:
     if not ev.ok:
+        if m.container != Container.STOPPING:
+            return Decision(m)
         m = replace(m, stop_retry_deadline=now + STOP_RETRY)
         return Decision(m, (), f"milvus could not be stopped: {ev.reason}; retrying, and not handing over")
+    m = replace(m, stop_retry_deadline=None)
     if m.container == Container.STOPPING:
         m = replace(m, container=Container.STOPPED)
     if m.state == State.MASTER and m.leaving is not None:
@@ -353,6 +384,10 @@ def _pause(m: Machine, p: Params, ev: PauseChanged, now: float) -> Decision:
     m = replace(m, paused=ev.paused)
     if ev.paused:
         return Decision(m, (), "paused: no automatic transitions and no container actions")
+    if m.healthy is False and m.state == State.MASTER and check_role(m) == "master":
+        return _leave_master(m, p, now, State.FAULT, "resumed with failing milvus checks; giving up mastership")
+    if m.healthy is False and m.state == State.BACKUP:
+        return _enter_fault(m, p, now, "resumed with failing checks: cannot serve if promoted")
     if m.state == State.BACKUP:
         m = replace(m, master_down_deadline=now + master_down(m, p))
     return Decision(m, (), "resumed: automatic transitions are on again")
@@ -363,12 +398,13 @@ def _shutdown(m: Machine, p: Params, ev: Shutdown, now: float) -> Decision:
         return Decision(m)
     if m.state == State.MASTER:
         if m.leaving:
-            return Decision(replace(m, leaving=State.STOPPED))
+            return Decision(replace(m, leaving=State.STOPPED, reason="shutting down"))
         return _leave_master(m, p, now, State.STOPPED, "shutting down")
     acts: list[Action] = [DelVip()]
     if p.supervise and m.container != Container.STOPPED:
         acts.append(StopContainer())
-    m = replace(m, master_down_deadline=None, container=Container.STOPPED)
+    m = replace(m, master_down_deadline=None, stop_retry_deadline=None, gate_deadline=None,
+                container=Container.STOPPED)
     return _to(m, p, State.STOPPED, "shutting down", now, acts)
 
 

@@ -69,6 +69,8 @@ def test_takeover_sends_advert_adds_vip_and_starts_milvus():
     assert d.machine.state == State.MASTER
     assert _priorities(sock) == [110]
     assert vips.attached
+    assert "start" not in rt.calls          # nobody heard since start: settle one interval first
+    clock.advance(1.0)
     _settle(d)
     assert rt.running and "start" in rt.calls
     assert str(d.machine.container) == "running"
@@ -136,6 +138,7 @@ def test_a_container_that_will_not_stop_blocks_the_handover():
     _settle(d)
     clock.advance(3.7)
     d.run_once()
+    clock.advance(1.0)
     _settle(d)
     assert str(d.machine.container) == "running"
     rt.stop_error = fail("cannot stop container milvus: Docker engine is unreachable")
