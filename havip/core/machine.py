@@ -256,7 +256,8 @@ def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
             and not m.paused):
         acts.append(StartContainer())
         m = replace(m, container=Container.STARTING, gate_deadline=None)
-        reason = "previous master went silent; starting milvus"
+        reason = ("no other master appeared; starting milvus" if m.master is None
+                  else f"previous master {m.master.address} went silent; starting milvus")
     return Decision(m, tuple(acts), reason)
 
 

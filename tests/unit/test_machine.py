@@ -502,7 +502,7 @@ def test_gate_opens_when_the_old_master_is_silent_for_master_down():
     assert StartContainer() not in r.tick(3.5 + MD_150 - 0.01).actions
     d = r.tick(3.5 + MD_150)
     assert StartContainer() in d.actions
-    assert d.reason == "previous master went silent; starting milvus"
+    assert d.reason == f"previous master {PEER} went silent; starting milvus"
     assert r.m.container == Container.STARTING
 
 

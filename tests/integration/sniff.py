@@ -1,0 +1,31 @@
+"""Record when VRRP adverts arrive on an interface: python sniff.py IFACE SECONDS.
+
+Prints one JSON list of [monotonic time, source, priority] per advert. Lab namespaces only.
+"""
+
+import json
+import sys
+import time
+
+from havip.model import Advert
+from havip.net.sock import AdvertSocket
+from havip.protocol import codec
+
+
+def main() -> None:
+    ifname, seconds = sys.argv[1], float(sys.argv[2])
+    sock = AdvertSocket(ifname, 4)
+    end = time.monotonic() + seconds
+    seen = []
+    while (left := end - time.monotonic()) > 0:
+        pkt = sock.wait(left)
+        if pkt is None:
+            continue
+        adv = codec.decode(pkt.payload, src=pkt.src, dst=pkt.dst, ttl=pkt.ttl, family=4)
+        if isinstance(adv, Advert):
+            seen.append([time.monotonic(), pkt.src, adv.priority])
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    main()
