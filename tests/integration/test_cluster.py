@@ -228,3 +228,23 @@ def test_vrrp_v3_ipv6(topology, tmp_path):
     finally:
         d1.kill()
         d2.kill()
+
+
+def test_missing_interface_is_fault_and_recovers_when_it_appears(topology, tmp_path):
+    h1 = topology.add_host("h1", 11)
+    h1.run("ip", "link", "set", "eth0", "down")
+    h1.run("ip", "link", "set", "eth0", "name", "lan9")
+    d1 = Havipd(h1, vrrp_config(priority=110, vips=[VIP_CIDR]), tmp_path)
+    try:
+        d1.start()
+        t = d1.wait_state("fault", timeout=10)
+        assert "eth0" in t["reason"] and "down" in t["reason"]
+        time.sleep(1)
+        assert d1.running, "the daemon must wait for its interface, not exit"
+        h1.run("ip", "link", "set", "lan9", "name", "eth0")
+        h1.run("ip", "link", "set", "eth0", "up")
+        d1.wait_state("backup", timeout=10)
+        d1.wait_state("master", timeout=10)
+        assert wait_for(lambda: h1.has_address(VIP), 5, what="VIP on the recovered interface")
+    finally:
+        d1.kill()
