@@ -44,17 +44,34 @@ def check_config(file: str) -> None:
 def run(file: str, log_level: str, log_format: str) -> None:
     """Run the daemon in the foreground (systemd runs it this way)."""
     from havip import logs
+    from havip.control.server import ControlServer
     from havip.daemon.build import real_adapters
     from havip.daemon.loop import Daemon
+    from havip.daemon.sdnotify import SdNotify
+    from havip.metrics import Metrics
 
     cfg = _load_or_exit(file)
     log = logs.configure(log_level, log_format)
+    notify = SdNotify(unset_environment=True)     # hook scripts must not inherit NOTIFY_SOCKET
+    metrics = Metrics({"vrrp_instance": cfg.instance, "interface": cfg.interface,
+                       "vrid": str(cfg.virtual_router_id), "version": str(cfg.version)}) if cfg.metrics.listen else None
     try:
         adapters = real_adapters(cfg)
     except HavipError as exc:
         log.error("startup_failed", error=str(exc))
         sys.exit(1)
-    daemon = Daemon(cfg, adapters, log=log)
+    daemon = Daemon(cfg, adapters, log=log, metrics=metrics, notify=notify)
+    try:
+        control = ControlServer(cfg.control_socket, daemon, log=daemon.log, metrics=metrics)
+        adapters.extra_close.append(control.close)
+        if metrics is not None:
+            metrics.serve(cfg.metrics.listen, refresh=lambda: daemon.call(daemon.status).result(timeout=2))
+            adapters.extra_close.append(metrics.close)
+    except HavipError as exc:
+        log.error("startup_failed", error=str(exc))
+        for close in adapters.extra_close:
+            close()
+        sys.exit(1)
     daemon.install_signals()
     sys.exit(daemon.run())
 

@@ -7,6 +7,7 @@ post events and wake the loop; only the loop calls `step` and applies actions.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 from havip.config import Config
 from havip.core import machine as sm
 from havip.daemon.executor import Executor
+from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
 from havip.model import (
     AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
@@ -28,6 +30,7 @@ from havip.model import (
 
 LOUD_DROPS = {DropReason.AUTH_MISMATCH, DropReason.INTERVAL_MISMATCH, DropReason.BAD_VERSION}
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
+PEER_WINDOW = 60.0      # a router heard this recently counts as a peer (havipctl failover)
 
 
 @dataclass
@@ -46,13 +49,16 @@ class Adapters:
 
 class Daemon:
     def __init__(self, cfg: Config, adapters: Adapters, *, log, clock: Callable[[], float] = time.monotonic,
-                 metrics=None, on_transition: Callable[[dict], None] | None = None):
+                 metrics=None, on_transition: Callable[[dict], None] | None = None,
+                 notify: SdNotify | None = None):
         self.cfg = cfg
         self.ad = adapters
         self.log = log.bind(instance=cfg.instance)
         self.clock = clock
         self.metrics = metrics
         self.on_transition = on_transition
+        self.notify = notify if notify is not None else SdNotify({})
+        self.peers: dict[str, float] = {}      # address -> when last heard (valid adverts only)
         self.machine = sm.Machine()
         self.params = self._params("")
         self.sock = None
@@ -136,7 +142,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ feeding the machine
 
-    def feed(self, event: Event) -> None:
+    def feed(self, event: Event) -> sm.Decision:
         now = self.clock()
         before = self.machine
         decision = sm.step(self.machine, self.params, event, now)
@@ -153,11 +159,15 @@ class Daemon:
             if old == State.BACKUP and before.master_down_deadline is not None and new == State.MASTER:
                 timing["timer_late_ms"] = round((now - before.master_down_deadline) * 1000, 3)
             self.log.info("transition", **{"from": str(old), "to": str(new)}, reason=decision.reason, **timing)
+            self.notify.status(f"{new}: {decision.reason}")
+            if self.metrics:
+                self.metrics.transition(old, new)
             if self.on_transition:
                 self.on_transition(entry)
         elif decision.reason:
             self.log.info("decision", state=str(self.machine.state), reason=decision.reason)
         self._sync_checks()
+        return decision
 
     def _sync_checks(self) -> None:
         if self._runner is None:
@@ -190,6 +200,8 @@ class Daemon:
             if pkt is None:
                 return
             self.received += 1
+            if self.metrics:
+                self.metrics.adverts_received.inc()
             result = codec.decode(pkt.payload, src=pkt.src, dst=pkt.dst, ttl=pkt.ttl, family=family)
             if not isinstance(result, Drop):
                 result = checks.check(result, self.cfg, own_addresses=own) or result
@@ -205,6 +217,7 @@ class Daemon:
                     self.metrics.drops.labels(reason=str(result.reason)).inc()
                 self._log_drop(result, pkt.src)
                 continue
+            self.peers[pkt.src] = self.clock()
             self.feed(AdvertReceived(result))
 
     def _log_drop(self, drop: Drop, src: str) -> None:
@@ -249,6 +262,7 @@ class Daemon:
 
     def run(self) -> int:
         self.start()
+        self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
         while self.machine.state != State.STOPPED:
             self.run_once()
         self.close()
@@ -256,8 +270,10 @@ class Daemon:
 
     def run_once(self) -> None:
         now = self.clock()
+        self.notify.kick(now)      # WATCHDOG=1 every WatchdogSec/2, from the loop itself
         if self._stop_requested and self._shutdown_at is None:
             self._shutdown_at = now
+            self.notify.stopping(f"{self.machine.state}: shutting down")
             self.feed(Shutdown())
         if self._shutdown_at is not None and self.machine.state != State.STOPPED:
             limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
@@ -343,12 +359,14 @@ class Daemon:
                 "address": master.address, "priority": master.priority, "interval": master.interval,
                 "last_seen_seconds_ago": round(now - master.last_seen, 3)},
             "container": str(m.container) if self.cfg.milvus else None,
-            "checks": [r.__dict__ for r in self._runner.last_results()] if self._runner else [],
+            "checks": [dataclasses.asdict(r) for r in self._runner.last_results()] if self._runner else [],
             "healthy": m.healthy,
             "paused": m.paused,
             "hold": m.hold,
             "transitions": m.transitions,
             "drops": dict(self.drops),
+            "peers_seen": sorted(a for a, t in self.peers.items() if now - t < PEER_WINDOW),
+            "container_timings": dict(self.executor.container_timings),
             "counters": dict(self.executor.counters),
             "received": self.received,
             "history": list(self.history)[-10:],

@@ -1,0 +1,128 @@
+"""Client side of the control socket: one JSON line out, one JSON line back.
+
+Every failure is a ControlError with one line an operator can act on. The subclasses
+let `havipctl` choose its exit status (3 for "not running", 4 for the rest).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+from havip.errors import ControlError
+
+MAX_ANSWER = 1 << 20
+
+
+class NotRunning(ControlError):
+    """No daemon behind the socket path."""
+
+
+class PermissionDenied(ControlError):
+    """The socket or the daemon refused this user."""
+
+
+class Busy(ControlError):
+    """The daemon did not answer in time."""
+
+
+class Refused(ControlError):
+    """The daemon understood the request and said no (bad request, unknown command)."""
+
+
+_BY_CODE = {"permission": PermissionDenied, "busy": Busy}
+
+
+def request(path: str, payload: dict, timeout: float = 5.0) -> dict:
+    """Send `payload` to the daemon at `path`; return its answer (a dict with ok=True).
+
+    Raises NotRunning, PermissionDenied, Busy, Refused or ControlError, each with one line.
+    """
+    deadline = time.monotonic() + timeout
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        _connect(sock, path, timeout)
+        try:
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            raw = _read_line(sock, deadline)
+        except TimeoutError:
+            raise Busy(f"daemon busy: no answer within {timeout:g}s") from None
+        except OSError as exc:
+            raise ControlError(f"control socket {path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+    if not raw:
+        raise ControlError(f"control socket {path}: the daemon closed the connection without answering")
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        raise ControlError(f"control socket {path}: not a JSON answer: {raw[:80]!r}") from None
+    if not isinstance(answer, dict):
+        raise ControlError(f"control socket {path}: not a JSON object: {raw[:80]!r}")
+    if not answer.get("ok"):
+        error = str(answer.get("error") or "request failed without a reason")
+        raise _BY_CODE.get(answer.get("code"), Refused)(error)
+    return answer
+
+
+def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    try:
+        sock.connect(path)
+    except FileNotFoundError:
+        raise NotRunning(f"havip is not running: no control socket at {path}") from None
+    except ConnectionRefusedError:
+        raise NotRunning(f"havip is not running: nothing listens on {path} (stale socket)") from None
+    except PermissionError:
+        raise PermissionDenied(f"permission denied: cannot open {path}; run as root or as a member "
+                               "of group havip") from None
+    except TimeoutError:
+        raise Busy(f"daemon busy: no answer within {timeout:g}s") from None
+    except OSError as exc:
+        raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+
+
+def _read_line(sock: socket.socket, deadline: float) -> bytes:
+    buf = b""
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_ANSWER:
+            raise ControlError(f"answer longer than {MAX_ANSWER} bytes")
+    return buf.split(b"\n", 1)[0]
+
+
+# ------------------------------------------------------------------ switchover progress
+
+
+def switchover_outcome(before: str, transitions: int, status: dict) -> tuple[bool | None, str]:
+    """Where a planned switchover stands, from the state before it and a fresh status.
+
+    Returns (True, summary) when done, (False, why) when it went wrong, (None, what) while
+    it is still on its way. From master: done once this host is backup (its container
+    stopped and priority 0 sent). From backup: done once this host is master and, when it
+    supervises Milvus, the container is running.
+    """
+    state = status.get("state")
+    container = status.get("container")
+    moved = status.get("transitions", transitions) > transitions
+    if state == "fault" or state == "stopped":
+        return False, f"ended in {state}: {status.get('reason')}"
+    if before == "master":
+        if state == "backup":
+            return True, "now backup"
+        return None, f"still master, container {container}"
+    if state == "master":
+        if container in (None, "running"):
+            return True, "now master" + (", milvus running" if container else "")
+        return None, f"master, container {container}"
+    if moved:
+        return False, f"back to {state}: {status.get('reason')}"
+    return None, f"still {state}"

@@ -1,0 +1,340 @@
+"""The control socket: requests record an intent and wake the loop; the loop acts.
+
+Protocol: the client sends one JSON object on one line and reads one JSON object on
+one line back.
+
+    {"cmd": "status"}                   -> {"ok": true, "status": {...}}
+    {"cmd": "failover", "force": false} -> {"ok": true, "accepted": bool, "reason": "...", ...}
+    {"cmd": "pause"} / {"cmd": "resume"}-> {"ok": true, "accepted": bool, "reason": "..."}
+    anything wrong                      -> {"ok": false, "code": "...", "error": "one line"}
+
+The server never touches the VIP or a container. A request runs a small function on the
+loop thread through `daemon.call()`: it feeds the event to the state machine (which
+alone decides) and reports the decision's sentence. Access: the socket file is 0660,
+owner root, group `havip` where that group exists; each connection's peer credentials
+(SO_PEERCRED) are checked as well, so a looser file mode cannot open it to everyone.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import socket
+import socketserver
+import stat
+import struct
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+from havip.control.client import switchover_outcome
+from havip.errors import ControlError
+from havip.model import FailoverRequested, PauseChanged
+
+MAX_REQUEST = 64 * 1024
+READ_TIMEOUT = 5.0          # a client that connects and says nothing is dropped
+SWITCHOVER_WATCH = 600.0    # how long the server follows a switchover for its metric
+
+
+class _Reply(Exception):
+    """An error answer: `code` for programs, the message for people."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+# ------------------------------------------------------------------ credentials
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+def peer_groups(pid: int, uid: int, gid: int) -> set[int]:
+    """The peer's supplementary groups: from /proc (what the process holds), else /etc/group."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]} | {gid}
+    except (OSError, ValueError):
+        pass
+    try:
+        return set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except (KeyError, OSError):
+        return {gid}
+
+
+def is_allowed(uid: int, groups: set[int], admin_gid: int | None, own_uid: int | None = None) -> bool:
+    """Root, the daemon's own user, and members of the admin group may use the socket."""
+    own_uid = os.geteuid() if own_uid is None else own_uid
+    return uid == 0 or uid == own_uid or (admin_gid is not None and admin_gid in groups)
+
+
+def _group_id(name: str | None) -> int | None:
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+# ------------------------------------------------------------------ the server
+
+
+class ControlServer:
+    """Serves the control protocol on a Unix socket in its own thread.
+
+    `daemon` needs `call(fn) -> Future` (runs fn on the loop thread), `status()` and
+    `feed(event) -> Decision` (loop thread only) and `machine`. `metrics` (optional)
+    gets the duration of each switchover accepted here (`failover_done`).
+    """
+
+    def __init__(self, path: str, daemon, *, log, metrics=None, group: str | None = "havip",
+                 loop_timeout: float = 2.0, mode: int = 0o660):
+        self.path = str(path)
+        self.daemon = daemon
+        self.log = log
+        self.metrics = metrics
+        self.loop_timeout = loop_timeout
+        self.gid = _group_id(group)
+        self.group = group if self.gid is not None else None
+        self._watching = threading.Lock()
+        self._inode: tuple[int, int] | None = None
+        self._server = self._bind(mode)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="havip-control", daemon=True)
+        self._thread.start()
+        self.log.info("control_listening", socket=self.path, group=self.group or "root only")
+
+    def _bind(self, mode: int) -> socketserver.ThreadingUnixStreamServer:
+        """Bind under a temporary name, set mode and group, then rename into place, so
+        the socket is never reachable with the wrong permissions."""
+        parent = os.path.dirname(self.path) or "."
+        try:
+            if not os.path.isdir(parent):
+                os.makedirs(parent)
+                os.chmod(parent, 0o755)     # not the umask's choice: group havip must get through
+        except OSError as exc:
+            raise ControlError(f"control socket {self.path}: cannot create {parent}: {exc.strerror}") from None
+        self._clear_stale()
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            server = _Server(tmp, _Handler, bind_and_activate=True)
+        except OSError as exc:
+            raise ControlError(f"control socket {self.path}: cannot listen: {exc.strerror or exc}") from None
+        server.control = self
+        try:
+            os.chmod(tmp, mode)
+            if self.gid is not None:
+                os.chown(tmp, 0 if os.geteuid() == 0 else -1, self.gid)
+            os.rename(tmp, self.path)
+            st = os.stat(self.path)
+        except OSError as exc:
+            server.server_close()
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise ControlError(f"control socket {self.path}: cannot set permissions: {exc.strerror}") from None
+        self._inode = (st.st_dev, st.st_ino)
+        return server
+
+    def _clear_stale(self) -> None:
+        """Remove a socket left by a dead daemon; refuse if a live one answers there."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlError(f"control socket {self.path}: exists and is not a socket; remove it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(0.5)
+        try:
+            probe.connect(self.path)
+        except ConnectionRefusedError:
+            os.unlink(self.path)         # nobody listens: a dead daemon's socket
+            return
+        except OSError as exc:           # e.g. a live but stuck daemon: do not take its socket
+            raise ControlError(f"control socket {self.path}: in use and not answering ({exc.strerror or exc}); "
+                               "is another havip running?") from None
+        finally:
+            probe.close()
+        raise ControlError(f"control socket {self.path}: another havip is already serving it")
+
+    def close(self) -> None:
+        """Stop serving and remove the socket file (if it is still ours)."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2)
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    # ------------------------------------------------------------------ requests
+
+    def handle(self, request: object) -> dict:
+        """Answer one decoded request (already permitted); never raises."""
+        try:
+            if not isinstance(request, dict):
+                raise _Reply("bad_request", 'bad request: expected a JSON object such as {"cmd": "status"}')
+            cmd = request.get("cmd")
+            if cmd == "status":
+                return {"ok": True, "status": self._on_loop(self.daemon.status)}
+            if cmd == "failover":
+                force = request.get("force", False)
+                if not isinstance(force, bool):
+                    raise _Reply("bad_request", f"bad request: force: {force!r}: must be true or false")
+                return self._failover(force)
+            if cmd in ("pause", "resume"):
+                return self._intent(PauseChanged(paused=cmd == "pause"))
+            raise _Reply("unknown_command", f"unknown command {cmd!r}: expected status, failover, pause or resume")
+        except _Reply as exc:
+            return _error(exc.code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug answers the client and is logged, never kills the server
+            self.log.exception("control_failed", error=repr(exc))
+            return _error("internal", f"internal error: {exc!r}")
+
+    def _on_loop(self, fn):
+        """Run fn on the loop thread; a loop that does not answer in time is 'busy'."""
+        fut = self.daemon.call(fn)
+        try:
+            return fut.result(timeout=self.loop_timeout)
+        except FutureTimeout:
+            if fut.cancel():     # not started: the intent will not be acted on later
+                raise _Reply("busy", f"daemon busy: the loop did not answer within {self.loop_timeout:g}s; "
+                                     "nothing was changed") from None
+            # Already running on the loop: it will finish; wait for its answer a little longer.
+            try:
+                return fut.result(timeout=self.loop_timeout)
+            except FutureTimeout:
+                raise _Reply("busy", f"daemon busy: the request is being handled but did not finish "
+                                     f"within {2 * self.loop_timeout:g}s") from None
+
+    def _intent(self, event, precheck=None) -> dict:
+        """Feed `event` on the loop thread; say whether it changed anything, and why."""
+        def on_loop():
+            d = self.daemon
+            before = d.machine
+            facts = {"from": str(before.state), "transitions": before.transitions}
+            refusal = precheck(d.status()) if precheck is not None else None
+            if refusal:
+                return {"accepted": False, "reason": refusal, **facts, "state": str(before.state)}
+            decision = d.feed(event)
+            accepted = d.machine != before
+            reason = getattr(decision, "reason", None) or (
+                d.machine.reason if accepted else f"nothing to do: {_describe(event)} changes nothing now")
+            return {"accepted": accepted, "reason": reason, **facts, "state": str(d.machine.state)}
+
+        answer = self._on_loop(on_loop)
+        self.log.info("control_request", request=_describe(event), accepted=answer["accepted"],
+                      reason=answer["reason"])
+        return {"ok": True, **answer}
+
+    def _failover(self, force: bool) -> dict:
+        answer = self._intent(FailoverRequested(force=force),
+                              precheck=None if force else _no_peer_refusal)
+        if answer["accepted"]:
+            self._watch_switchover(answer["from"], answer["transitions"])
+        return answer
+
+    def _watch_switchover(self, before: str, transitions: int) -> None:
+        """Follow an accepted switchover until it ends: one log line and the metric."""
+        if not self._watching.acquire(blocking=False):
+            return                                       # one watcher is enough
+        t0 = time.monotonic()
+
+        def watch():
+            try:
+                outcome, what = None, ""
+                while time.monotonic() - t0 < SWITCHOVER_WATCH:
+                    try:
+                        outcome, what = switchover_outcome(before, transitions, self._on_loop(self.daemon.status))
+                    except _Reply:
+                        pass                             # busy loop: ask again
+                    if outcome is not None:
+                        break
+                    time.sleep(0.1)
+                took = time.monotonic() - t0
+                if outcome:
+                    self.log.info("switchover_done", seconds=round(took, 3), outcome=what)
+                    if self.metrics is not None:
+                        self.metrics.failover_done(took)
+                else:
+                    self.log.warning("switchover_failed", seconds=round(took, 3), outcome=what or "timed out")
+            finally:
+                self._watching.release()
+
+        threading.Thread(target=watch, name="havip-switchover", daemon=True).start()
+
+
+def _no_peer_refusal(status: dict) -> str | None:
+    """On a master, refuse a handover when no other router was heard lately.
+
+    VRRP backups are silent, so this is the best the daemon can know: a router heard in
+    the last minute (any advert, including a priority 0 one) is assumed able to take over.
+    """
+    if status.get("state") == "master" and not status.get("peers_seen"):
+        return ("refused switchover: no other router heard in the last 60s, so nobody would take over "
+                "(backups are silent in VRRP; use --force if a backup is there)")
+    return None
+
+
+def _error(code: str, message: str) -> dict:
+    """An error answer: `code` for programs, `error` (one line) for people."""
+    return {"ok": False, "code": code, "error": " ".join(message.split())}
+
+
+def _describe(event) -> str:
+    if isinstance(event, FailoverRequested):
+        return "failover" + (" --force" if event.force else "")
+    if isinstance(event, PauseChanged):
+        return "pause" if event.paused else "resume"
+    return type(event).__name__
+
+
+class _Server(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+    control: ControlServer
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """One connection: check the peer, read one line, answer one line."""
+
+    timeout = READ_TIMEOUT
+
+    def handle(self) -> None:
+        ctl: ControlServer = self.server.control
+        answer = self._answer(ctl)
+        try:
+            self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
+        except OSError:
+            pass                  # the client went away; nothing to tell it
+
+    def _answer(self, ctl: ControlServer) -> dict:
+        pid, uid, gid = peer_credentials(self.connection)
+        if not is_allowed(uid, peer_groups(pid, uid, gid), ctl.gid):
+            ctl.log.warning("control_denied", pid=pid, uid=uid)
+            who = f"root or members of group {ctl.group}" if ctl.group else "root"
+            return _error("permission", f"permission denied: uid {uid} may not use the control socket (only {who})")
+        try:
+            line = self.rfile.readline(MAX_REQUEST + 1)
+        except TimeoutError:
+            return _error("bad_request", f"bad request: no request line within {READ_TIMEOUT:g}s")
+        if len(line) > MAX_REQUEST:
+            return _error("bad_request", f"bad request: longer than {MAX_REQUEST} bytes")
+        try:
+            request = json.loads(line)
+        except ValueError as exc:
+            return _error("bad_request", f"bad request: not JSON ({exc.msg}): {line[:60]!r}")
+        return ctl.handle(request)

@@ -1,0 +1,314 @@
+"""`havipctl`: what every havip instance on this host is doing and why; switchover; pause.
+
+Talks to the daemons over their control sockets (havip.control). Without `-s`, every
+`*.yaml` in /etc/havip (or $HAVIP_CONF_DIR) names an instance and its socket; with no
+config there, every socket in /run/havip (or $HAVIP_RUN_DIR) is used.
+
+Exit status (LSB, as `supervisorctl status`): 0 master or backup and healthy, 1 fault
+(or a refused or failed request), 3 daemon not running, 4 unknown or other error. With
+several instances, the highest of their codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from havip.control import client
+from havip.errors import ConfigError, ControlError
+
+EXIT_OK, EXIT_FAULT, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 1, 3, 4
+REQUEST_TIMEOUT = 5.0
+POLL = 0.1
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    socket: str
+
+
+# ------------------------------------------------------------------ finding the daemons
+
+
+def _conf_dir() -> Path:
+    return Path(os.environ.get("HAVIP_CONF_DIR") or "/etc/havip")
+
+
+def _run_dir() -> Path:
+    return Path(os.environ.get("HAVIP_RUN_DIR") or "/run/havip")
+
+
+def _socket_of(path: Path) -> Target:
+    """The instance and control socket a config file names (leniently if it is invalid:
+    the daemon may still run an older, valid version of it)."""
+    from havip import config as config_mod
+
+    try:
+        cfg = config_mod.load(path)
+        return Target(cfg.instance, cfg.control_socket)
+    except ConfigError:
+        pass
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    data = data if isinstance(data, dict) else {}
+    name = str(data.get("instance") or path.stem)
+    control = data.get("control") if isinstance(data.get("control"), dict) else {}
+    return Target(name, str(control.get("socket") or f"/run/havip/{name}.sock"))
+
+
+def discover() -> list[Target]:
+    """Every instance on this host: from the config files, else from the sockets present."""
+    configs = sorted(_conf_dir().glob("*.yaml"))
+    if configs:
+        return [_socket_of(p) for p in configs]
+    return [Target(p.stem, str(p)) for p in sorted(_run_dir().glob("*.sock"))]
+
+
+def targets(socket_opt: str | None) -> list[Target]:
+    """`-s` given: that socket (a path, or an instance name); else every instance found."""
+    if socket_opt:
+        if "/" in socket_opt:
+            return [Target(Path(socket_opt).stem, socket_opt)]
+        found = [t for t in discover() if t.name == socket_opt]
+        return found or [Target(socket_opt, str(_run_dir() / f"{socket_opt}.sock"))]
+    found = discover()
+    if not found:
+        raise client.NotRunning(f"havip is not running: no config in {_conf_dir()} and no control socket "
+                                f"in {_run_dir()}")
+    return found
+
+
+def _one_target(socket_opt: str | None) -> Target:
+    found = targets(socket_opt)
+    if len(found) > 1:
+        names = ", ".join(t.name for t in found)
+        raise ControlError(f"several instances on this host ({names}); choose one with -s INSTANCE")
+    return found[0]
+
+
+# ------------------------------------------------------------------ exit codes and errors
+
+
+def exit_code(status: dict) -> int:
+    """LSB status of one instance from its status dict."""
+    state = status.get("state")
+    if state in ("master", "backup"):
+        return EXIT_FAULT if status.get("healthy") is False else EXIT_OK
+    if state == "fault":
+        return EXIT_FAULT
+    if state == "stopped":
+        return EXIT_NOT_RUNNING
+    return EXIT_UNKNOWN
+
+
+def _error_code(exc: ControlError) -> int:
+    return EXIT_NOT_RUNNING if isinstance(exc, client.NotRunning) else EXIT_UNKNOWN
+
+
+def _fail(message: str, target: Target | None = None, prefix: bool = False) -> None:
+    click.echo(f"{target.name}: {message}" if prefix and target else message, err=True)
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
+
+
+def _latency(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
+
+
+def _columns(rows: list[list[str]], indent: str = "") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def _master_line(st: dict) -> str:
+    if st.get("state") == "master":
+        return "this host"
+    m = st.get("master")
+    if not m:
+        return "none heard"
+    return (f"{m['address']} priority {m['priority']}, advert every {m['interval']:g}s, "
+            f"last seen {_dur(m.get('last_seen_seconds_ago'))} ago")
+
+
+def render(st: dict) -> str:
+    """The status of one instance as a short table for people."""
+    prio = st.get("priority") or {}
+    vips = ", ".join(st.get("vips") or []) or "none"
+    drops = st.get("drops") or {}
+    paused = st.get("paused")
+    rows = [
+        ["instance", str(st.get("instance"))],
+        ["state", f"{st.get('state')} for {_dur(st.get('since_seconds'))}" + (" (paused)" if paused else "")],
+        ["reason", str(st.get("reason"))],
+        ["priority", f"{prio.get('configured')} configured, {prio.get('effective')} effective"],
+        ["VIPs", f"{vips} ({'attached' if st.get('vip_attached') else 'not attached'})"],
+        ["master", _master_line(st)],
+    ]
+    if "peers_seen" in st:
+        rows.append(["peers heard", ", ".join(st["peers_seen"]) or "none in the last 60s"])
+    checks = st.get("checks") or []
+    rows.append(["checks", "none" if not checks else f"{sum(bool(c.get('ok')) for c in checks)}/{len(checks)} ok"])
+    lines = _columns(rows)
+    if checks:
+        table = [["NAME", "OK", "LATENCY", "REASON"]] + [
+            [str(c.get("name")), "yes" if c.get("ok") else "NO", _latency(c.get("latency")), str(c.get("reason"))]
+            for c in checks]
+        lines += _columns(table, indent="  ")
+    tail = [
+        ["container", st.get("container") or "not supervised"],
+        ["transitions", str(st.get("transitions"))],
+        ["drops", ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"],
+        ["paused", "yes: no automatic transitions, no container actions" if paused else "no"],
+    ]
+    width = max(len(r[0]) for r in rows + tail)
+    lines += [f"{k.ljust(width)}  {v}" for k, v in tail]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-s", "--socket", "socket_opt", metavar="SOCKET",
+              help="Control socket path, or an instance name (default: every instance on this host).")
+@click.version_option(package_name="havip")
+@click.pass_context
+def main(ctx: click.Context, socket_opt: str | None) -> None:
+    """Show and steer the havip daemons on this host."""
+    ctx.obj = socket_opt
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per instance (stable keys).")
+@click.pass_obj
+def status(socket_opt: str | None, as_json: bool) -> None:
+    """State, reason, priority, VIPs, master, checks, container, drops of each instance."""
+    try:
+        found = targets(socket_opt)
+    except ControlError as exc:
+        _fail(str(exc))
+        raise SystemExit(_error_code(exc)) from None
+    code, shown = EXIT_OK, 0
+    for t in found:
+        try:
+            st = client.request(t.socket, {"cmd": "status"}, REQUEST_TIMEOUT)["status"]
+        except ControlError as exc:
+            _fail(str(exc), t, prefix=len(found) > 1)
+            code = max(code, _error_code(exc))
+            continue
+        if as_json:
+            click.echo(json.dumps(st, sort_keys=True))
+        else:
+            click.echo(("\n" if shown else "") + render(st))
+        shown += 1
+        code = max(code, exit_code(st))
+    raise SystemExit(code)
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Go ahead even if no peer was heard or this host is unhealthy.")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait until the move is done.")
+@click.pass_obj
+def failover(socket_opt: str | None, force: bool, timeout: float) -> None:
+    """Planned switchover: a master hands over (and stays backup); a backup takes over."""
+    try:
+        t = _one_target(socket_opt)
+        t0 = time.monotonic()
+        answer = client.request(t.socket, {"cmd": "failover", "force": force}, REQUEST_TIMEOUT)
+    except ControlError as exc:
+        _fail(str(exc))
+        raise SystemExit(_error_code(exc)) from None
+    if not answer.get("accepted"):
+        _fail(str(answer.get("reason")))
+        raise SystemExit(EXIT_FAULT)
+    click.echo(f"switchover requested: {answer.get('reason')}")
+    raise SystemExit(_wait_switchover(t, answer, t0, timeout))
+
+
+def _wait_switchover(t: Target, answer: dict, t0: float, timeout: float) -> int:
+    """Poll the status until the move is done, failed or out of time."""
+    where = "waiting for the first status"
+    while time.monotonic() - t0 < timeout:
+        try:
+            st = client.request(t.socket, {"cmd": "status"}, REQUEST_TIMEOUT)["status"]
+        except client.Busy:
+            time.sleep(POLL)
+            continue
+        except ControlError as exc:
+            _fail(f"switchover: {exc}")
+            return _error_code(exc)
+        done, where = client.switchover_outcome(answer["from"], answer["transitions"], st)
+        took = time.monotonic() - t0
+        if done:
+            click.echo(f"switchover done in {took:.2f}s: {where}")
+            return EXIT_OK
+        if done is False:
+            _fail(f"switchover failed after {took:.2f}s: {where}")
+            return EXIT_FAULT
+        time.sleep(POLL)
+    _fail(f"switchover not done within {timeout:g}s: {where}")
+    return EXIT_FAULT
+
+
+def _intent(socket_opt: str | None, cmd: str) -> None:
+    try:
+        found = targets(socket_opt)
+    except ControlError as exc:
+        _fail(str(exc))
+        raise SystemExit(_error_code(exc)) from None
+    code = EXIT_OK
+    for t in found:
+        prefix = f"{t.name}: " if len(found) > 1 else ""
+        try:
+            answer = client.request(t.socket, {"cmd": cmd}, REQUEST_TIMEOUT)
+        except ControlError as exc:
+            _fail(str(exc), t, prefix=len(found) > 1)
+            code = max(code, _error_code(exc))
+            continue
+        click.echo(prefix + str(answer.get("reason")))
+    raise SystemExit(code)
+
+
+@main.command()
+@click.pass_obj
+def pause(socket_opt: str | None) -> None:
+    """Maintenance mode: no automatic transitions and no container actions."""
+    _intent(socket_opt, "pause")
+
+
+@main.command()
+@click.pass_obj
+def resume(socket_opt: str | None) -> None:
+    """Leave maintenance mode."""
+    _intent(socket_opt, "resume")
+
+
+if __name__ == "__main__":
+    main()
