@@ -170,7 +170,12 @@ def render(st: dict) -> str:
         ["VIPs", f"{vips} ({'attached' if st.get('vip_attached') else 'not attached'})"],
         ["master", _master_line(st)],
     ]
-    if "peers_seen" in st:
+    for peer in st.get("peers", []):
+        health = {True: "healthy", False: "cannot serve", None: "health unknown"}[peer.get("healthy")]
+        paused = ", PAUSED" if peer.get("paused") else ""
+        rows.append([f"peer {peer['address']}", f"{peer['instance']}: {peer['state']}, priority {peer['priority']}, "
+                     f"{health}{paused} (seen {peer['last_seen_seconds_ago']:.1f}s ago)"])
+    if "peers_seen" in st and not st.get("peers"):
         rows.append(["peers heard", ", ".join(st["peers_seen"]) or "none in the last 60s"])
     checks = st.get("checks") or []
     rows.append(["checks", "none" if not checks else f"{sum(bool(c.get('ok')) for c in checks)}/{len(checks)} ok"])

@@ -278,14 +278,14 @@ class ControlServer:
 
 
 def _no_peer_refusal(status: dict) -> str | None:
-    """On a master, refuse a handover when no other router was heard lately.
+    """On a master, refuse a handover when no healthy backup is there to take it.
 
-    VRRP backups are silent, so this is the best the daemon can know: a router heard in
-    the last minute (any advert, including a priority 0 one) is assumed able to take over.
+    VRRP backups are silent; havip backups say their state and health in the peer beacon
+    (havip/net/beacon.py), and `standby_peers` lists those that could serve right now.
     """
-    if status.get("state") == "master" and not status.get("peers_seen"):
-        return ("refused switchover: no other router heard in the last 60s, so nobody would take over "
-                "(backups are silent in VRRP; use --force if a backup is there)")
+    if status.get("state") == "master" and not status.get("standby_peers"):
+        return ("refused switchover: no healthy havip backup heard in the last few seconds, so nobody "
+                "would take over (a keepalived backup sends no beacon: use --force if one is there)")
     return None
 
 

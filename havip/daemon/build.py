@@ -22,7 +22,12 @@ def real_adapters(cfg: Config) -> Adapters:
     vips = VipManager(cfg.interface, list(cfg.virtual_ipaddresses))
     announcer = Announcer(cfg.interface)
     link = LinkMonitor(cfg.interface)
-    ad = Adapters(make_socket=make_socket, vips=vips, announcer=announcer, link=link,
+    def make_beacon():
+        from havip.net.beacon import Beacon
+
+        return Beacon(cfg.interface, cfg.family, peers=[str(p) for p in uni.peers] if uni else None)
+
+    ad = Adapters(make_socket=make_socket, vips=vips, announcer=announcer, link=link, make_beacon=make_beacon,
                   extra_close=[vips.close, announcer.close, link.close])
     if cfg.milvus is not None:
         _add_milvus(cfg, ad)

@@ -29,6 +29,8 @@ from havip.model import (
 )
 
 LOUD_DROPS = {DropReason.AUTH_MISMATCH, DropReason.INTERVAL_MISMATCH, DropReason.BAD_VERSION}
+BEACON_INTERVAL = 1.0   # seconds between peer beacons
+PEER_FRESH = 3.5        # a beacon older than this no longer vouches for a standby
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
 PEER_WINDOW = 60.0      # a router heard this recently counts as a peer (havipctl failover)
 
@@ -44,6 +46,7 @@ class Adapters:
     runtime: Any = None                     # ContainerRuntime
     milvus_probe: Any = None                # MilvusProbe
     make_runner: Callable[..., Any] | None = None   # (on_change) -> CheckRunner
+    make_beacon: Callable[[], Any] | None = None    # -> Beacon (peer state on the link)
     extra_close: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -62,6 +65,9 @@ class Daemon:
         self.machine = sm.Machine()
         self.params = self._params("")
         self.sock = None
+        self.beacon = None
+        self.peer_info: dict[str, tuple[Any, float]] = {}
+        self._beacon_due = 0.0
         self.drops: Counter[str] = Counter()
         self._warned: dict[tuple[str, str], float] = {}
         self.received = 0
@@ -132,9 +138,17 @@ class Daemon:
             return
         self.executor.sock = self.sock
         self.params = self._params(self.sock.source)
+        if self.ad.make_beacon is not None and self.beacon is None:
+            try:
+                self.beacon = self.ad.make_beacon()
+            except HavipError as exc:
+                self.log.warning("beacon_failed", error=str(exc))
         self.executor.warm()
 
     def _close_socket(self) -> None:
+        if self.beacon is not None:
+            self.beacon.close()
+            self.beacon = None
         if self.sock is not None:
             self.sock.close()
         self.sock = None
@@ -166,6 +180,8 @@ class Daemon:
                 self.on_transition(entry)
         elif decision.reason:
             self.log.info("decision", state=str(self.machine.state), reason=decision.reason)
+        if decision.reason:
+            self._beacon_due = 0.0      # peers learn of a change at once, not a second later
         self._sync_checks()
         return decision
 
@@ -232,6 +248,38 @@ class Daemon:
             self._warned[key] = now
             self.log.warning("peer_misconfigured", reason=str(drop.reason), detail=drop.detail, src=src)
 
+    def _read_beacons(self) -> None:
+        now = self.clock()
+        for _ in range(32):
+            peer = self.beacon.recv()
+            if peer is False:
+                return
+            if peer is None or peer.vrid != self.cfg.virtual_router_id:
+                self.executor.counters["beacon_ignored"] += 1
+                continue
+            self.peer_info[peer.src] = (peer, now)
+
+    def _send_beacon(self) -> None:
+        now = self.clock()
+        if self.beacon is None or now < self._beacon_due:
+            return
+        self._beacon_due = now + BEACON_INTERVAL
+        m = self.machine
+        try:
+            self.beacon.send_all({
+                "instance": self.cfg.instance, "vrid": self.cfg.virtual_router_id, "state": str(m.state),
+                "priority": sm.effective_priority(m, self.params), "healthy": m.healthy, "paused": m.paused,
+                "container": str(m.container) if self.cfg.milvus else None})
+        except HavipError as exc:
+            self.executor.counters["error_beacon"] += 1
+            self.log.debug("beacon_send_failed", error=str(exc))
+
+    def standby_peers(self, now: float) -> list[str]:
+        """havip backups heard recently that say they could serve and are not paused."""
+        return sorted(src for src, (p, seen) in self.peer_info.items()
+                      if now - seen < PEER_FRESH and p.state == "backup" and p.healthy is not False
+                      and not p.paused)
+
     def _check_link(self) -> None:
         st = self.ad.link.status()
         if st.up == self._link_up:
@@ -283,10 +331,13 @@ class Daemon:
                 return
         deadline = min((d for d in (sm.next_deadline(self.machine), self.executor.next_garp()) if d is not None),
                        default=now + MAX_WAIT)
-        timeout = max(0.0, min(deadline - now, MAX_WAIT))
         fds = [self._wake_r, self.ad.link]
         if self.sock is not None:
             fds.append(self.sock)
+        if self.beacon is not None:
+            fds.append(self.beacon)
+            deadline = min(deadline, self._beacon_due)
+        timeout = max(0.0, min(deadline - now, MAX_WAIT))
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
@@ -301,6 +352,8 @@ class Daemon:
             self._check_link()
         if self.sock is not None and self.sock in readable:
             self._read_adverts()
+        if self.beacon is not None and self.beacon in readable:
+            self._read_beacons()
         while True:
             with self._lock:
                 if not self._events:
@@ -310,6 +363,7 @@ class Daemon:
         self._run_calls()
         self.feed(Tick())
         self.executor.run_garp(self.clock())
+        self._send_beacon()
 
     def _run_calls(self) -> None:
         while True:
@@ -365,7 +419,13 @@ class Daemon:
             "hold": m.hold,
             "transitions": m.transitions,
             "drops": dict(self.drops),
-            "peers_seen": sorted(a for a, t in self.peers.items() if now - t < PEER_WINDOW),
+            "peers_seen": sorted({a for a, t in self.peers.items() if now - t < PEER_WINDOW}
+                                 | {a for a, (_, t) in self.peer_info.items() if now - t < PEER_WINDOW}),
+            "standby_peers": self.standby_peers(now),
+            "peers": [{"address": src, "instance": p.instance, "state": p.state, "priority": p.priority,
+                       "healthy": p.healthy, "paused": p.paused, "container": p.container,
+                       "last_seen_seconds_ago": round(now - seen, 3)}
+                      for src, (p, seen) in sorted(self.peer_info.items()) if now - seen < PEER_WINDOW],
             "container_timings": dict(self.executor.container_timings),
             "counters": dict(self.executor.counters),
             "received": self.received,

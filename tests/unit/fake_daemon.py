@@ -107,6 +107,7 @@ class FakeDaemon:
                 "address": m.master.address, "priority": m.master.priority, "interval": m.master.interval,
                 "last_seen_seconds_ago": round(self.now - m.master.last_seen, 3)},
             "peers_seen": list(self.peers_seen),
+            "standby_peers": list(self.peers_seen),
             "container": str(m.container) if self.params.supervise else None,
             "checks": list(self.checks), "healthy": m.healthy, "paused": m.paused, "hold": m.hold,
             "transitions": m.transitions, "drops": dict(self.drops), "counters": {}, "received": 7,
