@@ -60,7 +60,7 @@ def run(file: str, log_level: str, log_format: str) -> None:
     except HavipError as exc:
         log.error("startup_failed", error=str(exc))
         sys.exit(1)
-    daemon = Daemon(cfg, adapters, log=log, metrics=metrics, notify=notify)
+    daemon = Daemon(cfg, adapters, log=log, metrics=metrics, notify=notify, config_path=file)
     try:
         control = ControlServer(cfg.control_socket, daemon, log=daemon.log, metrics=metrics)
         adapters.extra_close.append(control.close)

@@ -53,8 +53,9 @@ class Adapters:
 class Daemon:
     def __init__(self, cfg: Config, adapters: Adapters, *, log, clock: Callable[[], float] = time.monotonic,
                  metrics=None, on_transition: Callable[[dict], None] | None = None,
-                 notify: SdNotify | None = None):
+                 notify: SdNotify | None = None, config_path: str | None = None):
         self.cfg = cfg
+        self.config_path = config_path
         self.ad = adapters
         self.log = log.bind(instance=cfg.instance)
         self.clock = clock
@@ -80,6 +81,7 @@ class Daemon:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stop_requested = False
+        self._reload_requested = False
         self._shutdown_at: float | None = None
         self._link_up = False
         self._runner = None
@@ -319,6 +321,9 @@ class Daemon:
     def run_once(self) -> None:
         now = self.clock()
         self.notify.kick(now)      # WATCHDOG=1 every WatchdogSec/2, from the loop itself
+        if self._reload_requested:
+            self._reload_requested = False
+            self.reload()
         if self._stop_requested and self._shutdown_at is None:
             self._shutdown_at = now
             self.notify.stopping(f"{self.machine.state}: shutting down")
@@ -394,6 +399,40 @@ class Daemon:
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    def request_reload(self, *_args) -> None:
+        self._reload_requested = True
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def reload(self) -> None:
+        """Re-read the config file (SIGHUP); on the loop thread."""
+        from havip.daemon import reload as reload_mod
+
+        if not self.config_path:
+            self.log.warning("reload_ignored", reason="no config file to re-read")
+            return
+        self.notify.reloading()
+        try:
+            new, applied, restart = reload_mod.plan(self.cfg, self.config_path)
+        except reload_mod.ConfigError as exc:
+            self.log.error("reload_rejected", reason="invalid configuration; keeping the running one",
+                           problems=exc.problems)
+        else:
+            if applied:
+                self.cfg = new
+                self.executor.cfg = new
+                self.executor._adverts.clear()
+                self.params = self._params(self.params.address)
+                self.executor.warm()
+                self._beacon_due = 0.0
+            self.log.info("reloaded", applied=applied, needs_restart=restart,
+                          reason=(f"applied {', '.join(applied) or 'nothing'}"
+                                  + (f"; restart to apply {', '.join(restart)}" if restart else "")))
+        self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
 
     # ------------------------------------------------------------------ status
 

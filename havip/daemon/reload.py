@@ -1,0 +1,51 @@
+"""SIGHUP: re-read the configuration and apply what can change without a restart.
+
+An invalid file keeps the running configuration and says why, problem by problem. Keys
+that are bound into sockets, netlink or Docker clients (interface, VRID, version, VIPs,
+unicast, the container and its engine) are not half-applied: the reload names them and
+keeps the old values until the next restart.
+"""
+
+from __future__ import annotations
+
+from havip import config as config_mod
+from havip.errors import ConfigError
+
+RESTART_KEYS = ("interface", "virtual_router_id", "version", "virtual_ipaddresses", "unicast", "checksum",
+                "control", "metrics", "instance")
+# Baked into the probes, the check runner and the container runtime when they are built.
+RESTART_MILVUS_KEYS = ("container", "docker", "grpc", "data_path", "check_interval", "check_timeout", "rise",
+                       "fall", "stop_timeout")
+
+
+def plan(old: config_mod.Config, path: str) -> tuple[config_mod.Config, list[str], list[str]]:
+    """(config to run with, keys applied, keys that need a restart). Raises ConfigError."""
+    new = config_mod.load(path)
+    applied, restart = [], []
+    for key in type(old).model_fields:
+        if getattr(old, key) == getattr(new, key):
+            continue
+        if key in RESTART_KEYS:
+            restart.append(key)
+        elif key == "milvus":
+            if (old.milvus is None) != (new.milvus is None):
+                restart.append("milvus")
+                continue
+            for sub in type(old.milvus).model_fields:
+                if getattr(old.milvus, sub) != getattr(new.milvus, sub):
+                    (restart if sub in RESTART_MILVUS_KEYS else applied).append(f"milvus.{sub}")
+        else:
+            applied.append(key)
+    if not applied:
+        return old, [], restart
+    # Keep the restart-only keys as they are running now.
+    merged = new.model_copy(update={k: getattr(old, k) for k in RESTART_KEYS})
+    if old.milvus is not None and new.milvus is not None:
+        merged = merged.model_copy(update={"milvus": new.milvus.model_copy(
+            update={k: getattr(old.milvus, k) for k in RESTART_MILVUS_KEYS})})
+    elif "milvus" in restart:
+        merged = merged.model_copy(update={"milvus": old.milvus})
+    return merged, applied, restart
+
+
+__all__ = ["plan", "ConfigError"]

@@ -1,0 +1,31 @@
+"""Which keys a SIGHUP applies live and which wait for a restart."""
+
+import yaml
+
+from havip import config
+from havip.daemon import reload
+
+BASE = {"interface": "eth0", "virtual_router_id": 51, "priority": 110,
+        "virtual_ipaddresses": ["198.18.0.50/24"], "milvus": {"container": "milvus", "start_timeout": 60}}
+
+
+def _plan(tmp_path, **changes):
+    old = config.parse(BASE, default_instance="t")
+    new = {**BASE, **changes}
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(new))
+    return old, *reload.plan(old, str(path))
+
+
+def test_nothing_changed(tmp_path):
+    old, cfg, applied, restart = _plan(tmp_path)
+    assert cfg is old and applied == [] and restart == []
+
+
+def test_live_and_restart_keys_are_told_apart(tmp_path):
+    old, cfg, applied, restart = _plan(tmp_path, priority=120, preempt=False, interface="eth1",
+                                       milvus={"container": "other", "start_timeout": 30})
+    assert applied == ["priority", "preempt", "milvus.start_timeout"]
+    assert restart == ["interface", "milvus.container"]
+    assert cfg.priority == 120 and cfg.preempt is False and cfg.milvus.start_timeout == 30
+    assert cfg.interface == "eth0" and cfg.milvus.container == "milvus"
