@@ -97,3 +97,22 @@ def test_refusals_are_clear(pair, tmp_path):
     assert res.returncode != 0
     assert "permission denied" in res.stderr.lower()
     assert status(d1)["state"] == "master"
+
+
+def test_metrics_endpoint_of_a_live_daemon(topology, tmp_path):
+    h1 = topology.add_host("h1", 11)
+    d = Havipd(h1, vrrp_config(priority=110, vips=[f"{VIP}/24"], metrics={"listen": "127.0.0.1:9405"}), tmp_path)
+    try:
+        d.start()
+        d.wait_state("master", timeout=15)
+        time.sleep(1.5)
+        scrape = ("import urllib.request;"
+                  "print(urllib.request.urlopen('http://127.0.0.1:9405/metrics', timeout=5).read().decode())")
+        text = h1.run(sys.executable, "-c", scrape).stdout
+        assert 'havip_state{havip_state="master"} 1.0' in text
+        assert 'havip_transitions_total{from="backup",to="master"} 1.0' in text
+        assert "havip_vip_attached 1.0" in text
+        sent = next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("havip_adverts_sent_total"))
+        assert sent >= 1
+    finally:
+        d.kill()
