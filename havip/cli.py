@@ -153,16 +153,13 @@ def import_keepalived(file: str, out_dir: str, partial: bool, force: bool, scrip
     sys.exit(1 if result.untranslated else 0)
 
 
-def _lab_group():
+def _add_lab() -> None:
     from havip.lab.cli import lab
 
-    return lab
+    main.add_command(lab, "lab")
 
 
-try:
-    main.add_command(_lab_group(), "lab")
-except ImportError:  # the lab module is optional at import time
-    pass
+_add_lab()
 
 
 if __name__ == "__main__":

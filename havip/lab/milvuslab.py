@@ -1,0 +1,359 @@
+"""The Milvus HA lab: the classic two-server recipe, built on one machine.
+
+`MilvusLab` makes a switch and three namespace hosts: `h1` (198.18.0.11, priority 110),
+`h2` (198.18.0.21, priority 91) and `client` (198.18.0.99). Each havip host gets its own
+dockerd, the lab image and a container `milvus` (milvus-lite's gRPC server on
+0.0.0.0:19530, host network, so it answers on the VIP too) that is created but not
+started; both containers mount the same directory, `WORKDIR/shared`, as /data: the
+shared storage. havip runs on both hosts with the recipe's VRRP settings.
+
+`up()` can be followed by `down()` in another process: what `down` needs (namespace
+names, pids) is kept in `WORKDIR/lab.json`, and `MilvusLab.attach(WORKDIR)` rebuilds
+the handle. Only processes inside the lab's own namespaces are ever signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import docker
+import yaml
+
+from havip.lab.client import Client
+from havip.lab.docker import Dockerd, build_lab_image, create_milvus_container
+from havip.lab.havipd import Havipd, vrrp_config
+from havip.lab.netns import NETNS_DIR, Host, Topology, wait_for
+from havip.lab.sampler import Sampler  # noqa: F401 - part of this module's API
+
+VIP = "198.18.0.100"
+HAVIP_HOSTS = {"h1": (11, 110), "h2": (21, 91)}    # name: (address index, priority)
+CLIENT = ("client", 99)
+CONTAINER = "milvus"
+STATE_FILE = "lab.json"
+WORKDIR_ENTRIES = {STATE_FILE, STATE_FILE + ".tmp", "shared", "havip", "client.log", *HAVIP_HOSTS}
+
+# Lab timings, chosen against milvus-lite, which starts in about 1 s. check_interval x
+# fall = 1 s of detection; a 0.5 s CheckHealth deadline is ample for an idle lab.
+# stop_timeout is docker stop's grace before SIGKILL, 1 s and not 10 because:
+# - milvus-lite closes its database (and its lock) at once on SIGINT, then lets gRPC
+#   drain for up to 5 s. havip removes the VIP before it stops the container, so a
+#   client's connection to the VIP can never be closed and every stop with a connected
+#   client would take the full 5 s (measured: 5.26 s with a client, 0.21 s without).
+# - A master that loses its link, or whose havip was SIGKILLed (until `havip cleanup`
+#   runs), cannot tell the backup, which takes over after a master-down interval of
+#   silence: at worst 3 x 1 s + 0.64 s skew - 1 s since the last advert = 2.64 s after
+#   the loss. The stop must be over by then; with 10 s the Sampler saw both Milvus
+#   running for 2.4 s after a link cut.
+# A SIGKILL within the drain loses nothing: the database is already closed, and
+# milvus-lite's WAL keeps acknowledged rows even when killed outright.
+MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall": 2,
+                   "start_timeout": 60, "stop_timeout": 1}
+
+
+def havip_config(priority: int, docker_url: str, shared: Path) -> dict:
+    """The recipe's keepalived settings (VRID 51, PASS 1111, advert 1 s) plus `milvus:`."""
+    cfg = vrrp_config(vrid=51, priority=priority, vips=[f"{VIP}/24"], version=2, interval=1,
+                      password="1111")
+    cfg["milvus"] = {"container": CONTAINER, "docker": docker_url, "grpc": "127.0.0.1:19530",
+                     "data_path": str(shared), **MILVUS_SETTINGS}
+    return cfg
+
+
+class _Adopted:
+    """A process an earlier `havip lab up` started: not our child, so watched through
+    /proc, and alive only while it still lives in the namespace we gave it."""
+
+    def __init__(self, pid: int, ns: str):
+        self.pid, self.ns, self.returncode = pid, ns, None
+
+    def _alive(self) -> bool:
+        try:
+            if Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            return os.stat(f"/proc/{self.pid}/ns/net").st_ino == os.stat(NETNS_DIR / self.ns).st_ino
+        except (OSError, IndexError):
+            return False
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not self._alive():
+            self.returncode = 0          # unknown: we are not its parent
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+
+class _AdoptedTopology(Topology):
+    """The namespaces of a running lab, taken over instead of created."""
+
+    def __init__(self, prefix: str, namespaces: list[str]):   # noqa: super() would create them
+        self.prefix = prefix
+        self.switch = f"{prefix}-sw"
+        self.hosts: dict[str, Host] = {}
+        self.procs: list = []
+        self._namespaces = [ns for ns in namespaces if (NETNS_DIR / ns).exists()]
+        self._cleanups: list = []
+
+
+class MilvusLab:
+    """Two havip hosts, a client, two dockerds and one shared directory."""
+
+    def __init__(self, workdir: Path | str, prefix: str = "hvl"):
+        self.workdir = Path(workdir)
+        self.prefix = prefix
+        self.shared = self.workdir / "shared"
+        self.topo: Topology | None = None
+        self.hosts: dict[str, Host] = {}
+        self.dockerds: dict[str, Dockerd] = {}
+        self.havipds: dict[str, Havipd] = {}
+        self._owns_workdir = False          # set once build() or attach() made it ours
+
+    # ------------------------------------------------------------------ building
+
+    def build(self) -> "MilvusLab":
+        """Namespaces, dockerds, images and (stopped) containers; havip not yet started."""
+        self._clear_workdir()
+        self._owns_workdir = True
+        self.shared.mkdir(parents=True)
+        self.topo = Topology(self.prefix)
+        self.save()                          # from here on, `down` can find what we made
+        for name, (index, _) in HAVIP_HOSTS.items():
+            self.hosts[name] = self.topo.add_host(name, index, ipv6=False)
+        self.hosts[CLIENT[0]] = self.topo.add_host(CLIENT[0], CLIENT[1], ipv6=False)
+        self.save()
+        for name in HAVIP_HOSTS:
+            d = self.dockerds[name] = Dockerd(self.hosts[name], self.workdir / name)
+            d.start()
+            self.save()
+            build_lab_image(d)
+            create_milvus_container(d, CONTAINER, self.shared)
+            self.havipds[name] = Havipd(self.hosts[name], havip_config(HAVIP_HOSTS[name][1], d.url, self.shared),
+                                        self.workdir / "havip", name=name)
+        return self
+
+    def _clear_workdir(self) -> None:
+        """Remove an earlier lab's files (its logs would confuse the log readers), but
+        only ours: a workdir with anything else in it, or still mounted, is refused."""
+        if (self.workdir / STATE_FILE).exists():
+            raise RuntimeError(f"a lab is already recorded in {self.workdir / STATE_FILE}; take it down first")
+        if not self.workdir.exists():
+            return
+        strangers = sorted(p.name for p in self.workdir.iterdir() if p.name not in WORKDIR_ENTRIES)
+        if strangers:
+            raise RuntimeError(f"{self.workdir} holds files the lab did not make ({', '.join(strangers[:5])}); "
+                               f"choose a new or empty directory")
+        if _mounted_under(self.workdir):
+            raise RuntimeError(f"something is still mounted under {self.workdir}; is an earlier lab still up?")
+        for p in self.workdir.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def start_havip(self, name: str) -> Havipd:
+        """Start (or restart) `havip run` on host `name`; waits until it joined the network."""
+        d = self.havipds[name]
+        n = len(d.events())
+        d.start()
+        self.save()
+
+        def joined() -> bool:
+            if not d.running:
+                raise RuntimeError(f"havip on {name} exited with {d.proc.returncode}: {d.tail()}")
+            return any(e.get("event") == "starting" for e in d.events()[n:])
+        wait_for(joined, 30, interval=0.05, what=f"havip on {name} to log that it started")
+        return d
+
+    def up(self, timeout: float = 60) -> "MilvusLab":
+        """Build, start havip on h1 then h2 (so h1's election is not a race), and wait
+        until h1 is master with a healthy Milvus and h2 is backup."""
+        self.build()
+        self.start_havip("h1")
+        self.start_havip("h2")
+        self.wait_serving("h1", timeout)
+        self.havipds["h2"].wait_state("backup", timeout)
+        return self
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self) -> None:
+        st = {"prefix": self.prefix, "workdir": str(self.workdir),
+              "namespaces": list(self.topo._namespaces) if self.topo else [],
+              "hosts": {n: {"ns": h.ns, "ipv4": h.ipv4, "port": h.port} for n, h in self.hosts.items()},
+              "dockerd": {n: d.proc.pid for n, d in self.dockerds.items() if d.proc},
+              "havipd": {n: d.proc.pid for n, d in self.havipds.items() if d.proc}}
+        tmp = self.workdir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(st, indent=1))
+        tmp.replace(self.workdir / STATE_FILE)
+
+    @classmethod
+    def attach(cls, workdir: Path | str) -> "MilvusLab | None":
+        """The lab recorded in `workdir` by an earlier `up`, or None."""
+        try:
+            st = json.loads((Path(workdir) / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        lab = cls(st["workdir"], st["prefix"])
+        lab._owns_workdir = True
+        lab.topo = _AdoptedTopology(st["prefix"], st["namespaces"])
+        for name, h in st["hosts"].items():
+            lab.hosts[name] = lab.topo.hosts[name] = Host(name=name, ns=h["ns"], ipv4=h["ipv4"], ipv6=None,
+                                                          port=h["port"], topo=lab.topo)
+        for name in HAVIP_HOSTS:
+            if name not in lab.hosts:
+                continue
+            host = lab.hosts[name]
+            d = lab.dockerds[name] = Dockerd(host, lab.workdir / name)
+            if name in st["dockerd"]:
+                d.proc = _Adopted(st["dockerd"][name], host.ns)
+            conf = lab.workdir / "havip" / f"{name}.yaml"
+            cfg = yaml.safe_load(conf.read_text()) if conf.exists() else \
+                havip_config(HAVIP_HOSTS[name][1], d.url, lab.shared)
+            hd = lab.havipds[name] = Havipd(host, cfg, lab.workdir / "havip", name=name)
+            if name in st["havipd"]:
+                hd.proc = _Adopted(st["havipd"][name], host.ns)
+        return lab
+
+    # ------------------------------------------------------------------ teardown
+
+    def down(self) -> None:
+        """Stop havip (backups first), remove containers and dockerds, delete the
+        namespaces: everything by its recorded id, even after a failure."""
+        if not self._owns_workdir:
+            return                           # build() refused the workdir: nothing is ours
+        order = sorted(self.havipds.values(), key=lambda d: d.state() == "master")
+        for d in order:
+            try:
+                d.stop(timeout=MILVUS_SETTINGS["stop_timeout"] + 20)
+            except Exception:  # noqa: BLE001 - a daemon that will not stop is killed
+                d.kill()
+        for d in self.dockerds.values():
+            try:
+                d.stop()
+            except Exception:  # noqa: BLE001 - teardown goes on; the namespaces go below
+                pass
+        if self.topo is not None:
+            self.topo.close()
+        for path in [*(d.workdir for d in self.dockerds.values()), self.shared]:
+            if not _mounted_under(path):     # never delete through a mount left behind
+                shutil.rmtree(path, ignore_errors=True)
+        (self.workdir / STATE_FILE).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ looking
+
+    def api(self, name: str, timeout: float = 5) -> docker.APIClient:
+        """A Docker API client for host `name`'s engine (the caller closes it)."""
+        return docker.APIClient(base_url=self.dockerds[name].url, version="auto", timeout=timeout)
+
+    def container_info(self, name: str) -> dict | None:
+        try:
+            api = self.api(name, timeout=3)
+        except Exception:  # noqa: BLE001 - engine down
+            return None
+        try:
+            return api.inspect_container(CONTAINER)
+        except Exception:  # noqa: BLE001
+            return None
+        finally:
+            api.close()
+
+    def container_running(self, name: str) -> bool | None:
+        info = self.container_info(name)
+        return None if info is None else bool(info["State"]["Running"])
+
+    def vip_holders(self) -> list[str]:
+        return [n for n in HAVIP_HOSTS if self.hosts[n].has_address(VIP)]
+
+    def serving(self, name: str) -> bool:
+        """havip on `name` is master and said Milvus is serving since it became master."""
+        events = self.havipds[name].events()
+        last = max((i for i, e in enumerate(events) if e.get("event") == "transition"), default=None)
+        if last is None or events[last]["to"] != "master":
+            return False
+        return any(str(e.get("reason", "")).startswith("milvus is serving") for e in events[last:])
+
+    def master(self) -> str | None:
+        masters = [n for n, d in self.havipds.items() if d.running and d.state() == "master"]
+        return masters[0] if len(masters) == 1 else None
+
+    def wait_serving(self, name: str | None = None, timeout: float = 60) -> str:
+        """Wait until one host (`name`, if given) is master, says Milvus is serving and
+        holds the VIP alone; return its name."""
+        def ready():
+            for n in ([name] if name else HAVIP_HOSTS):
+                if self.havipds[n].running and self.serving(n) and self.vip_holders() == [n]:
+                    return n
+            return None
+        return wait_for(ready, timeout, interval=0.1, what=f"{name or 'a host'} to serve Milvus on the VIP "
+                                                           f"({self.describe()})")
+
+    def describe(self) -> str:
+        return "; ".join(f"{n}: {d.state() if d.running else 'not running'}" for n, d in self.havipds.items())
+
+    def state(self) -> dict:
+        """Who is master, each host's havip state and container, and who holds the VIP."""
+        hosts = {}
+        for n, d in self.havipds.items():
+            info = self.container_info(n)
+            hosts[n] = {"address": self.hosts[n].addr, "priority": HAVIP_HOSTS[n][1],
+                        "havip": (d.state() or "starting") if d.running else "not running",
+                        "pid": d.proc.pid if d.running else None,
+                        "container": info["State"]["Status"] if info else "engine unreachable",
+                        "vip": self.hosts[n].has_address(VIP)}
+        return {"master": self.master(), "vip": VIP, "vip_holders": [n for n, h in hosts.items() if h["vip"]],
+                "hosts": hosts, "namespaces": list(self.topo._namespaces) if self.topo else []}
+
+    def events(self) -> list[dict]:
+        """Every havip log event of both hosts, each tagged with `host`, in time order."""
+        out = [{**e, "host": n} for n, d in self.havipds.items() for e in d.events() if "timestamp" in e]
+        return sorted(out, key=lambda e: e["timestamp"])
+
+    def client(self, **kw) -> "Client":
+        """A pymilvus client process in the client namespace, talking to the VIP."""
+        return Client(self.hosts[CLIENT[0]], f"http://{VIP}:19530", self.workdir / "client.log", **kw)
+
+
+def _mounted_under(path: Path) -> bool:
+    mounts = (ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines())
+    return any(m == str(path) or m.startswith(f"{path}/") for m in mounts)
+
+
+def log_time(ts: str) -> float:
+    """structlog's ISO UTC timestamp as a wall-clock time."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def failover_timeline(events: list[dict], fault_at: float, new: str, first_ok: float | None) -> dict:
+    """Seconds from the fault (wall time `fault_at`) to: the first decision on another
+    host (detection), the VIP on `new`, its container started, Milvus ready, and the
+    client's first success. Missing steps are None."""
+    after = [e for e in events if log_time(e["timestamp"]) >= fault_at]
+    rel = lambda e: round(log_time(e["timestamp"]) - fault_at, 3) if e else None  # noqa: E731
+    detect = next((e for e in after if e.get("event") in ("transition", "decision")), None)
+    vip = next((e for e in after if e["host"] == new and e.get("event") == "vip_added"), None)
+    ready = next((e for e in after if e["host"] == new and
+                  str(e.get("reason", "")).startswith("milvus is serving")), None)
+    started = None
+    if ready:
+        m = re.search(r"container started in ([\d.]+)s, Milvus healthy ([\d.]+)s later", ready["reason"])
+        if m:
+            started = round(rel(ready) - float(m[2]), 3)
+    return {"detection": rel(detect), "detected_by": detect["host"] if detect else None,
+            "vip_moved": rel(vip), "container_started": started, "milvus_ready": rel(ready),
+            "client_ok": round(first_ok - fault_at, 3) if first_ok else None}
