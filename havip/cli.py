@@ -87,14 +87,8 @@ def cleanup(file: str) -> None:
 
     cfg = _load_or_exit(file)
     failed = False
-    try:
-        vips = VipManager(cfg.interface, list(cfg.virtual_ipaddresses))
-        removed = vips.remove()
-        vips.close()
-        click.echo(f"VIPs removed: {', '.join(removed) if removed else 'none were attached'}")
-    except HavipError as exc:
-        click.echo(f"VIPs: {exc}", err=True)
-        failed = True
+    # The container first, while the VIP is still there: connected clients see Milvus
+    # close their connections, so the stop is quick; then the VIP.
     if cfg.milvus is not None:
         from havip.runtime.container import ContainerRuntime
 
@@ -105,6 +99,14 @@ def cleanup(file: str) -> None:
         except HavipError as exc:
             click.echo(f"container {cfg.milvus.container}: {exc}", err=True)
             failed = True
+    try:
+        vips = VipManager(cfg.interface, list(cfg.virtual_ipaddresses))
+        removed = vips.remove()
+        vips.close()
+        click.echo(f"VIPs removed: {', '.join(removed) if removed else 'none were attached'}")
+    except HavipError as exc:
+        click.echo(f"VIPs: {exc}", err=True)
+        failed = True
     sys.exit(1 if failed else 0)
 
 

@@ -169,7 +169,10 @@ class StartContainer:
 
 @dataclass(frozen=True, slots=True)
 class StopContainer:
-    pass
+    """Stop the container and confirm it. grace=False kills at once: used when the link is
+    gone, where no client connection can close and the peer is already counting down."""
+
+    grace: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,8 +143,8 @@ class FakeRuntime:
             raise self.start_error
         self.running = True
 
-    def stop(self) -> bool:
-        self.calls.append("stop")
+    def stop(self, timeout: float | None = None) -> bool:
+        self.calls.append("stop" if timeout is None else f"stop(timeout={timeout})")
         if self.stop_error:
             raise self.stop_error
         was, self.running = self.running, False
@@ -153,7 +153,7 @@ class FakeRuntime:
     def is_running(self) -> bool | None:
         return self.running
 
-    def wait_ready(self, probe, timeout: float, poll: float = 0.1) -> CheckResult:
+    def wait_ready(self, probe, timeout: float, poll: float = 0.1, cancel=None) -> CheckResult:
         ok = self.ready and self.running
         return CheckResult("grpc", ok, "Milvus answered CheckHealth" if ok else "Milvus never became healthy",
                            0.01, 0.0)

@@ -78,6 +78,7 @@ class Machine:
     boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
     transitions: int = 0
     listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
+    eligible_since: float = 0.0        # since when we are a backup again (start-up, out of Fault)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,8 @@ def _to(m: Machine, p: Params, new: State, reason: str, now: float, actions: lis
 
 
 def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **changes) -> Decision:
+    if m.state in (State.INIT, State.FAULT):
+        changes.setdefault("eligible_since", now)
     m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, leaving=None,
                 boost=False, **changes)
     m = replace(m, master_down_deadline=now + master_down(m, p))
@@ -133,12 +136,13 @@ def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **
     return _to(m, p, State.BACKUP, reason, now, acts)
 
 
-def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), **changes) -> Decision:
+def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), *, grace: bool = True,
+                 **changes) -> Decision:
     m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None,
                 master_down_deadline=None, leaving=None, boost=False, **changes)
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
-        acts.append(StopContainer())
+        acts.append(StopContainer(grace=grace))
         m = replace(m, container=Container.STOPPING)
     return _to(m, p, State.FAULT, reason, now, acts)
 
@@ -177,10 +181,12 @@ def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str,
     """Give up mastership; with a container to stop, keep advertising until it is down."""
     m = replace(m, **changes)
     if p.supervise and m.container in (Container.STARTING, Container.RUNNING, Container.STOPPING):
+        # The VIP stays until the container is confirmed stopped: connected clients see
+        # Milvus close their connections (a stop takes a fraction of a second) instead of
+        # a server that drains sockets nobody can reach any more.
         m = replace(m, leaving=target, reason=reason, container=Container.STOPPING,
                     garp_deadline=None, gate_deadline=None, stop_retry_deadline=None)
-        return Decision(m, (DelVip(), StopContainer()),
-                        f"{reason}; stopping milvus before handing over")
+        return Decision(m, (StopContainer(),), f"{reason}; stopping milvus before handing over")
     return _finish_leave(m, p, now, target, reason)
 
 
@@ -285,7 +291,9 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
             # RFC 5798 6.4.2: the master resigned; take over after the skew time only.
             skew = timing.skew_time(p.version, eff, m.master_adver_interval)
             return Decision(replace(m, master_down_deadline=now + skew))
-        in_delay = now < m.started_at + p.preempt_delay
+        # keepalived's preempt_delay counts from start-up; havip also from the return out
+        # of Fault, so a host whose Milvus keeps crashing does not keep snatching it back.
+        in_delay = now < m.eligible_since + p.preempt_delay
         if not p.preempt or m.hold or a.priority >= eff or in_delay:
             if p.version == 3:
                 m = replace(m, master_adver_interval=a.interval)   # RFC 5798 6.4.2: learn it
@@ -320,8 +328,9 @@ def _link(m: Machine, p: Params, ev: LinkChanged, now: float) -> Decision:
         if m.state == State.MASTER and m.leaving == State.STOPPED:
             return Decision(m)  # shutting down: the stop is in flight; _finish_leave skips priority 0
         if m.state in (State.MASTER, State.BACKUP):
-            # A master without a link cannot advertise, so it cannot hand over: stop now.
-            return _enter_fault(m, p, now, f"interface {p.interface} went down{detail}")
+            # A master without a link cannot advertise, so it cannot hand over, and the
+            # backup takes over after master-down: kill Milvus now, no grace to wait for.
+            return _enter_fault(m, p, now, f"interface {p.interface} went down{detail}", grace=False)
         return Decision(m)
     if m.state == State.FAULT and m.healthy is not False:
         return _enter_backup(m, p, now, f"interface {p.interface} is up again{detail}", listening_since=now)
@@ -364,7 +373,7 @@ def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) 
         m = replace(m, container=Container.STOPPED)
     if m.state == State.MASTER and m.leaving is not None:
         return _finish_leave(m, p, now, m.leaving, m.reason)
-    return Decision(m)
+    return Decision(m, (), ev.reason)
 
 
 def _failover(m: Machine, p: Params, ev: FailoverRequested, now: float) -> Decision:

@@ -8,6 +8,7 @@ never delay an advert. Every failure is logged and counted; none is swallowed si
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,7 @@ class Executor:
         self._hook_pool = ThreadPoolExecutor(2, thread_name_prefix="hook")
         self.container_timings: dict[str, float] = {}
         self._adverts: dict[tuple[int, str, str], bytes] = {}
+        self._cancel_start = threading.Event()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -78,9 +80,12 @@ class Executor:
                 self.garp_due = [now + g.delay + i * g.interval for i in range(g.repeat)]
                 self.run_garp(now)
             case StartContainer():
+                self._cancel_start.clear()
                 self._container_pool.submit(self._start_container)
-            case StopContainer():
-                self._container_pool.submit(self._stop_container)
+            case StopContainer(grace=grace):
+                # A start still waiting for Milvus must not hold the stop up (one worker).
+                self._cancel_start.set()
+                self._container_pool.submit(self._stop_container, grace)
             case Notify(state=state, priority=prio):
                 self._notify(str(state), prio)
 
@@ -155,10 +160,14 @@ class Executor:
 
     def _start_container(self) -> None:
         t0 = self.clock()
+        if self._cancel_start.is_set():
+            self.post(ContainerReady(ok=False, reason="the start was cancelled before it began"))
+            return
         try:
             self.runtime.start()
             started = self.clock()
-            result = self.runtime.wait_ready(self.milvus_probe, self.cfg.milvus.start_timeout)
+            result = self.runtime.wait_ready(self.milvus_probe, self.cfg.milvus.start_timeout,
+                                             cancel=self._cancel_start)
             ready = self.clock()
             self.container_timings = {"start": started - t0, "ready": ready - started}
             reason = result.reason if result.ok else result.reason
@@ -170,13 +179,13 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - a worker must always report back
             self.post(ContainerReady(ok=False, reason=f"unexpected error starting the container: {exc!r}"))
 
-    def _stop_container(self) -> None:
+    def _stop_container(self, grace: bool = True) -> None:
         t0 = self.clock()
         try:
-            was_running = self.runtime.stop()
+            was_running = self.runtime.stop() if grace else self.runtime.stop(timeout=0)
             took = self.clock() - t0
             self.container_timings["stop"] = took
-            what = "stopped" if was_running else "was not running"
+            what = ("stopped" if grace else "killed (no grace: link lost)") if was_running else "was not running"
             self.post(ContainerStopped(ok=True, reason=f"container {self.cfg.milvus.container} {what} ({took:.2f}s)"))
         except HavipError as exc:
             self.post(ContainerStopped(ok=False, reason=str(exc)))

@@ -41,20 +41,18 @@ WORKDIR_ENTRIES = {STATE_FILE, STATE_FILE + ".tmp", "shared", "havip", "client.l
 
 # Lab timings, chosen against milvus-lite, which starts in about 1 s. check_interval x
 # fall = 1 s of detection; a 0.5 s CheckHealth deadline is ample for an idle lab.
-# stop_timeout is docker stop's grace before SIGKILL, 1 s and not 10 because:
-# - milvus-lite closes its database (and its lock) at once on SIGINT, then lets gRPC
-#   drain for up to 5 s. havip removes the VIP before it stops the container, so a
-#   client's connection to the VIP can never be closed and every stop with a connected
-#   client would take the full 5 s (measured: 5.26 s with a client, 0.21 s without).
-# - A master that loses its link, or whose havip was SIGKILLed (until `havip cleanup`
-#   runs), cannot tell the backup, which takes over after a master-down interval of
-#   silence: at worst 3 x 1 s + 0.64 s skew - 1 s since the last advert = 2.64 s after
-#   the loss. The stop must be over by then; with 10 s the Sampler saw both Milvus
-#   running for 2.4 s after a link cut.
-# A SIGKILL within the drain loses nothing: the database is already closed, and
-# milvus-lite's WAL keeps acknowledged rows even when killed outright.
+# stop_timeout is docker stop's grace before SIGKILL, as in production (10 s). It is not
+# on the handover's critical path:
+# - a leaving master stops Milvus while it still holds the VIP, so connected clients see
+#   their connections closed and milvus-lite's gRPC drain ends at once (0.2 s, against
+#   the full 5 s drain when the VIP was removed first);
+# - a master that loses its link kills Milvus without grace (no connection can close
+#   without a link, and the backup takes over after a master-down interval of silence,
+#   at worst 3 x 1 s + 0.64 s skew - 1 s since the last advert = 2.64 s after the loss);
+# - `havip cleanup` after a SIGKILL stops the container first, with the VIP still there.
+# A SIGKILL loses nothing: milvus-lite's WAL keeps acknowledged rows.
 MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall": 2,
-                   "start_timeout": 60, "stop_timeout": 1}
+                   "start_timeout": 60, "stop_timeout": 10}
 
 
 def havip_config(priority: int, docker_url: str, shared: Path) -> dict:

@@ -8,6 +8,7 @@ call that waits for the container). Failures the caller must act on raise
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Callable
 
@@ -77,7 +78,7 @@ class ContainerRuntime:
             return
         self._call("start", lambda: self.engine.api().start(self.container))
 
-    def stop(self) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop the container and confirm it is not running; True if it was running.
 
         `docker stop` sends the image's stop signal and kills after `stop_timeout`;
@@ -89,7 +90,8 @@ class ContainerRuntime:
         if info is None or not (info.get("State") or {}).get("Running"):
             return False
         try:
-            self._call("stop", lambda: self.engine.api().stop(self.container, timeout=math.ceil(self.stop_timeout)))
+            grace = self.stop_timeout if timeout is None else timeout
+            self._call("stop", lambda: self.engine.api().stop(self.container, timeout=math.ceil(grace)))
         except AdapterError:
             pass  # the kill and the confirmation below decide
         if self._running_now():
@@ -109,13 +111,16 @@ class ContainerRuntime:
         info = self._inspect("confirm the state of")
         return bool(info and (info.get("State") or {}).get("Running"))
 
-    def wait_ready(self, probe: MilvusProbe, timeout: float, poll: float = 0.1) -> CheckResult:
+    def wait_ready(self, probe: MilvusProbe, timeout: float, poll: float = 0.1,
+                   cancel: threading.Event | None = None) -> CheckResult:
         """Poll `probe` until Milvus answers healthy, the container stops running, or
         `timeout` passes; the result says which. Each probe call is cut to the time left."""
         t0 = self.clock()
         deadline = t0 + timeout
         last = "Milvus was not asked"
         while True:
+            if cancel is not None and cancel.is_set():
+                return self._ready(False, "the start was cancelled: the container is to be stopped", t0)
             left = deadline - self.clock()
             if left <= 0:
                 return self._ready(False, f"Milvus did not become healthy within {fmt_seconds(timeout)}: {last}", t0)

@@ -10,17 +10,14 @@ h2 takes over, the client reaches Milvus through the VIP, h1 returns, and every
 acknowledged row is there.
 
 Windows that havip cannot close, and why these tests still see no overlap:
-- Link cut: a master without a link cannot tell the backup; it stops its container at
-  once, and the backup starts its own only after a master-down interval of silence,
-  at worst 3 x 1 s + 0.64 s skew - 1 s (the last advert may be up to 1 s older than
-  the cut) = 2.64 s later. The stop must be over by then. Measured: stopped 1.1 s after
-  the cut, because stop_timeout is 1 s here; with 10 s, milvus-lite's 5 s gRPC drain
-  (its clients' connections cannot be closed without a link) made both run for 2.4 s.
-  See havip.lab.milvuslab.MILVUS_SETTINGS.
+- Link cut: a master without a link cannot tell the backup; it kills its container at
+  once (no grace: no connection can close without a link), and the backup starts its own
+  only after a master-down interval of silence, at worst 3 x 1 s + 0.64 s skew - 1 s
+  (the last advert may be up to 1 s older than the cut) = 2.64 s later.
 - SIGKILL of havip: the container runs on until `havip cleanup` (systemd's
-  ExecStopPost=) stops it; cleanup must be over within the same 2.64 s. Measured 1.9 to
-  2.3 s (0.9 s of it Python start-up, 1 s the drain); with one core busy elsewhere it
-  took 3.0 s, which would overlap if the kill came right before an advert was due.
+  ExecStopPost=) stops it, container first while the VIP is still there, so the stop is
+  quick; it must be over within the same 2.64 s.
+See havip.lab.milvuslab.MILVUS_SETTINGS and docs/architecture.md.
 """
 
 from __future__ import annotations

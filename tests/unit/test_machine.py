@@ -383,9 +383,10 @@ def test_container_ready_ok_means_running():
 
 
 def _leaves_to_fault_after_the_stop(r: Run, d: Decision) -> None:
-    """The single-writer exit: VIP gone and stop requested, adverts go on, then priority 0."""
+    """The single-writer exit: stop requested while the VIP stays (clients see Milvus close
+    their connections), adverts go on, then VIP removed and priority 0."""
     assert d.transition is None and r.state == State.MASTER
-    assert d.actions == (DelVip(), StopContainer())
+    assert d.actions == (StopContainer(),)
     assert d.reason.endswith("; stopping milvus before handing over")
     assert r.m.leaving == State.FAULT and r.m.container == Container.STOPPING
     assert check_role(r.m) == "none"
@@ -529,7 +530,7 @@ def test_link_down_on_master_is_fault_then_backup_when_up():
     t = r.now
     d = r.do(LinkChanged(up=False, detail="carrier lost"), t + 1)
     assert d.transition == (State.MASTER, State.FAULT)
-    assert d.actions == (DelVip(), StopContainer(), Notify(State.FAULT, 91))
+    assert d.actions == (DelVip(), StopContainer(grace=False), Notify(State.FAULT, 91))
     assert d.reason == "interface eth0 went down: carrier lost"
     assert SendAdvert(0) not in d.actions  # cannot reach anyone
     assert next_deadline(r.m) is None
@@ -554,7 +555,7 @@ def test_shutdown_master_stops_milvus_then_resigns():
     r = serving(params())
     t = r.now
     d = r.do(Shutdown(), t + 1)
-    assert d.transition is None and d.actions == (DelVip(), StopContainer())
+    assert d.transition is None and d.actions == (StopContainer(),)
     assert r.m.leaving == State.STOPPED
     assert SendAdvert(91) in r.tick(t + 2.5).actions
     d = r.do(ContainerStopped(ok=True, reason="exited"), t + 3)
@@ -599,7 +600,7 @@ def test_failover_on_master_hands_over_and_holds(supervise):
     t = r.now
     d = r.do(FailoverRequested(), t + 1)
     if supervise:
-        assert d.actions == (DelVip(), StopContainer()) and r.m.leaving == State.BACKUP
+        assert d.actions == (StopContainer(),) and r.m.leaving == State.BACKUP
         assert 0 not in r.sent()
         d = r.do(ContainerStopped(ok=True, reason="exited"), t + 2)
     assert d.transition == (State.MASTER, State.BACKUP)
