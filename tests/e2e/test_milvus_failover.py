@@ -22,10 +22,13 @@ See havip.lab.milvuslab.MILVUS_SETTINGS and docs/architecture.md.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -246,6 +249,43 @@ def test_havip_killed_then_cleanup_and_restart(env):
     fault_cycle(env, "havip SIGKILL", inject, repair=lambda lab: lab.start_havip("h1"),
                 old_reason="init -> backup: started; waiting 3.57s for a master's advert",
                 new_reason="backup -> master: master 198.18.0.11 silent for 3.6")
+
+
+def _ctl(lab, host: str, *args: str) -> subprocess.CompletedProcess:
+    sock = lab.havipds[host].config["control"]["socket"]
+    return subprocess.run([sys.executable, "-m", "havip.ctl", "-s", sock, *args], capture_output=True, text=True,
+                          timeout=150)
+
+
+def test_planned_switchover_both_ways_with_havipctl(env):
+    """`havipctl failover` on the master hands over (its Milvus stopped before h2's starts),
+    and on the backup takes back; the client carries on and loses nothing."""
+    lab, client = env.lab, env.client
+    assert lab.wait_serving(None, 30) == "h1"
+    wait_for(lambda: _ctl(lab, "h1", "status", "--json").returncode == 0, 10, what="h1's control socket")
+    st = json.loads(_ctl(lab, "h1", "status", "--json").stdout)
+    assert st["container"] == "running" and st["standby_peers"] == [lab.hosts["h2"].addr]
+    client.traffic_start(batch=BATCH, period=PERIOD, flush=True)
+    try:
+        t0 = time.time()
+        res = _ctl(lab, "h1", "failover")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "switchover done" in res.stdout
+        assert lab.wait_serving("h2", 30) == "h2"
+        client.wait_reachable(30)
+        changes = env.sampler.changes_since(t0)
+        assert next(t for t, r in changes["h2"] if r) > next(t for t, r in changes["h1"] if not r)
+        time.sleep(5)                   # h1 holds: no preempting straight back
+        assert lab.wait_serving(None, 5) == "h2"
+        res = _ctl(lab, "h1", "failover")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert lab.wait_serving("h1", 30) == "h1"
+        client.wait_reachable(30)
+    finally:
+        report = client.traffic_stop()
+    assert report["ops"] - report["failures"] > 10, report
+    assert client.missing() == [], "acknowledged rows lost"
+    no_overlap(env)
 
 
 def test_final_state(env):

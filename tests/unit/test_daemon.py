@@ -168,3 +168,28 @@ def _quiet_logs():
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     yield
     structlog.reset_defaults()
+
+
+def test_notify_hooks_run_with_arguments_time_out_and_never_block(tmp_path):
+    out = tmp_path / "calls"
+    ok = tmp_path / "ok.sh"
+    ok.write_text(f"#!/bin/sh\necho \"$@\" >> {out}\n")
+    slow = tmp_path / "slow.sh"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    for f in (ok, slow):
+        f.chmod(0o755)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(0))   # warnings too
+    d, sock, vips, link, clock, rt = make(notify={"backup": str(ok), "master": str(slow), "timeout": 0.3})
+    with structlog.testing.capture_logs() as logs:
+        d.start()
+        clock.advance(3.7)
+        t0 = time.monotonic()
+        d.run_once()
+        assert time.monotonic() - t0 < 0.25, "a hook must not block the loop"
+        assert d.machine.state == State.MASTER
+        wait = time.monotonic() + 5
+        while time.monotonic() < wait and not any(e["event"] == "hook_timeout" for e in logs):
+            time.sleep(0.05)
+    assert out.read_text().split() == ["backup", "110", "test"]
+    timeout = next(e for e in logs if e["event"] == "hook_timeout")
+    assert timeout["argv"] == [str(slow), "master", "110", "test"] and timeout["timeout"] == 0.3
