@@ -13,9 +13,10 @@ import sys
 import threading
 from pathlib import Path
 
+import havip.lab.sniff
 from havip.lab.havipd import Havipd, vrrp_config
 
-SNIFF = Path(__file__).with_name("sniff.py")
+SNIFF = Path(havip.lab.sniff.__file__)
 
 
 class _Hung:

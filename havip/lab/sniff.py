@@ -1,4 +1,4 @@
-"""Record when VRRP adverts arrive on an interface: python sniff.py IFACE SECONDS.
+"""Record when VRRP adverts arrive on an interface: python -m havip.lab.sniff IFACE SECONDS.
 
 Prints one JSON list of [monotonic time, source, priority] per advert. Lab namespaces only.
 """
