@@ -99,6 +99,12 @@ class Executor:
             cached = self._adverts[key] = self._encode(priority, dst)
         return cached
 
+    def set_config(self, cfg: Config) -> None:
+        """A reloaded config: drop the adverts encoded for the old one, encode anew."""
+        self.cfg = cfg
+        self._adverts.clear()
+        self.warm()
+
     def warm(self) -> None:
         """Encode the adverts and ARP frames we will need before the first timer fires."""
         try:

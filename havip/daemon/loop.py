@@ -13,7 +13,7 @@ import select
 import signal
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,17 +22,16 @@ from typing import Any
 from havip.config import Config
 from havip.core import machine as sm
 from havip.daemon.executor import Executor
+from havip.daemon.peers import Peers
+from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
 from havip.model import (
-    AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
+    AdvertReceived, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
 )
 
-LOUD_DROPS = {DropReason.AUTH_MISMATCH, DropReason.INTERVAL_MISMATCH, DropReason.BAD_VERSION}
 BEACON_INTERVAL = 1.0   # seconds between peer beacons
-PEER_FRESH = 3.5        # a beacon older than this no longer vouches for a standby
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
-PEER_WINDOW = 60.0      # a router heard this recently counts as a peer (havipctl failover)
 
 
 @dataclass
@@ -62,16 +61,13 @@ class Daemon:
         self.metrics = metrics
         self.on_transition = on_transition
         self.notify = notify if notify is not None else SdNotify({})
-        self.peers: dict[str, float] = {}      # address -> when last heard (valid adverts only)
+        self.peers = Peers()
         self.machine = sm.Machine()
         self.params = self._params("")
         self.sock = None
         self.beacon = None
-        self.peer_info: dict[str, tuple[Any, float]] = {}
         self._beacon_due = 0.0
-        self.drops: Counter[str] = Counter()
-        self._warned: dict[tuple[str, str], float] = {}
-        self.received = 0
+        self.receiver = Receiver(log=self.log, clock=clock, metrics=metrics)
         self.lateness: deque[float] = deque(maxlen=1000)
         self.history: deque[dict] = deque(maxlen=50)
         self._events: deque[Event] = deque()
@@ -204,9 +200,6 @@ class Daemon:
     # ------------------------------------------------------------------ inputs
 
     def _read_adverts(self) -> None:
-        from havip.protocol import checks, codec
-
-        family = self.cfg.family
         own = {self.sock.source}
         for _ in range(64):   # bounded: a flood must not starve the timers
             try:
@@ -217,38 +210,14 @@ class Daemon:
                 return
             if pkt is None:
                 return
-            self.received += 1
-            if self.metrics:
-                self.metrics.adverts_received.inc()
-            result = codec.decode(pkt.payload, src=pkt.src, dst=pkt.dst, ttl=pkt.ttl, family=family)
-            if not isinstance(result, Drop):
-                result = checks.check(result, self.cfg, own_addresses=own) or result
-            if not isinstance(result, Drop):
-                mismatch = checks.address_mismatch(result, self.cfg)
-                if mismatch:
-                    # Accepted (a rolling config change must not make two masters), but counted.
-                    self.executor.counters["address_mismatch_accepted"] += 1
-                    self.log.warning("address_mismatch", detail=mismatch, src=pkt.src)
-            if isinstance(result, Drop):
-                self.drops[str(result.reason)] += 1
-                if self.metrics:
-                    self.metrics.drops.labels(reason=str(result.reason)).inc()
-                self._log_drop(result, pkt.src)
-                continue
-            self.peers[pkt.src] = self.clock()
-            self.feed(AdvertReceived(result))
+            advert = self.receiver.handle(pkt, self.cfg, own)
+            if advert is not None:
+                self.peers.heard_advert(pkt.src, self.clock())
+                self.feed(AdvertReceived(advert))
 
-    def _log_drop(self, drop: Drop, src: str) -> None:
-        """Every drop at debug; a peer configured differently from us also as a warning,
-        at most once a minute per peer and reason: a v2 interval or password mismatch
-        means both hosts will believe they are master."""
-        self.log.debug("advert_dropped", reason=str(drop.reason), detail=drop.detail, src=src)
-        if drop.reason not in LOUD_DROPS:
-            return
-        key, now = (str(drop.reason), src), self.clock()
-        if now - self._warned.get(key, -1e9) >= 60:
-            self._warned[key] = now
-            self.log.warning("peer_misconfigured", reason=str(drop.reason), detail=drop.detail, src=src)
+    @property
+    def drops(self):
+        return self.receiver.drops
 
     def _read_beacons(self) -> None:
         now = self.clock()
@@ -259,7 +228,7 @@ class Daemon:
             if peer is None or peer.vrid != self.cfg.virtual_router_id:
                 self.executor.counters["beacon_ignored"] += 1
                 continue
-            self.peer_info[peer.src] = (peer, now)
+            self.peers.heard_beacon(peer, now)
 
     def _send_beacon(self) -> None:
         now = self.clock()
@@ -275,12 +244,6 @@ class Daemon:
         except HavipError as exc:
             self.executor.counters["error_beacon"] += 1
             self.log.debug("beacon_send_failed", error=str(exc))
-
-    def standby_peers(self, now: float) -> list[str]:
-        """havip backups heard recently that say they could serve and are not paused."""
-        return sorted(src for src, (p, seen) in self.peer_info.items()
-                      if now - seen < PEER_FRESH and p.state == "backup" and p.healthy is not False
-                      and not p.paused)
 
     def _check_link(self) -> None:
         st = self.ad.link.status()
@@ -410,29 +373,16 @@ class Daemon:
 
     def reload(self) -> None:
         """Re-read the config file (SIGHUP); on the loop thread."""
-        from havip.daemon import reload as reload_mod
+        from havip.daemon.reload import reload_daemon
 
-        if not self.config_path:
-            self.log.warning("reload_ignored", reason="no config file to re-read")
-            return
-        self.notify.reloading()
-        try:
-            new, applied, restart = reload_mod.plan(self.cfg, self.config_path)
-        except reload_mod.ConfigError as exc:
-            self.log.error("reload_rejected", reason="invalid configuration; keeping the running one",
-                           problems=exc.problems)
-        else:
-            if applied:
-                self.cfg = new
-                self.executor.cfg = new
-                self.executor._adverts.clear()
-                self.params = self._params(self.params.address)
-                self.executor.warm()
-                self._beacon_due = 0.0
-            self.log.info("reloaded", applied=applied, needs_restart=restart,
-                          reason=(f"applied {', '.join(applied) or 'nothing'}"
-                                  + (f"; restart to apply {', '.join(restart)}" if restart else "")))
-        self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
+        reload_daemon(self)
+
+    def apply_config(self, cfg: Config) -> None:
+        """Run with a new config whose restart-only keys are unchanged (see reload.plan)."""
+        self.cfg = cfg
+        self.executor.set_config(cfg)
+        self.params = self._params(self.params.address)
+        self._beacon_due = 0.0
 
     # ------------------------------------------------------------------ status
 
@@ -458,15 +408,10 @@ class Daemon:
             "hold": m.hold,
             "transitions": m.transitions,
             "drops": dict(self.drops),
-            "peers_seen": sorted({a for a, t in self.peers.items() if now - t < PEER_WINDOW}
-                                 | {a for a, (_, t) in self.peer_info.items() if now - t < PEER_WINDOW}),
-            "standby_peers": self.standby_peers(now),
-            "peers": [{"address": src, "instance": p.instance, "state": p.state, "priority": p.priority,
-                       "healthy": p.healthy, "paused": p.paused, "container": p.container,
-                       "last_seen_seconds_ago": round(now - seen, 3)}
-                      for src, (p, seen) in sorted(self.peer_info.items()) if now - seen < PEER_WINDOW],
+            **self.peers.view(now),
             "container_timings": dict(self.executor.container_timings),
             "counters": dict(self.executor.counters),
-            "received": self.received,
+            "received": self.receiver.received,
+            "address_mismatch_accepted": self.receiver.mismatches_accepted,
             "history": list(self.history)[-10:],
         }

@@ -49,3 +49,23 @@ def plan(old: config_mod.Config, path: str) -> tuple[config_mod.Config, list[str
 
 
 __all__ = ["plan", "ConfigError"]
+
+
+def reload_daemon(daemon) -> None:
+    """Apply `plan` to a running Daemon, on its loop thread, and say what happened."""
+    log = daemon.log
+    if not daemon.config_path:
+        log.warning("reload_ignored", reason="no config file to re-read")
+        return
+    daemon.notify.reloading()
+    try:
+        new, applied, restart = plan(daemon.cfg, daemon.config_path)
+    except ConfigError as exc:
+        log.error("reload_rejected", reason="invalid configuration; keeping the running one", problems=exc.problems)
+    else:
+        if applied:
+            daemon.apply_config(new)
+        log.info("reloaded", applied=applied, needs_restart=restart,
+                 reason=(f"applied {', '.join(applied) or 'nothing'}"
+                         + (f"; restart to apply {', '.join(restart)}" if restart else "")))
+    daemon.notify.ready(f"{daemon.machine.state}: {daemon.machine.reason}")
