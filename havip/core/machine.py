@@ -71,6 +71,7 @@ class Machine:
     master: PeerView | None = None       # the last other master seen on the wire
     container: Container = Container.STOPPED
     leaving: State | None = None         # master on its way out, waiting for the container
+    stop_grace: bool = True              # how the pending stop goes (retries stop the same way)
     healthy: bool | None = None
     link_up: bool = True
     paused: bool = False
@@ -177,16 +178,21 @@ def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> 
     return _to(m, p, State.MASTER, reason, now, acts)
 
 
-def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str, **changes) -> Decision:
-    """Give up mastership; with a container to stop, keep advertising until it is down."""
+def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str, *, grace: bool = True,
+                  **changes) -> Decision:
+    """Give up mastership; with a container to stop, keep advertising until it is down.
+
+    grace=False when Milvus has already failed: a server that does not answer its health
+    check cannot act on a stop signal either (a hung one would cost the whole stop
+    timeout), and nothing of a dead one is left to shut down cleanly."""
     m = replace(m, **changes)
     if p.supervise and m.container in (Container.STARTING, Container.RUNNING, Container.STOPPING):
         # The VIP stays until the container is confirmed stopped: connected clients see
         # Milvus close their connections (a stop takes a fraction of a second) instead of
         # a server that drains sockets nobody can reach any more.
-        m = replace(m, leaving=target, reason=reason, container=Container.STOPPING,
+        m = replace(m, leaving=target, reason=reason, container=Container.STOPPING, stop_grace=grace,
                     garp_deadline=None, gate_deadline=None, stop_retry_deadline=None)
-        return Decision(m, (StopContainer(),), f"{reason}; stopping milvus before handing over")
+        return Decision(m, (StopContainer(grace=grace),), f"{reason}; stopping milvus before handing over")
     return _finish_leave(m, p, now, target, reason)
 
 
@@ -236,7 +242,7 @@ def _tick(m: Machine, p: Params, now: float) -> Decision:
     if m.stop_retry_deadline is not None and now >= m.stop_retry_deadline:
         m = replace(m, stop_retry_deadline=None)
         if m.container == Container.STOPPING:
-            retry.append(StopContainer())
+            retry.append(StopContainer(grace=m.stop_grace))
     d = _tick_timers(m, p, now)
     return replace(d, actions=(*retry, *d.actions)) if retry else d
 
@@ -345,7 +351,8 @@ def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
         return Decision(m, (), f"paused: checks {'pass' if ev.healthy else 'fail'} ({ev.reason}), no action")
     if not ev.healthy:
         if m.state == State.MASTER and not m.leaving:
-            return _leave_master(m, p, now, State.FAULT, f"milvus checks failed: {ev.reason}; giving up mastership")
+            return _leave_master(m, p, now, State.FAULT, f"milvus checks failed: {ev.reason}; giving up mastership",
+                                 grace=False)
         if m.state == State.BACKUP:
             return _enter_fault(m, p, now, f"cannot serve if promoted: {ev.reason}")
         return Decision(m)
@@ -359,7 +366,8 @@ def _container_ready(m: Machine, p: Params, ev: ContainerReady, now: float) -> D
         return Decision(m)
     if ev.ok:
         return Decision(replace(m, container=Container.RUNNING), (), f"milvus is serving: {ev.reason}")
-    return _leave_master(m, p, now, State.FAULT, f"milvus did not become healthy: {ev.reason}; giving up mastership")
+    return _leave_master(m, p, now, State.FAULT, f"milvus did not become healthy: {ev.reason}; giving up mastership",
+                         grace=False)
 
 
 def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) -> Decision:
@@ -395,7 +403,8 @@ def _pause(m: Machine, p: Params, ev: PauseChanged, now: float) -> Decision:
     if ev.paused:
         return Decision(m, (), "paused: no automatic transitions and no container actions")
     if m.healthy is False and m.state == State.MASTER and check_role(m) == "master":
-        return _leave_master(m, p, now, State.FAULT, "resumed with failing milvus checks; giving up mastership")
+        return _leave_master(m, p, now, State.FAULT, "resumed with failing milvus checks; giving up mastership",
+                             grace=False)
     if m.healthy is False and m.state == State.BACKUP:
         return _enter_fault(m, p, now, "resumed with failing checks: cannot serve if promoted")
     if m.state == State.BACKUP:

@@ -191,7 +191,7 @@ class Executor:
             was_running = self.runtime.stop() if grace else self.runtime.stop(timeout=0)
             took = self.clock() - t0
             self.container_timings["stop"] = took
-            what = ("stopped" if grace else "killed (no grace: link lost)") if was_running else "was not running"
+            what = ("stopped" if grace else "stopped without grace") if was_running else "was not running"
             self.post(ContainerStopped(ok=True, reason=f"container {self.cfg.milvus.container} {what} ({took:.2f}s)"))
         except HavipError as exc:
             self.post(ContainerStopped(ok=False, reason=str(exc)))

@@ -386,7 +386,7 @@ def _leaves_to_fault_after_the_stop(r: Run, d: Decision) -> None:
     """The single-writer exit: stop requested while the VIP stays (clients see Milvus close
     their connections), adverts go on, then VIP removed and priority 0."""
     assert d.transition is None and r.state == State.MASTER
-    assert d.actions == (StopContainer(),)
+    assert d.actions == (StopContainer(grace=False),)   # a failed Milvus gets no grace
     assert d.reason.endswith("; stopping milvus before handing over")
     assert r.m.leaving == State.FAULT and r.m.container == Container.STOPPING
     assert check_role(r.m) == "none"
@@ -452,12 +452,12 @@ def test_stop_failure_retries_and_never_resigns_before_a_confirmed_stop():
     d = r.do(ContainerStopped(ok=False, reason="docker: timeout"), t0 + 0.2)
     assert d.transition is None and r.state == State.MASTER and r.m.leaving == State.FAULT
     assert d.reason == "milvus could not be stopped: docker: timeout; retrying, and not handing over"
-    assert StopContainer() not in r.tick(t0 + 0.2 + STOP_RETRY - 0.01).actions
-    assert StopContainer() in r.tick(t0 + 0.2 + STOP_RETRY).actions
+    assert StopContainer(grace=False) not in r.tick(t0 + 0.2 + STOP_RETRY - 0.01).actions
+    assert StopContainer(grace=False) in r.tick(t0 + 0.2 + STOP_RETRY).actions
     r.do(ContainerStopped(ok=False, reason="docker: timeout"), t0 + 2.0)
     for k in range(1, 10):
         r.tick(t0 + 2.0 + k)
-    stops = sum(StopContainer() in d.actions for d in r.decisions[first:])
+    stops = sum(StopContainer(grace=False) in d.actions for d in r.decisions[first:])
     assert stops == 3  # the leave, and one retry per failure
     assert r.state == State.MASTER and 0 not in r.sent()
     assert r.sent()[-1] == 91, "it still advertises while the stop is retried"
@@ -905,7 +905,7 @@ def test_regression_resume_gives_up_a_master_that_failed_while_paused():
     r.do(PauseChanged(paused=True), r.now + 1)
     r.do(HealthChanged(healthy=False, reason="grpc timeout", role="master"), r.now + 1)
     d = r.do(PauseChanged(paused=False), r.now + 1)
-    assert r.m.leaving == State.FAULT and StopContainer() in d.actions
+    assert r.m.leaving == State.FAULT and StopContainer(grace=False) in d.actions
 
 
 def test_regression_v3_gate_uses_the_old_masters_interval():
