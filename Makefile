@@ -45,8 +45,10 @@ lab: deps venv
 lab-down: venv
 	$(VENV)/bin/havip lab down
 
+# Side by side with keepalived on the same timers, then Milvus failover in the lab.
 bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
+	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 
 check: venv
 	$(VENV)/bin/havip check-config conf/master.yaml
