@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -312,6 +311,8 @@ def analyse(events: list[dict], t0: float, fault: str, outage: dict | None, chan
     ph["total"] = t["client_ok"]
     if None not in (ph["total"], ph["detection"], ph["milvus_ready"]):
         ph["overhead"] = ph["total"] - ph["detection"] - ph["milvus_ready"]
+    if t["client_ok"] is not None and t["client_last_ok"] is not None:
+        ph["unavailable"] = t["client_ok"] - t["client_last_ok"]      # last success -> first success
     if fault not in SILENT and None not in (t["old_decides"], t["old_leaves"], t["takeover"]):
         ph["old_stop"] = t["old_leaves"] - t["old_decides"]          # stop Milvus, then priority 0
         ph["skew_wait"] = t["takeover"] - t["old_leaves"]            # h2's skew time after priority 0
@@ -321,13 +322,36 @@ def analyse(events: list[dict], t0: float, fault: str, outage: dict | None, chan
     return t
 
 
-def excerpt(events: list[dict], t0: float, until: float, outage: dict | None, fault: str,
+def analyse_failback(events: list[dict], t_repair: float) -> dict:
+    """h1 preempting back, from both logs (seconds after the repair began)."""
+    after = [e for e in events if "timestamp" in e and _log_time(e) >= t_repair]
+
+    def at(host: str, pred) -> float | None:
+        e = next((e for e in after if e["host"] == host and pred(e)), None)
+        return None if e is None else _log_time(e) - t_repair
+
+    h1_vip = at("h1", lambda e: e.get("event") == "vip_added")
+    h2_step = at("h2", lambda e: "stepping down" in str(e.get("reason", "")) and e.get("event") == "decision")
+    h2_leave = at("h2", lambda e: e.get("event") == "transition" and e.get("from") == "master")
+    h2_vip_rm = at("h2", lambda e: e.get("event") == "vip_removed")
+    h1_ready = at("h1", lambda e: str(e.get("reason", "")).startswith("milvus is serving"))
+    out = {"failback_ready": h1_ready}
+    if h2_step is not None and h2_leave is not None:
+        out["failback_h2_stop"] = h2_leave - h2_step
+    if h1_vip is not None and h2_vip_rm is not None and h1_vip < h2_vip_rm:
+        out["failback_vip_both"] = h2_vip_rm - h1_vip
+    if h2_leave is not None and h1_ready is not None:
+        out["failback_h1_start"] = h1_ready - h2_leave
+    return out
+
+
+def excerpt(events: list[dict], t0: float, until: float, outage: dict | None, label: str,
             t: dict) -> list[str]:
     """Both hosts' notable log lines between the fault and `until` (seconds after it),
     with the fault, what Docker showed and the probe's first failure and success in place."""
     keep = ("transition", "decision", "vip_added", "vip_removed", "health changed")
     out = []
-    lines: list[tuple[float, str]] = [(0.0, f"bench   fault: {fault}")]
+    lines: list[tuple[float, str]] = [(0.0, f"bench   {label}")]
     if t.get("cleanup_done") is not None:
         lines.append((t["cleanup_done"], f"bench   `havip cleanup` returned: {t.get('cleanup_out')}"))
     if t.get("exited") is not None:
@@ -363,6 +387,14 @@ def excerpt(events: list[dict], t0: float, until: float, outage: dict | None, fa
     return out
 
 
+def _other_labs(ours: str) -> set[str]:
+    """Prefixes of network namespaces that are not ours: other labs or benchmarks running
+    on this machine at the same time (they compete for the CPU; said in the report)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = (line.split()[0] for line in out.splitlines() if line.strip())
+    return {n.rsplit("-", 1)[0] for n in names if not n.startswith(f"{ours}-")}
+
+
 def wait_ready(lab, probe: Probe, timeout: float = 120) -> None:
     """h1 serves the VIP alone, h2 is backup with its Milvus stopped, the probe succeeds."""
     from havip.lab.netns import wait_for
@@ -377,6 +409,7 @@ def trial(lab, probe: Probe, sampler, faults: Faults, fault: str) -> dict:
     from havip.lab.netns import wait_for
     wait_ready(lab, probe)
     time.sleep(1.5)                          # a few adverts and checks in the steady state
+    others = _other_labs(lab.prefix)
     overlaps_before = len(sampler.overlaps)
     t0 = faults.inject(fault)
     try:
@@ -385,14 +418,25 @@ def trial(lab, probe: Probe, sampler, faults: Faults, fault: str) -> dict:
                  interval=0.05, what="the probe's first successful search after the fault")
         time.sleep(0.3)                      # the last log lines reach the files
         t = analyse(lab.events(), t0, fault, probe.outage_after(t0), sampler.changes_since(t0), faults.notes)
-        until = (t["client_ok"] or 30) + 0.05
-        t["excerpt"] = excerpt(lab.events(), t0, until, probe.outage_after(t0), fault, t)
+        until = max(t["client_ok"] or 30, t["ready"] or 0) + 0.05
+        t["excerpt"] = excerpt(lab.events(), t0, until, probe.outage_after(t0), f"fault: {fault}", t)
     finally:
         faults.cont_stopped()
+    t_repair = time.time()                   # h2 serves and the probe gets through
     faults.repair(fault)
     wait_ready(lab, probe)
+    back = probe.outage_after(t_repair)      # the failback: h2 stops, h1 takes over again
+    time.sleep(0.3)
+    events = lab.events()
+    t.update(analyse_failback(events, t_repair))
+    t["failback_unavailable"] = back["first_ok"] - back["last_ok"] if back and back["first_ok"] and \
+        back["last_ok"] else None
+    if t.get("failback_ready") is not None:
+        until = max(t["failback_ready"], (back["first_ok"] - t_repair) if back and back["first_ok"] else 0)
+        t["failback_excerpt"] = excerpt(events, t_repair, until + 0.05, back,
+                                        f"repair after '{fault}' (h1 will preempt)", {})
     t["overlaps"] = len(sampler.overlaps) - overlaps_before
-    t["fault"] = fault
+    t["fault"], t["fault_at"], t["other_labs"] = fault, t0, sorted(others | _other_labs(lab.prefix))
     return t
 
 
@@ -486,7 +530,39 @@ def _cell(xs: list[float | None]) -> str:
     if s is None:
         return "-"
     med, lo, hi = s
-    return f"{med * 1000:.0f} ({lo * 1000:.0f}-{hi * 1000:.0f})"
+    return f"{med * 1000:.0f} ({lo * 1000:.0f}..{hi * 1000:.0f})"
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _revision() -> str:
+    """The havip code measured: the last commit that changed havip/, and whether the
+    working tree differs from it."""
+    last = _git("log", "-1", "--format=%h", "--", "havip")
+    dirty = _git("status", "--porcelain", "--", "havip")
+    return (f"havip {last}" if last else "havip (revision unknown)") + (" with local changes" if dirty else "")
+
+
+def _fingerprint() -> str:
+    """Changes whenever the code under havip/ changes (commits elsewhere do not count)."""
+    return "\n".join((_git("rev-parse", "HEAD:havip"), _git("diff", "HEAD", "--", "havip"),
+                      _git("status", "--porcelain", "--", "havip")))
+
+
+def _others_line(results: list[dict]) -> list[str]:
+    busy = [r for r in results if r.get("other_labs")]
+    if not busy:
+        return ["No other lab or benchmark had network namespaces on this machine during the trials.", ""]
+    prefixes = sorted({p for r in busy for p in r["other_labs"]})
+    return [f"**Not a quiet machine:** other labs or benchmarks (namespaces {', '.join(prefixes)}) ran during "
+            f"{len(busy)} of {len(results)} trials; their figures may be inflated.", ""]
 
 
 def _versions() -> str:
@@ -506,7 +582,7 @@ def _versions() -> str:
 
 
 def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...], machine: str,
-           load: str) -> str:
+           load: str, revision: str = "havip") -> str:
     from havip.lab.milvuslab import HAVIP_HOSTS, MILVUS_SETTINGS
     from havip.protocol import timing
 
@@ -523,8 +599,9 @@ def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...]
         return [r["phases"].get(key) for r in by[f]]
 
     out = ["# Benchmarks: Milvus failover in the lab", "",
-           f"Measured {when} on {machine}; {_versions()}; load average before the run {load}. "
+           f"Measured {when} on {machine}; {revision}, {_versions()}; load average before the run {load}. "
            f"By `bench/milvus_failover.py --trials {trials}`.", "",
+           *_others_line(results),
            "## Setup", "",
            "`havip lab`'s topology: h1 (priority 110) and h2 (priority 91) in network namespaces on one",
            "bridge, each with its own dockerd and a milvus-lite container (host network) on one shared",
@@ -547,21 +624,29 @@ def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...]
            "  up to 100 ms of havip's readiness polling);",
            "- **client**: the probe's first successful search through the VIP (reconnect, reload the",
            "  collection, search). Negative when the probe got through before havip's readiness poll",
-           "  noticed that Milvus answers.", ""]
+           "  noticed that Milvus answers.", "",
+           "*Client without Milvus* is the probe's own gap, from its last successful search before the",
+           "fault's effect to its first one after (shorter than the outage when Milvus kept answering for",
+           "a while after the fault). *Failback outage* is the same gap when h1, repaired, preempts back",
+           "(h2 stops its Milvus and resigns, h1 starts its own): the recipe's failback costs a second",
+           "outage.", ""]
 
     # ---------------------------------------------------------- summary table
     out += ["## Client-observed outage and its phases", "",
-            f"Median (min-max) of {trials} trial(s), ms.", "",
-            "| fault | " + " | ".join(PHASE_NAMES[p] for p in PHASES) + " | outage (total) |",
-            "|---|" + "---|" * (len(PHASES) + 1)]
+            f"Median (min..max) of {trials} trial(s), ms.", "",
+            "| fault | " + " | ".join(PHASE_NAMES[p] for p in PHASES) + " | outage (total) "
+            "| client without Milvus | failback outage |",
+            "|---|" + "---|" * (len(PHASES) + 3)]
     for f in faults:
         if not by[f]:
-            out.append(f"| {f} | " + " | ".join("-" for _ in range(len(PHASES) + 1)) + " |")
+            out.append(f"| {f} | " + " | ".join("-" for _ in range(len(PHASES) + 3)) + " |")
             continue
-        out.append(f"| {f} | " + " | ".join(_cell(col(f, p)) for p in [*PHASES, "total"]) + " |")
+        out.append(f"| {f} | " + " | ".join(_cell(col(f, p)) for p in [*PHASES, "total", "unavailable"])
+                   + f" | {_cell([r.get('failback_unavailable') for r in by[f]])} |")
 
     out += ["", "Inside the VIP move of the handovers (h1 still reachable):", "",
-            "| fault | h1 stops its Milvus, then sends priority 0 | h2's skew time | takeover applied (ms) |",
+            "| fault | h1 stops its Milvus, then sends priority 0 | h2 waits its skew time "
+            "| h2 applies the takeover (VIP, advert, ARP) |",
             "|---|---|---|---|"]
     for f in faults:
         if f in SILENT or not by[f]:
@@ -633,6 +718,11 @@ def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...]
         r = rs[len(rs) // 2]
         out += [f"**{f}** (trial {r['trial']}; outage {_ms(r['client_ok'])} ms):", "", "```",
                 *r["excerpt"], "```", ""]
+    fbr = next((r for r in results if r.get("failback_excerpt")), None)
+    if fbr:
+        out += [f"**failback** after {fbr['fault']} (trial {fbr['trial']}; ms after the repair began; "
+                f"the probe's gap {_ms(fbr.get('failback_unavailable'))} ms):", "", "```",
+                *fbr["failback_excerpt"], "```", ""]
     return "\n".join(out)
 
 
@@ -654,10 +744,13 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
             return ""
         verdict = "within" if o[2] <= OVERHEAD_TARGET else ("beyond, in the worst trial," if o[0] <= OVERHEAD_TARGET
                                                              else "beyond")
+        parts = {"the VIP move": med(f, "vip_move"), "`docker start`": med(f, "container_start"),
+                 "the client's reconnect": med(f, "client")}
+        largest = max(parts, key=lambda k: parts[k] if parts[k] is not None else float("-inf"))
         return (f"After the decision, besides Milvus' own start-up: VIP move {_ms(med(f, 'vip_move'))} ms, "
                 f"container start {_ms(med(f, 'container_start'))} ms, client {_ms(med(f, 'client'))} ms "
-                f"(medians), {_ms(o[0])} ms in all ({_ms(o[1])}-{_ms(o[2])}), {verdict} the "
-                f"{OVERHEAD_TARGET * 1000:.0f} ms budget; `docker start` is the largest part.")
+                f"(medians), {_ms(o[0])} ms in all ({_ms(o[1])}..{_ms(o[2])}), {verdict} the "
+                f"{OVERHEAD_TARGET * 1000:.0f} ms budget; {largest} is the largest part.")
 
     ci, fall, ct = ms["check_interval"], ms["fall"], ms["check_timeout"]
     f = "container killed"
@@ -672,7 +765,7 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
                    f"{_ms(med(f, 'old_stop'))} ms) and sends priority 0, and h2 by RFC 5798 6.4.2 waits "
                    f"Skew_Time = (256 - 91) / 256 x 1 s = {skew * 1000:.0f} ms before taking over "
                    f"({_ms(med(f, 'skew_wait'))} ms measured). That alone breaks the "
-                   f"{OVERHEAD_TARGET * 1000:.0f} ms budget.")
+                   f"{OVERHEAD_TARGET * 1000:.0f} ms budget. " + rest(f))
     f = "Milvus hung"
     if by.get(f):
         out.append(f"- **{f}.** Detection {_ms(med(f, 'detection'))} ms median (max {_ms(mx(f, 'detection'))}): "
@@ -684,12 +777,15 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
                    f"{_ms(med(f, 'old_stop'))} ms median. "
                    + (f"That is docker stop's grace: the stop signal (SIGINT) cannot be acted on by a "
                       f"stopped process, so Docker waits the full stop_timeout ({ms['stop_timeout']} s) and "
-                      f"then kills it. A hung Milvus therefore costs the grace time on top of everything; "
-                      f"havip could kill without grace once the checks said the server does not answer."
+                      f"then kills it. A hung Milvus therefore costs the whole grace time on top of "
+                      f"everything (a stop without grace after a gRPC timeout would save it)."
                       if (med(f, "old_stop") or 0) > ms["stop_timeout"] * 0.8 else
-                      "The SIGINT of docker stop cannot reach a stopped process; the figure shows how "
-                      "long Docker took to end it.")
-                   + f" Then the same {skew * 1000:.0f} ms skew time as above.")
+                      "havip stops a Milvus that failed its checks without grace (a kill: a stopped "
+                      "process could not act on the stop signal anyway), so this is the kill and Docker's "
+                      "confirmation.")
+                   + f" Meanwhile h1 keeps the VIP (a leaving master stops Milvus before it removes the "
+                   f"VIP), so clients see {PROBE_RPC_TIMEOUT:g} s timeouts rather than refusals. Then the same "
+                   f"{skew * 1000:.0f} ms skew time as above.")
     f = "link cut"
     if by.get(f):
         silent = [r["silent_for"] for r in by[f] if r.get("silent_for")]
@@ -706,7 +802,9 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
         out.append(f"- **{f}.** Detection is immediate ({_ms(med(f, 'detection'))} ms: the signal). h1 "
                    f"stops Milvus while it still holds the VIP ({_ms(med(f, 'old_stop'))} ms), then sends "
                    f"priority 0; h2 waits its {skew * 1000:.0f} ms skew time ({_ms(med(f, 'skew_wait'))} ms). "
-                   "The skew time is what misses the budget.")
+                   "Both are by design (one writer on the storage; RFC 5798's skew after priority 0); "
+                   + ("each alone is beyond the budget. " if (med(f, "old_stop") or 0) > OVERHEAD_TARGET
+                      else "the skew time alone is beyond the budget. ") + rest(f))
     f = "havip SIGKILL + cleanup"
     if by.get(f):
         cl = [r.get("cleanup_done") for r in by[f]]
@@ -716,15 +814,44 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
                    f"{_ms(med(f, 'detection'))} ms median. The client loses Milvus when cleanup stops it "
                    f"(probe's first failure at {_cell([r['client_fail'] for r in by[f]])} ms), seconds "
                    "before h2 serves. " + rest(f))
+    every = [r for f in faults for r in by.get(f, [])]
+    fb = _stats([r.get("failback_unavailable") for r in every])
+    if fb:
+        stop = _stats([r.get("failback_h2_stop") for r in every])
+        both = _stats([r.get("failback_vip_both") for r in every])
+        start = _stats([r.get("failback_h1_start") for r in every])
+        sigterm = _stats([r["phases"].get("old_stop") for r in by.get("havip stopped (SIGTERM)", [])])
+        text = (f"- **Failback.** When h1 is repaired it preempts (priority 110 over 91, as the recipe's "
+                f"keepalived did): it becomes master once its master-down timer runs out, h2 steps down, "
+                f"stops its Milvus and resigns, and h1 starts its own at h2's priority 0, without a skew "
+                f"wait. Clients lose Milvus a second time: {_ms(fb[0])} ms median ({_ms(fb[1])}..{_ms(fb[2])}) "
+                f"over all faults.")
+        if stop:
+            text += (f" h2's stop, from its decision to step down to its resignation, takes {_ms(stop[0])} ms "
+                     f"({_ms(stop[1])}..{_ms(stop[2])}); h1's Milvus is then healthy "
+                     f"{_ms(start[0]) if start else '-'} ms later.")
+        if stop and both and stop[0] > 2.0:
+            text += (f" **That stop is the surprise**: a master stopping Milvus while it alone holds the VIP "
+                     f"takes {_ms(sigterm[0]) if sigterm else '~200'} ms (the SIGTERM row), because the "
+                     f"clients' connections are closed and milvus-lite's gRPC drain ends at once. Here h1, "
+                     f"preempting, attaches the VIP as it becomes master (only its Milvus waits), so both "
+                     f"hosts hold the VIP for {_ms(both[0])} ms ({_ms(both[1])}..{_ms(both[2])}), the client's "
+                     f"traffic goes to h1 after its gratuitous ARP, and its connection to h2's Milvus is left "
+                     f"dangling: milvus-lite drains for its full 5 s before it exits (see the failback excerpt "
+                     f"below). A preempting master that kept off the VIP until the old master resigned would "
+                     f"make the failback about {_ms((sigterm[0] if sigterm else 0.2) + (start[0] if start else 1))}"
+                     f" ms.")
+        out.append(text)
     ready = _stats([x for f in faults for x in [r["phases"].get("milvus_ready") for r in by.get(f, [])]])
     cs = _stats([x for f in faults for x in [r["phases"].get("container_start") for r in by.get(f, [])]])
     cl = _stats([x for f in faults for x in [r["phases"].get("client") for r in by.get(f, [])]])
     if ready and cs and cl:
         out.append(f"- **All faults.** Container start (`docker start`) {_ms(cs[0])} ms median "
-                   f"({_ms(cs[1])}-{_ms(cs[2])}), Milvus' own start-up {_ms(ready[0])} ms "
-                   f"({_ms(ready[1])}-{_ms(ready[2])}), client reconnect + reload + search {_ms(cl[0])} ms "
-                   f"({_ms(cl[1])}-{_ms(cl[2])}). Milvus readiness is polled every 0.1 s, so up to 100 ms of "
-                   "the Milvus-ready phase is polling.")
+                   f"({_ms(cs[1])}..{_ms(cs[2])}), Milvus' own start-up {_ms(ready[0])} ms "
+                   f"({_ms(ready[1])}..{_ms(ready[2])}), client reconnect + reload + search {_ms(cl[0])} ms "
+                   f"({_ms(cl[1])}..{_ms(cl[2])}) after havip said Milvus is healthy. havip polls readiness "
+                   "every 0.1 s, so up to 100 ms of the Milvus-ready phase is polling, and the client often "
+                   "gets through first (a negative client phase).")
     return out
 
 
@@ -761,10 +888,16 @@ def main() -> None:
 
     from failover import _machine       # bench/failover.py's machine line
 
-    machine = _machine()
-    load = Path("/proc/loadavg").read_text().split()[:3]
+    machine, revision, code = _machine(), _revision(), _fingerprint()   # the code measured
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     results, info = run(args.trials, faults, args.keep_workdir)
-    report = render(results, info, args.trials, faults, machine, " ".join(load))
+    if _fingerprint() != code:      # a havip restarted in a later trial ran the new code
+        after = _revision()
+        info["errors"].append(f"the code under havip/ changed during the run ({revision} before, {after} "
+                              f"after): trials after the change may have run either")
+        revision = f"{revision} (havip/ changed during the run: {after} at the end)"
+    load += "; after it " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    report = render(results, info, args.trials, faults, machine, load, revision)
     print(report)
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "info": info}, indent=1, default=str))
