@@ -8,7 +8,8 @@ Single writer on the shared storage. A master that leaves (checks failed, planne
 handover, shutdown, a higher priority appeared) removes the VIP and stops its container
 first, *keeps advertising* while the container stops, and only then sends priority 0.
 A new master starts its container only once the previous master has resigned (priority
-0) or has been silent for a master-down interval. So two havip hosts never run Milvus
+0) or has been silent for a master-down interval, and attaches the VIP only then too (so
+clients never follow the ARP to a Milvus that is not up). So two havip hosts never run Milvus
 at once, as long as a container stop is confirmed (see docs/architecture.md for the one
 window that cannot be closed: a master that loses its link cannot tell anyone).
 """
@@ -152,8 +153,10 @@ def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> 
     m = replace(m, master_down_deadline=None, adver_deadline=now + p.interval,
                 garp_deadline=(now + p.garp_refresh) if p.garp_refresh else None,
                 healthy=None, leaving=None, hold=False, **changes)
-    acts: list[Action] = [SendAdvert(effective_priority(m, p)), AddVip(), SendGarp()]
-    if p.supervise:
+    acts: list[Action] = [SendAdvert(effective_priority(m, p))]
+    if not p.supervise:
+        acts += [AddVip(), SendGarp()]
+    else:
         prev = m.master
         # We must have listened for a whole master-down interval before we can know that
         # nobody else is master (an owner at start-up, a takeover right after start).
@@ -173,7 +176,7 @@ def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> 
             reason += f"; milvus waits {settle - now:.2f}s to be sure no other master is there"
         else:
             m = replace(m, container=Container.STARTING)
-            acts.append(StartContainer())
+            acts += [AddVip(), SendGarp(), StartContainer()]
             reason += "; starting milvus"
     return _to(m, p, State.MASTER, reason, now, acts)
 
@@ -266,7 +269,9 @@ def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
         m = replace(m, garp_deadline=now + p.garp_refresh)
     if (m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline
             and not m.paused):
-        acts.append(StartContainer())
+        # The gate held the VIP back too: clients must not follow the ARP to a host whose
+        # Milvus is not there while the old master still serves and stops its own.
+        acts += [AddVip(), SendGarp(), StartContainer()]
         m = replace(m, container=Container.STARTING, gate_deadline=None)
         reason = ("no other master appeared; starting milvus" if m.master is None
                   else f"previous master {m.master.address} went silent; starting milvus")
@@ -312,7 +317,8 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
         acts: list[Action] = [SendAdvert(eff)] if not m.leaving else []
         if m.container == Container.WAITING and m.master and m.master.address == a.src:
             m = replace(m, container=Container.STARTING, gate_deadline=None, master=view)
-            return Decision(m, (*acts, StartContainer()), f"{a.src} has stopped its milvus; starting ours")
+            return Decision(m, (*acts, AddVip(), SendGarp(), StartContainer()),
+                            f"{a.src} has stopped its milvus; starting ours")
         return Decision(m, tuple(acts))
     if _higher(a.priority, a.src, eff, p.address):
         m = replace(m, master=view, master_adver_interval=a.interval if p.version == 3 else m.master_adver_interval)

@@ -68,10 +68,10 @@ def test_takeover_sends_advert_adds_vip_and_starts_milvus():
     d.run_once()
     assert d.machine.state == State.MASTER
     assert _priorities(sock) == [110]
-    assert vips.attached
-    assert "start" not in rt.calls          # nobody heard since start: settle one interval first
+    assert not vips.attached and "start" not in rt.calls   # nobody heard since start: settle first
     clock.advance(1.0)
     _settle(d)
+    assert vips.attached
     assert rt.running and "start" in rt.calls
     assert str(d.machine.container) == "running"
     assert d.status()["container"] == "running"

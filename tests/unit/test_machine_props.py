@@ -154,8 +154,9 @@ class Observer:
                 if a.priority == 0 and self.p.supervise:
                     # 3. single writer: resign only once our Milvus is confirmed stopped
                     assert not self.maybe_running, "priority 0 sent before a confirmed stop"
-        # 1. the VIP: never held outside MASTER; held by a master that is not leaving
-        if m.state != State.MASTER:
+        # 1. the VIP: never held outside MASTER; held by a master that is not leaving, except
+        #    while its Milvus waits for the old master (both would answer ARP for it)
+        if m.state != State.MASTER or m.container == Container.WAITING:
             assert self.last_vip is not AddVip
         elif m.leaving is None:
             assert self.last_vip is AddVip
