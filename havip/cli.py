@@ -99,6 +99,7 @@ def cleanup(file: str) -> None:
         except HavipError as exc:
             click.echo(f"container {cfg.milvus.container}: {exc}", err=True)
             failed = True
+    removed: list[str] = []
     try:
         vips = VipManager(cfg.interface, list(cfg.virtual_ipaddresses))
         removed = vips.remove()
@@ -107,7 +108,38 @@ def cleanup(file: str) -> None:
     except HavipError as exc:
         click.echo(f"VIPs: {exc}", err=True)
         failed = True
+    if removed and not failed:
+        # It was master: resign as a stopping master does (RFC 5798 6.4.3), so the backup
+        # takes over after its skew time instead of a whole master-down interval.
+        try:
+            _resign(cfg)
+            click.echo("resigned: priority-0 advert sent")
+        except HavipError as exc:
+            click.echo(f"priority-0 advert not sent: {exc}", err=True)
     sys.exit(1 if failed else 0)
+
+
+def _resign(cfg: config_mod.Config) -> None:
+    from havip.model import Advert
+    from havip.net.sock import AdvertSocket
+    from havip.protocol import codec
+
+    uni = cfg.unicast
+    sock = AdvertSocket(cfg.interface, cfg.family, unicast_peers=[str(p) for p in uni.peers] if uni else None,
+                        unicast_source=str(uni.source) if uni and uni.source else None)
+    try:
+        auth = cfg.authentication
+        advert = Advert(version=cfg.version, vrid=cfg.virtual_router_id, priority=0, interval=cfg.advert_interval,
+                        addresses=tuple(str(v.ip) for v in cfg.virtual_ipaddresses),
+                        auth_type=1 if auth.type == "pass" else 0, password=auth.password.encode())
+        for dst in sock.destinations:
+            try:
+                payload = codec.encode(advert, src=sock.source, dst=dst, checksum=cfg.checksum)
+            except ValueError as exc:
+                raise HavipError(f"cannot build the advert: {exc}") from None
+            sock.send_to(payload, dst)
+    finally:
+        sock.close()
 
 
 @main.command("import-keepalived")

@@ -16,7 +16,10 @@ Windows that havip cannot close, and why these tests still see no overlap:
   (the last advert may be up to 1 s older than the cut) = 2.64 s later.
 - SIGKILL of havip: the container runs on until `havip cleanup` (systemd's
   ExecStopPost=) stops it, container first while the VIP is still there, so the stop is
-  quick; it must be over within the same 2.64 s.
+  quick; then cleanup removes the VIP and resigns with a priority-0 advert, so h2 takes
+  over after its skew time. Were cleanup not to run, h2 would wait a master-down interval
+  (at worst 2.64 s after the kill) and the old Milvus would still run: that is what
+  ExecStopPost= is for.
 See havip.lab.milvuslab.MILVUS_SETTINGS and docs/architecture.md.
 """
 
@@ -243,12 +246,13 @@ def test_havip_killed_then_cleanup_and_restart(env):
         res = lab.havipds["h1"].cleanup()
         assert res.returncode == 0, res.stderr
         assert f"VIPs removed: {VIP}/24" in res.stdout and "container milvus: stopped" in res.stdout
+        assert "resigned: priority-0 advert sent" in res.stdout
         assert not lab.hosts["h1"].has_address(VIP)
         assert lab.container_running("h1") is False
 
     fault_cycle(env, "havip SIGKILL", inject, repair=lambda lab: lab.start_havip("h1"),
                 old_reason="init -> backup: started; waiting 3.57s for a master's advert",
-                new_reason="backup -> master: master 198.18.0.11 silent for 3.6")
+                new_reason="backup -> master: master 198.18.0.11 resigned (priority 0)")
 
 
 def _ctl(lab, host: str, *args: str) -> subprocess.CompletedProcess:

@@ -153,6 +153,7 @@ def test_cleanup_command_removes_the_vip(pair):
     res = d1.cleanup()
     assert res.returncode == 0, res.stderr
     assert "198.18.0.50/24" in res.stdout
+    assert "resigned: priority-0 advert sent" in res.stdout
     assert not h1.has_address(VIP)
 
 
