@@ -87,18 +87,10 @@ def cleanup(file: str) -> None:
 
     cfg = _load_or_exit(file)
     failed = False
-    # The container first, while the VIP is still there: connected clients see Milvus
-    # close their connections, so the stop is quick; then the VIP.
-    if cfg.milvus is not None:
-        from havip.runtime.container import ContainerRuntime
-
-        try:
-            rt = ContainerRuntime(cfg.milvus.docker, cfg.milvus.container, cfg.milvus.stop_timeout)
-            was = rt.stop()
-            click.echo(f"container {cfg.milvus.container}: {'stopped' if was else 'was not running'}")
-        except HavipError as exc:
-            click.echo(f"container {cfg.milvus.container}: {exc}", err=True)
-            failed = True
+    # The VIP first: no write may reach a Milvus that is being stopped. Then the
+    # container, with a grace of at most one advert interval: after a crash the backup
+    # takes over a master-down interval (3 intervals + skew) after our last advert, and
+    # this Milvus must be gone by then.
     removed: list[str] = []
     try:
         vips = VipManager(cfg.interface, list(cfg.virtual_ipaddresses))
@@ -108,6 +100,16 @@ def cleanup(file: str) -> None:
     except HavipError as exc:
         click.echo(f"VIPs: {exc}", err=True)
         failed = True
+    if cfg.milvus is not None:
+        from havip.runtime.container import ContainerRuntime
+
+        try:
+            rt = ContainerRuntime(cfg.milvus.docker, cfg.milvus.container, cfg.milvus.stop_timeout)
+            was = rt.stop(timeout=min(cfg.milvus.stop_timeout, cfg.advert_interval))
+            click.echo(f"container {cfg.milvus.container}: {'stopped' if was else 'was not running'}")
+        except HavipError as exc:
+            click.echo(f"container {cfg.milvus.container}: {exc}", err=True)
+            failed = True
     if removed and not failed:
         # It was master: resign as a stopping master does (RFC 5798 6.4.3), so the backup
         # takes over after its skew time instead of a whole master-down interval.

@@ -190,12 +190,12 @@ def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str,
     timeout), and nothing of a dead one is left to shut down cleanly."""
     m = replace(m, **changes)
     if p.supervise and m.container in (Container.STARTING, Container.RUNNING, Container.STOPPING):
-        # The VIP stays until the container is confirmed stopped: connected clients see
-        # Milvus close their connections (a stop takes a fraction of a second) instead of
-        # a server that drains sockets nobody can reach any more.
+        # The VIP goes first: no write may reach a Milvus that is shutting down (milvus-lite
+        # was seen to acknowledge a batch during its shutdown and lose it). The price is
+        # the server's drain of connections that can no longer answer.
         m = replace(m, leaving=target, reason=reason, container=Container.STOPPING, stop_grace=grace,
                     garp_deadline=None, gate_deadline=None, stop_retry_deadline=None)
-        return Decision(m, (StopContainer(grace=grace),), f"{reason}; stopping milvus before handing over")
+        return Decision(m, (DelVip(), StopContainer(grace=grace)), f"{reason}; stopping milvus before handing over")
     return _finish_leave(m, p, now, target, reason)
 
 

@@ -42,14 +42,14 @@ WORKDIR_ENTRIES = {STATE_FILE, STATE_FILE + ".tmp", "shared", "havip", "client.l
 # Lab timings, chosen against milvus-lite, which starts in about 1 s. check_interval x
 # fall = 1 s of detection; a 0.5 s CheckHealth deadline is ample for an idle lab.
 # stop_timeout is docker stop's grace before SIGKILL, as in production (10 s). It is not
-# on the handover's critical path:
-# - a leaving master stops Milvus while it still holds the VIP, so connected clients see
-#   their connections closed and milvus-lite's gRPC drain ends at once (0.2 s, against
-#   the full 5 s drain when the VIP was removed first);
-# - a master that loses its link kills Milvus without grace (no connection can close
-#   without a link, and the backup takes over after a master-down interval of silence,
-#   at worst 3 x 1 s + 0.64 s skew - 1 s since the last advert = 2.64 s after the loss);
-# - `havip cleanup` after a SIGKILL stops the container first, with the VIP still there.
+# on the critical path of the single-writer guarantee:
+# - a leaving master removes the VIP, then stops Milvus while it keeps advertising, and
+#   the new master starts its Milvus only after the old one's priority 0 (milvus-lite then
+#   drains for up to 5 s the connections that can no longer answer: a slower handover,
+#   but no write can reach a Milvus that is shutting down);
+# - a master that loses its link, or whose checks failed, kills Milvus without grace;
+# - `havip cleanup` after a SIGKILL gives at most one advert interval of grace, so the
+#   stop is over before the backup's master-down interval (at worst 2.64 s) runs out.
 # A SIGKILL loses nothing: milvus-lite's WAL keeps acknowledged rows.
 MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall": 2,
                    "start_timeout": 60, "stop_timeout": 10}

@@ -15,11 +15,10 @@ Windows that havip cannot close, and why these tests still see no overlap:
   only after a master-down interval of silence, at worst 3 x 1 s + 0.64 s skew - 1 s
   (the last advert may be up to 1 s older than the cut) = 2.64 s later.
 - SIGKILL of havip: the container runs on until `havip cleanup` (systemd's
-  ExecStopPost=) stops it, container first while the VIP is still there, so the stop is
-  quick; then cleanup removes the VIP and resigns with a priority-0 advert, so h2 takes
-  over after its skew time. Were cleanup not to run, h2 would wait a master-down interval
-  (at worst 2.64 s after the kill) and the old Milvus would still run: that is what
-  ExecStopPost= is for.
+  ExecStopPost=) removes the VIP, stops it (at most one advert interval of grace) and
+  resigns with a priority-0 advert, so h2 takes over after its skew time. Were cleanup
+  not to run, h2 would wait a master-down interval and the old Milvus would still run:
+  that is what ExecStopPost= is for.
 See havip.lab.milvuslab.MILVUS_SETTINGS and docs/architecture.md.
 """
 

@@ -388,10 +388,10 @@ def test_container_ready_ok_means_running():
 
 
 def _leaves_to_fault_after_the_stop(r: Run, d: Decision) -> None:
-    """The single-writer exit: stop requested while the VIP stays (clients see Milvus close
-    their connections), adverts go on, then VIP removed and priority 0."""
+    """The single-writer exit: VIP removed (no write reaches a stopping Milvus) and stop
+    requested, adverts go on, then priority 0."""
     assert d.transition is None and r.state == State.MASTER
-    assert d.actions == (StopContainer(grace=False),)   # a failed Milvus gets no grace
+    assert d.actions == (DelVip(), StopContainer(grace=False))   # a failed Milvus gets no grace
     assert d.reason.endswith("; stopping milvus before handing over")
     assert r.m.leaving == State.FAULT and r.m.container == Container.STOPPING
     assert check_role(r.m) == "none"
@@ -560,7 +560,7 @@ def test_shutdown_master_stops_milvus_then_resigns():
     r = serving(params())
     t = r.now
     d = r.do(Shutdown(), t + 1)
-    assert d.transition is None and d.actions == (StopContainer(),)
+    assert d.transition is None and d.actions == (DelVip(), StopContainer())
     assert r.m.leaving == State.STOPPED
     assert SendAdvert(91) in r.tick(t + 2.5).actions
     d = r.do(ContainerStopped(ok=True, reason="exited"), t + 3)
@@ -605,7 +605,7 @@ def test_failover_on_master_hands_over_and_holds(supervise):
     t = r.now
     d = r.do(FailoverRequested(), t + 1)
     if supervise:
-        assert d.actions == (StopContainer(),) and r.m.leaving == State.BACKUP
+        assert d.actions == (DelVip(), StopContainer()) and r.m.leaving == State.BACKUP
         assert 0 not in r.sent()
         d = r.do(ContainerStopped(ok=True, reason="exited"), t + 2)
     assert d.transition == (State.MASTER, State.BACKUP)

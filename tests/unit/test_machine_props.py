@@ -156,9 +156,9 @@ class Observer:
                     assert not self.maybe_running, "priority 0 sent before a confirmed stop"
         # 1. the VIP: never held outside MASTER; held by a master that is not leaving, except
         #    while its Milvus waits for the old master (both would answer ARP for it)
-        if m.state != State.MASTER or m.container == Container.WAITING:
+        if m.state != State.MASTER or m.container == Container.WAITING or m.leaving is not None:
             assert self.last_vip is not AddVip
-        elif m.leaving is None:
+        else:
             assert self.last_vip is AddVip
         # the machine's belief about its container agrees with its state
         if m.state != State.MASTER:
