@@ -800,7 +800,7 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
     f = "havip stopped (SIGTERM)"
     if by.get(f):
         out.append(f"- **{f}.** Detection is immediate ({_ms(med(f, 'detection'))} ms: the signal). h1 "
-                   f"stops Milvus while it still holds the VIP ({_ms(med(f, 'old_stop'))} ms), then sends "
+                   f"removes the VIP, then stops Milvus while it still advertises ({_ms(med(f, 'old_stop'))} ms), then sends "
                    f"priority 0; h2 waits its {skew * 1000:.0f} ms skew time ({_ms(med(f, 'skew_wait'))} ms). "
                    "Both are by design (one writer on the storage; RFC 5798's skew after priority 0); "
                    + ("each alone is beyond the budget. " if (med(f, "old_stop") or 0) > OVERHEAD_TARGET
