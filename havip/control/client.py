@@ -45,7 +45,12 @@ def request(path: str, payload: dict, timeout: float = 5.0) -> dict:
         sock.settimeout(timeout)
         _connect(sock, path, timeout)
         try:
-            sock.sendall(json.dumps(payload).encode() + b"\n")
+            try:
+                sock.sendall(json.dumps(payload).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError):
+                # The daemon may refuse before it reads (a denied user): its answer is
+                # already in our receive buffer, and it says why better than EPIPE does.
+                pass
             raw = _read_line(sock, deadline)
         except TimeoutError:
             raise Busy(f"daemon busy: no answer within {timeout:g}s") from None
