@@ -110,6 +110,17 @@ def cleanup(file: str) -> None:
         except HavipError as exc:
             click.echo(f"container {cfg.milvus.container}: {exc}", err=True)
             failed = True
+        if not failed and cfg.milvus.lease_path:
+            # Our Milvus is confirmed stopped: the peer need not wait out orphan_timeout.
+            from havip.daemon.build import lease_holder
+            from havip.runtime.lease import StorageLease
+
+            try:
+                said = StorageLease(cfg.milvus.lease_path, lease_holder(cfg)).release()
+                click.echo(said or f"storage lease {cfg.milvus.lease_path}: not held by this host")
+            except HavipError as exc:
+                click.echo(f"storage lease: {exc}", err=True)
+                failed = True
     if removed and not failed:
         # It was master: resign as a stopping master does (RFC 5798 6.4.3), so the backup
         # takes over after its skew time instead of a whole master-down interval.

@@ -117,6 +117,15 @@ class ContainerStopped:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseResult:
+    """An attempt to take the storage lease ended: ok, or who holds it (havip.runtime.lease)."""
+
+    ok: bool
+    reason: str
+    holder: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FailoverRequested:
     """Planned switchover: on the master, hand over; on a backup, take over."""
 
@@ -135,7 +144,7 @@ class Shutdown:
 
 Event = (
     Startup | Tick | AdvertReceived | LinkChanged | HealthChanged | ContainerReady | ContainerStopped
-    | FailoverRequested | PauseChanged | Shutdown
+    | LeaseResult | FailoverRequested | PauseChanged | Shutdown
 )
 
 
@@ -176,6 +185,16 @@ class StopContainer:
 
 
 @dataclass(frozen=True, slots=True)
+class AcquireLease:
+    """Try (once, without waiting) to take the storage lease; the answer is a LeaseResult."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLease:
+    """Give the storage lease back (the container is not running)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Notify:
     """Run the operator's hook script for the new state (keepalived's notify_*)."""
 
@@ -183,7 +202,8 @@ class Notify:
     priority: int
 
 
-Action = SendAdvert | AddVip | DelVip | SendGarp | StartContainer | StopContainer | Notify
+Action = (SendAdvert | AddVip | DelVip | SendGarp | StartContainer | StopContainer | AcquireLease | ReleaseLease
+          | Notify)
 
 
 @dataclass(frozen=True, slots=True)

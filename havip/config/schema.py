@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import AfterValidator, BeforeValidator, BaseModel, ConfigDict, Field, PlainValidator
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -146,6 +146,16 @@ class Garp(StrictModel):
     refresh: Annotated[float, _between(0, 86400, "seconds")] = 0.0   # 0 = no periodic refresh
 
 
+class Lease(StrictModel):
+    """The storage lease (havip.runtime.lease): on unless `milvus.lease: false`."""
+
+    enabled: bool = True
+    path: AbsPath | None = None         # default DATA_PATH/.havip-lease
+    holder: Annotated[str, _matching(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}", "must be 1-128 letters, "
+                                     "digits or '_.:/@-', unique per host")] | None = None
+    orphan_timeout: Annotated[float, _between(0, 86400, "seconds")] = 60.0
+
+
 class Milvus(StrictModel):
     container: Container
     docker: Annotated[str, AfterValidator(_docker_url)] = "unix:///var/run/docker.sock"
@@ -157,6 +167,17 @@ class Milvus(StrictModel):
     fall: Annotated[int, _between(1, 100)] = 2
     start_timeout: Seconds = 120.0
     stop_timeout: Annotated[float, _between(0, 3600, "seconds")] = 30.0
+    # `lease: false` / `lease: true` are short for {enabled: false} / {}.
+    lease: Annotated[Lease, BeforeValidator(lambda v: {"enabled": v} if isinstance(v, bool) else v)] = Lease()
+
+    @property
+    def lease_path(self) -> str | None:
+        """Where the storage lease lives; None when there is none (off, or no path known)."""
+        if not self.lease.enabled:
+            return None
+        if self.lease.path:
+            return self.lease.path
+        return f"{self.data_path.rstrip('/')}/.havip-lease" if self.data_path else None
 
 
 class Notify(StrictModel):

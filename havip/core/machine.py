@@ -12,6 +12,10 @@ A new master starts its container only once the previous master has resigned (pr
 clients never follow the ARP to a Milvus that is not up). So two havip hosts never run Milvus
 at once, as long as a container stop is confirmed (see docs/architecture.md for the one
 window that cannot be closed: a master that loses its link cannot tell anyone).
+
+When the hosts cannot hear each other at all (split brain), VRRP elects two masters. With
+a storage lease (havip.runtime.lease), a new master takes the lease before the VIP and the
+container, and keeps trying while another host holds it: only the holder runs Milvus.
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from havip.model import (
-    Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
-    FailoverRequested, HealthChanged, LinkChanged, Notify, PauseChanged, PeerView, SendAdvert,
-    SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
+    AcquireLease, Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
+    FailoverRequested, HealthChanged, LeaseResult, LinkChanged, Notify, PauseChanged, PeerView,
+    ReleaseLease, SendAdvert, SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
 )
 from havip.protocol import timing
 
 OWNER_PRIORITY = 255
 TAKEOVER_PRIORITY = 254  # a planned takeover outranks every non-owner (RFC 5798 5.2.4)
 STOP_RETRY = 1.0         # seconds between attempts to stop a container that would not stop
+LEASE_RETRY = 0.25       # seconds between attempts to take a storage lease another host holds
 
 
 class Container(enum.StrEnum):
@@ -37,6 +42,7 @@ class Container(enum.StrEnum):
 
     STOPPED = "stopped"
     WAITING = "waiting"      # master, but the previous master has not yet resigned
+    LEASING = "leasing"      # master, taking the storage lease before the VIP and the container
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -55,6 +61,7 @@ class Params:
     supervise: bool = False    # drive a Milvus container
     garp_refresh: float = 0.0
     interface: str = "eth0"
+    lease: bool = False        # take the storage lease before starting the container
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,8 @@ class Machine:
     garp_deadline: float | None = None
     gate_deadline: float | None = None
     stop_retry_deadline: float | None = None
+    lease_retry_deadline: float | None = None
+    lease_holder: str | None = None      # who held the lease at our last failed attempt
     master: PeerView | None = None       # the last other master seen on the wire
     container: Container = Container.STOPPED
     leaving: State | None = None         # master on its way out, waiting for the container
@@ -117,6 +126,15 @@ def check_role(m: Machine) -> str:
 # ---------------------------------------------------------------- transitions
 
 
+def _open_gate(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
+    """Nothing on the wire stops us any more: start Milvus, behind the storage lease if any."""
+    if p.lease:
+        return replace(m, container=Container.LEASING, gate_deadline=None, lease_retry_deadline=None,
+                       lease_holder=None), [AcquireLease()]
+    return replace(m, container=Container.STARTING, gate_deadline=None), [AddVip(), SendGarp(), StartContainer()]
+
+
+
 def _to(m: Machine, p: Params, new: State, reason: str, now: float, actions: list[Action],
         **changes) -> Decision:
     old = m.state
@@ -129,7 +147,7 @@ def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **
     if m.state in (State.INIT, State.FAULT):
         changes.setdefault("eligible_since", now)
     m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, leaving=None,
-                boost=False, **changes)
+                lease_retry_deadline=None, boost=False, **changes)
     m = replace(m, master_down_deadline=now + master_down(m, p))
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
@@ -140,7 +158,7 @@ def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **
 
 def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), *, grace: bool = True,
                  **changes) -> Decision:
-    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None,
+    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, lease_retry_deadline=None,
                 master_down_deadline=None, leaving=None, boost=False, **changes)
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
@@ -175,9 +193,9 @@ def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> 
             m = replace(m, container=Container.WAITING, gate_deadline=settle)
             reason += f"; milvus waits {settle - now:.2f}s to be sure no other master is there"
         else:
-            m = replace(m, container=Container.STARTING)
-            acts += [AddVip(), SendGarp(), StartContainer()]
-            reason += "; starting milvus"
+            m, more = _open_gate(m, p)
+            acts += more
+            reason += "; taking the storage lease" if p.lease else "; starting milvus"
     return _to(m, p, State.MASTER, reason, now, acts)
 
 
@@ -194,7 +212,7 @@ def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str,
         # was seen to acknowledge a batch during its shutdown and lose it). The price is
         # the server's drain of connections that can no longer answer.
         m = replace(m, leaving=target, reason=reason, container=Container.STOPPING, stop_grace=grace,
-                    garp_deadline=None, gate_deadline=None, stop_retry_deadline=None)
+                    garp_deadline=None, gate_deadline=None, stop_retry_deadline=None, lease_retry_deadline=None)
         return Decision(m, (DelVip(), StopContainer(grace=grace)), f"{reason}; stopping milvus before handing over")
     return _finish_leave(m, p, now, target, reason)
 
@@ -208,7 +226,7 @@ def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str)
     if target == State.FAULT:
         return _enter_fault(m, p, now, reason, acts, healthy=None)
     m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, stop_retry_deadline=None,
-                leaving=None, master_down_deadline=None)
+                lease_retry_deadline=None, leaving=None, master_down_deadline=None)
     return _to(m, p, State.STOPPED, reason, now, [*acts, DelVip()])
 
 
@@ -267,14 +285,26 @@ def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
     if m.garp_deadline is not None and now >= m.garp_deadline:
         acts.append(SendGarp())
         m = replace(m, garp_deadline=now + p.garp_refresh)
+    if m.paused:
+        # No container actions while paused; look again an interval later (a deadline left
+        # in the past would have the loop spin).
+        if m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline:
+            m = replace(m, gate_deadline=now + p.interval)
+        if m.lease_retry_deadline is not None and now >= m.lease_retry_deadline:
+            m = replace(m, lease_retry_deadline=now + p.interval)
     if (m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline
             and not m.paused):
         # The gate held the VIP back too: clients must not follow the ARP to a host whose
         # Milvus is not there while the old master still serves and stops its own.
-        acts += [AddVip(), SendGarp(), StartContainer()]
-        m = replace(m, container=Container.STARTING, gate_deadline=None)
-        reason = ("no other master appeared; starting milvus" if m.master is None
-                  else f"previous master {m.master.address} went silent; starting milvus")
+        m, more = _open_gate(m, p)
+        acts += more
+        then = "taking the storage lease" if p.lease else "starting milvus"
+        reason = (f"no other master appeared; {then}" if m.master is None
+                  else f"previous master {m.master.address} went silent; {then}")
+    if (m.container == Container.LEASING and m.lease_retry_deadline is not None
+            and now >= m.lease_retry_deadline and not m.paused):
+        acts.append(AcquireLease())
+        m = replace(m, lease_retry_deadline=None)
     return Decision(m, tuple(acts), reason)
 
 
@@ -316,9 +346,9 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
         m = replace(m, adver_deadline=now + p.interval)
         acts: list[Action] = [SendAdvert(eff)] if not m.leaving else []
         if m.container == Container.WAITING and m.master and m.master.address == a.src:
-            m = replace(m, container=Container.STARTING, gate_deadline=None, master=view)
-            return Decision(m, (*acts, AddVip(), SendGarp(), StartContainer()),
-                            f"{a.src} has stopped its milvus; starting ours")
+            m, more = _open_gate(replace(m, master=view), p)
+            return Decision(m, (*acts, *more), f"{a.src} has stopped its milvus; "
+                            + ("taking the storage lease" if p.lease else "starting ours"))
         return Decision(m, tuple(acts))
     if _higher(a.priority, a.src, eff, p.address):
         m = replace(m, master=view, master_adver_interval=a.interval if p.version == 3 else m.master_adver_interval)
@@ -390,6 +420,22 @@ def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) 
     return Decision(m, (), ev.reason)
 
 
+def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
+    wanted = m.state == State.MASTER and m.container == Container.LEASING and not m.leaving
+    if ev.ok:
+        if not wanted:
+            return Decision(m, (ReleaseLease(),))     # we left meanwhile: give it back
+        m = replace(m, container=Container.STARTING, lease_retry_deadline=None, lease_holder=None)
+        return Decision(m, (AddVip(), SendGarp(), StartContainer()), f"{ev.reason}; starting milvus")
+    if not wanted:
+        return Decision(m)
+    # Another host holds it (a split brain, or its havip died before `havip cleanup`):
+    # no VIP, no Milvus here; try again shortly. Say so once per holder, not every try.
+    said = m.lease_holder == (ev.holder or ev.reason)
+    m = replace(m, lease_retry_deadline=now + LEASE_RETRY, lease_holder=ev.holder or ev.reason)
+    return Decision(m, (), None if said else f"milvus waits: {ev.reason}; retrying every {LEASE_RETRY}s")
+
+
 def _failover(m: Machine, p: Params, ev: FailoverRequested, now: float) -> Decision:
     if m.state == State.MASTER and not m.leaving:
         return _leave_master(m, p, now, State.BACKUP, "planned switchover requested by the operator",
@@ -429,13 +475,13 @@ def _shutdown(m: Machine, p: Params, ev: Shutdown, now: float) -> Decision:
     if p.supervise and m.container != Container.STOPPED:
         acts.append(StopContainer())
     m = replace(m, master_down_deadline=None, stop_retry_deadline=None, gate_deadline=None,
-                container=Container.STOPPED)
+                lease_retry_deadline=None, container=Container.STOPPED)
     return _to(m, p, State.STOPPED, "shutting down", now, acts)
 
 
 _HANDLERS = {
     Startup: _startup, AdvertReceived: _advert, LinkChanged: _link, HealthChanged: _health,
-    ContainerReady: _container_ready, ContainerStopped: _container_stopped,
+    ContainerReady: _container_ready, ContainerStopped: _container_stopped, LeaseResult: _lease,
     FailoverRequested: _failover, PauseChanged: _pause, Shutdown: _shutdown,
 }
 
@@ -450,5 +496,5 @@ def step(m: Machine, p: Params, event: Event, now: float) -> Decision:
 def next_deadline(m: Machine) -> float | None:
     """When the machine next needs a Tick."""
     ds = [d for d in (m.adver_deadline, m.master_down_deadline, m.garp_deadline,
-                      m.gate_deadline, m.stop_retry_deadline) if d is not None]
+                      m.gate_deadline, m.stop_retry_deadline, m.lease_retry_deadline) if d is not None]
     return min(ds) if ds else None

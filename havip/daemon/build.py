@@ -44,10 +44,16 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
     milvus_probe = MilvusProbe(m.grpc, m.check_timeout)
     ad.runtime = ContainerRuntime(m.docker, m.container, m.stop_timeout)
     ad.milvus_probe = milvus_probe
+    lease_probe = None
+    if m.lease_path:
+        from havip.runtime.lease import StorageLease
+
+        ad.lease = StorageLease(m.lease_path, lease_holder(cfg), orphan_timeout=m.lease.orphan_timeout)
+        lease_probe = LeaseProbe(ad.lease, m.check_timeout)
 
     def probes_for_role(role: str):
         if role == "master":
-            return [docker_probe.running, milvus_probe.check]
+            return [docker_probe.running, milvus_probe.check, *([lease_probe.check] if lease_probe else [])]
         if role == "backup":
             return [lambda: docker_probe.can_serve(m.data_path)]
         return []
@@ -56,3 +62,38 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
         return CheckRunner(probes_for_role, m.check_interval, m.rise, m.fall, on_change)
 
     ad.make_runner = make_runner
+
+
+def lease_holder(cfg: Config) -> str:
+    """This host's name in the lease record: `milvus.lease.holder`, else HOSTNAME/INSTANCE."""
+    import socket
+
+    return cfg.milvus.lease.holder or f"{socket.gethostname()}/{cfg.instance}"
+
+
+class LeaseProbe:
+    """The master's proof that it still holds the storage lease: the record takes a write.
+
+    An NFS client whose lock was lost while the storage was out of reach gets EIO here;
+    a storage that hangs fails by the check's timeout (the runner's deadline)."""
+
+    def __init__(self, lease, timeout: float):
+        self.lease = lease
+        self.timeout = timeout
+
+    def check(self):
+        import time
+
+        from havip.checks.probes import CheckResult
+        from havip.errors import HavipError
+
+        t0 = time.monotonic()
+        try:
+            self.lease.renew()
+            ok, reason = True, f"storage lease {self.lease.path} renewed"
+        except HavipError as exc:
+            ok, reason = False, str(exc)
+        now = time.monotonic()
+        return CheckResult("lease", ok, reason, now - t0, now)
+
+    check.check_name = "lease"

@@ -17,15 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from havip.config import Config
 from havip.errors import AdapterError, HavipError
 from havip.model import (
-    Action, AddVip, Advert, ContainerReady, ContainerStopped, DelVip, Event, Notify, SendAdvert,
-    SendGarp, StartContainer, StopContainer,
+    AcquireLease, Action, AddVip, Advert, ContainerReady, ContainerStopped, DelVip, Event, LeaseResult,
+    Notify, ReleaseLease, SendAdvert, SendGarp, StartContainer, StopContainer,
 )
 
 
 class Executor:
     """Turns actions into side effects. `post` delivers events back to the loop."""
 
-    def __init__(self, cfg: Config, *, sock, vips, announcer, runtime=None, milvus_probe=None,
+    def __init__(self, cfg: Config, *, sock, vips, announcer, runtime=None, milvus_probe=None, lease=None,
                  post: Callable[[Event], None], log, clock: Callable[[], float] = time.monotonic,
                  metrics=None):
         self.cfg = cfg
@@ -34,6 +34,7 @@ class Executor:
         self.announcer = announcer
         self.runtime = runtime
         self.milvus_probe = milvus_probe
+        self.lease = lease          # StorageLease, or None
         self.post = post
         self.log = log
         self.clock = clock
@@ -42,7 +43,8 @@ class Executor:
         self.garp_due: list[float] = []
         self.vip_attached = False
         self.last_error: str | None = None
-        # One worker for the container so that start and stop keep their order.
+        # One worker for the container and the lease, so that acquire, start, stop and
+        # release keep their order.
         self._container_pool = ThreadPoolExecutor(1, thread_name_prefix="container")
         self._hook_pool = ThreadPoolExecutor(2, thread_name_prefix="hook")
         self.container_timings: dict[str, float] = {}
@@ -86,6 +88,10 @@ class Executor:
                 # A start still waiting for Milvus must not hold the stop up (one worker).
                 self._cancel_start.set()
                 self._container_pool.submit(self._stop_container, grace)
+            case AcquireLease():
+                self._container_pool.submit(self._acquire_lease)
+            case ReleaseLease():
+                self._container_pool.submit(self._release_lease)
             case Notify(state=state, priority=prio):
                 self._notify(str(state), prio)
 
@@ -192,11 +198,46 @@ class Executor:
             took = self.clock() - t0
             self.container_timings["stop"] = took
             what = ("stopped" if grace else "stopped without grace") if was_running else "was not running"
+            # Only a confirmed stop gives the lease back (also one this host left behind
+            # when it was killed): then the next writer may start.
+            self._release_lease()
             self.post(ContainerStopped(ok=True, reason=f"container {self.cfg.milvus.container} {what} ({took:.2f}s)"))
         except HavipError as exc:
             self.post(ContainerStopped(ok=False, reason=str(exc)))
         except Exception as exc:  # noqa: BLE001
             self.post(ContainerStopped(ok=False, reason=f"unexpected error stopping the container: {exc!r}"))
+
+    # ------------------------------------------------------------------ lease (container worker)
+
+    def _acquire_lease(self) -> None:
+        if self.lease is None:
+            self.post(LeaseResult(ok=True, reason="no storage lease configured"))
+            return
+        try:
+            res = self.lease.acquire()
+        except HavipError as exc:
+            self.post(LeaseResult(ok=False, reason=str(exc), holder="(error)"))
+            return
+        except Exception as exc:  # noqa: BLE001 - a worker must always report back
+            self.post(LeaseResult(ok=False, reason=f"unexpected error taking the storage lease: {exc!r}",
+                                  holder="(error)"))
+            return
+        if res.ok:
+            self.log.info("lease_acquired", reason=res.reason)
+        self.post(LeaseResult(ok=res.ok, reason=res.reason, holder=res.holder))
+
+    def _release_lease(self) -> None:
+        if self.lease is None:
+            return
+        try:
+            said = self.lease.release()
+        except HavipError as exc:
+            self.counters["error_ReleaseLease"] += 1
+            self.log.error("lease_release_failed", error=str(exc),
+                           consequence="the peer waits for the lease's orphan_timeout before it starts Milvus")
+            return
+        if said:
+            self.log.info("lease_released", reason=said)
 
     # ------------------------------------------------------------------ hooks
 

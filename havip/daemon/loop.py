@@ -44,6 +44,7 @@ class Adapters:
     link: Any                               # LinkMonitor
     runtime: Any = None                     # ContainerRuntime
     milvus_probe: Any = None                # MilvusProbe
+    lease: Any = None                       # StorageLease
     make_runner: Callable[..., Any] | None = None   # (on_change) -> CheckRunner
     make_beacon: Callable[[], Any] | None = None    # -> Beacon (peer state on the link)
     extra_close: list[Callable[[], None]] = field(default_factory=list)
@@ -79,12 +80,13 @@ class Daemon:
         self._stop_requested = False
         self._reload_requested = False
         self._shutdown_at: float | None = None
+        self._forced = False
         self._link_up = False
         self._runner = None
         self._runner_role: str | None = None
         self.executor = Executor(cfg, sock=None, vips=adapters.vips, announcer=adapters.announcer,
                                  runtime=adapters.runtime, milvus_probe=adapters.milvus_probe,
-                                 post=self.post, log=self.log, clock=clock, metrics=metrics)
+                                 lease=adapters.lease, post=self.post, log=self.log, clock=clock, metrics=metrics)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -92,7 +94,8 @@ class Daemon:
         c = self.cfg
         return sm.Params(version=c.version, priority=c.priority, interval=c.advert_interval,
                          preempt=c.preempt, preempt_delay=c.preempt_delay, address=address,
-                         supervise=c.milvus is not None, garp_refresh=c.garp.refresh, interface=c.interface)
+                         supervise=c.milvus is not None, garp_refresh=c.garp.refresh, interface=c.interface,
+                         lease=self.ad.lease is not None)
 
     def post(self, event: Event) -> None:
         """Thread-safe: queue an event and wake the loop."""
@@ -294,7 +297,9 @@ class Daemon:
         if self._shutdown_at is not None and self.machine.state != State.STOPPED:
             limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
             if now - self._shutdown_at > limit:
-                self.log.error("shutdown_forced", reason=f"container did not stop within {limit:.0f}s")
+                self.log.error("shutdown_forced", reason=f"container did not stop within {limit:.0f}s",
+                               consequence="the storage lease stays held until `havip cleanup` stops it")
+                self._forced = True
                 self.machine = sm.Machine(state=State.STOPPED)
                 return
         deadline = min((d for d in (sm.next_deadline(self.machine), self.executor.next_garp()) if d is not None),
@@ -350,6 +355,9 @@ class Daemon:
         if self._runner is not None:
             self._runner.stop()
         self.executor.close(wait=True)
+        if self.ad.lease is not None and self.ad.lease.held and not self._forced:
+            # Taken by an attempt whose answer came after we stopped: no Milvus ran on it.
+            self.executor._release_lease()
         self._close_socket()
         for fn in self.ad.extra_close:
             try:
@@ -402,6 +410,7 @@ class Daemon:
                 "address": master.address, "priority": master.priority, "interval": master.interval,
                 "last_seen_seconds_ago": round(now - master.last_seen, 3)},
             "container": str(m.container) if self.cfg.milvus else None,
+            "lease": self.ad.lease.status() if self.ad.lease is not None else None,
             "checks": [dataclasses.asdict(r) for r in self._runner.last_results()] if self._runner else [],
             "healthy": m.healthy,
             "paused": m.paused,

@@ -55,12 +55,15 @@ MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall
                    "start_timeout": 60, "stop_timeout": 10}
 
 
-def havip_config(priority: int, docker_url: str, shared: Path) -> dict:
-    """The recipe's keepalived settings (VRID 51, PASS 1111, advert 1 s) plus `milvus:`."""
+def havip_config(priority: int, docker_url: str, shared: Path, name: str) -> dict:
+    """The recipe's keepalived settings (VRID 51, PASS 1111, advert 1 s) plus `milvus:`.
+
+    The lab's hosts share one hostname (network namespaces only), so each names itself in
+    the storage lease."""
     cfg = vrrp_config(vrid=51, priority=priority, vips=[f"{VIP}/24"], version=2, interval=1,
                       password="1111")
     cfg["milvus"] = {"container": CONTAINER, "docker": docker_url, "grpc": "127.0.0.1:19530",
-                     "data_path": str(shared), **MILVUS_SETTINGS}
+                     "data_path": str(shared), "lease": {"holder": f"lab-{name}"}, **MILVUS_SETTINGS}
     return cfg
 
 
@@ -141,7 +144,7 @@ class MilvusLab:
             self.save()
             build_lab_image(d)
             create_milvus_container(d, CONTAINER, self.shared)
-            self.havipds[name] = Havipd(self.hosts[name], havip_config(HAVIP_HOSTS[name][1], d.url, self.shared),
+            self.havipds[name] = Havipd(self.hosts[name], havip_config(HAVIP_HOSTS[name][1], d.url, self.shared, name),
                                         self.workdir / "havip", name=name)
         return self
 
@@ -222,7 +225,7 @@ class MilvusLab:
                 d.proc = _Adopted(st["dockerd"][name], host.ns)
             conf = lab.workdir / "havip" / f"{name}.yaml"
             cfg = yaml.safe_load(conf.read_text()) if conf.exists() else \
-                havip_config(HAVIP_HOSTS[name][1], d.url, lab.shared)
+                havip_config(HAVIP_HOSTS[name][1], d.url, lab.shared, name)
             hd = lab.havipds[name] = Havipd(host, cfg, lab.workdir / "havip", name=name)
             if name in st["havipd"]:
                 hd.proc = _Adopted(st["havipd"][name], host.ns)

@@ -89,6 +89,12 @@ class Host:
     def restore(self) -> None:
         self.topo.sw("ip", "link", "set", self.port, "master", "br0")
 
+    def isolate(self, on: bool = True) -> None:
+        """Bridge port isolation: isolated ports cannot reach each other, only the others.
+        Isolating two hosts splits their brain: both keep their carrier and the client,
+        neither hears the other's adverts."""
+        self.topo.sw("bridge", "link", "set", "dev", self.port, "isolated", "on" if on else "off")
+
     def link_down(self) -> None:
         """Take the switch side down: the host sees NO-CARRIER on eth0 (cable pulled)."""
         self.topo.sw("ip", "link", "set", self.port, "down")

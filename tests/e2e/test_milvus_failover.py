@@ -190,7 +190,7 @@ def test_container_killed(env):
                     old_reason="master -> fault: milvus checks failed: container check failed 2 times: "
                                "container milvus is not running (exited, exit code 137); giving up mastership",
                     new_reason="backup -> master: master 198.18.0.11 resigned (priority 0); "
-                               "taking over after the skew time; starting milvus")
+                               "taking over after the skew time; taking the storage lease")
     assert t["detection"] < 0.5 * 2 + 0.3, t          # check_interval x fall, plus jitter
     assert set(unflushed) <= set(env.client.ids())
 
@@ -286,6 +286,59 @@ def test_planned_switchover_both_ways_with_havipctl(env):
         client.wait_reachable(30)
     finally:
         report = client.traffic_stop()
+    assert report["ops"] - report["failures"] > 10, report
+    assert client.missing() == [], "acknowledged rows lost"
+    no_overlap(env)
+
+
+def _decisions(lab, host: str, since: int) -> str:
+    return "\n".join(e.get("reason", "") for e in lab.havipds[host].events()[since:]
+                     if e.get("event") in ("transition", "decision"))
+
+
+def test_split_brain_keeps_one_writer_through_the_storage_lease(env):
+    """h1 and h2 stop hearing each other but both keep their carrier, the client and the
+    shared storage (bridge port isolation): VRRP alone elects two masters, and would start
+    two Milvus on one storage. h2 becomes master but finds the storage lease held by h1:
+    no VIP, no Milvus on h2. Then h1's Milvus dies while they are still apart: h1 stops
+    it and gives the lease back, and h2, which never heard h1's priority 0, takes the lease
+    and serves. The partition heals: h1 preempts back the usual way."""
+    lab, client = env.lab, env.client
+    assert lab.wait_serving(None, 30) == "h1"
+    h1, h2 = lab.hosts["h1"], lab.hosts["h2"]
+    n1, n2 = len(lab.havipds["h1"].events()), len(lab.havipds["h2"].events())
+    client.traffic_start(batch=BATCH, period=PERIOD, flush=True)
+    try:
+        h1.isolate()
+        h2.isolate()
+        lab.havipds["h2"].wait_state("master", 10, after=len(lab.havipds["h2"].transitions()))
+        wait_for(lambda: "milvus waits: the storage lease" in _decisions(lab, "h2", n2), 5,
+                 what="h2 to find the lease held")
+        assert "is held by lab-h1" in _decisions(lab, "h2", n2)
+        wait_for(lambda: _ctl(lab, "h2", "status", "--json").returncode == 0, 5, what="h2's control socket")
+        st = json.loads(_ctl(lab, "h2", "status", "--json").stdout)
+        assert (st["state"], st["container"], st["vip_attached"]) == ("master", "leasing", False), st
+        assert st["lease"]["holder"] == "lab-h1" and st["lease"]["held_here"] is False, st
+        time.sleep(3)                          # two VRRP masters, one Milvus, one VIP
+        assert lab.vip_holders() == ["h1"] and lab.container_running("h2") is False
+        assert lab.havipds["h1"].state() == "master" and lab.havipds["h2"].state() == "master"
+        client.wait_reachable(10)
+
+        t0 = time.time()
+        api = lab.api("h1")
+        api.kill("milvus")
+        api.close()
+        assert lab.wait_serving("h2", 30) == "h2"
+        client.wait_reachable(30)
+        assert "storage lease" in _decisions(lab, "h2", n2) and "acquired" in _decisions(lab, "h2", n2)
+        changes = env.sampler.changes_since(t0)
+        assert next(t for t, r in changes["h2"] if r) > next(t for t, r in changes["h1"] if not r)
+    finally:
+        h1.isolate(False)
+        h2.isolate(False)
+        report = client.traffic_stop()
+    assert lab.wait_serving("h1", 60) == "h1", lab.describe()
+    client.wait_reachable(30)
     assert report["ops"] - report["failures"] > 10, report
     assert client.missing() == [], "acknowledged rows lost"
     no_overlap(env)

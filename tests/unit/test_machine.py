@@ -19,13 +19,13 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from havip.core.machine import (
-    STOP_RETRY, TAKEOVER_PRIORITY, Container, Decision, Machine, Params, check_role, master_down,
+    LEASE_RETRY, STOP_RETRY, TAKEOVER_PRIORITY, Container, Decision, Machine, Params, check_role, master_down,
     next_deadline, step,
 )
 from havip.model import (
-    AddVip, Advert, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
-    FailoverRequested, HealthChanged, LinkChanged, Notify, PauseChanged, SendAdvert, SendGarp,
-    Shutdown, StartContainer, Startup, State, StopContainer, Tick,
+    AcquireLease, AddVip, Advert, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
+    FailoverRequested, HealthChanged, LeaseResult, LinkChanged, Notify, PauseChanged, ReleaseLease,
+    SendAdvert, SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
 )
 
 OURS, PEER = "10.0.0.5", "10.0.0.9"
@@ -744,8 +744,10 @@ class Host:
 class Pair:
     """Two machines on one link, driven by a discrete-event loop.
 
-    Adverts reach the other host after LATENCY. The container runtime confirms a start
-    (ContainerReady) after start_delay and a stop (ContainerStopped) after stop_delay.
+    Adverts reach the other host after LATENCY, unless the link is `partitioned` (a split
+    brain: both hosts up, neither hears the other). The container runtime confirms a start
+    (ContainerReady) after start_delay and a stop (ContainerStopped) after stop_delay; a
+    confirmed stop gives back the storage lease, which both hosts share (`lease_holder`).
     `overlaps` lists the moments at which both containers may have been running.
     """
 
@@ -755,6 +757,8 @@ class Pair:
         self.seq = itertools.count()
         self.now = 0.0
         self.overlaps: list[float] = []
+        self.partitioned = False
+        self.lease_holder: int | None = None
 
     @property
     def a(self) -> Host:
@@ -789,8 +793,17 @@ class Pair:
         h.decisions.append(d)
         if isinstance(ev, ContainerStopped) and ev.ok and ev.reason == str(h.last_op):
             h.running = False
+            if self.lease_holder == i:
+                self.lease_holder = None      # the executor releases after a confirmed stop
         for a in d.actions:
-            if isinstance(a, SendAdvert) and h.m.link_up:
+            if isinstance(a, AcquireLease):
+                free = self.lease_holder in (None, i)
+                if free:
+                    self.lease_holder = i
+                self.at(t + LATENCY, i, LeaseResult(ok=free, reason="lease", holder=None if free else "other"))
+            elif isinstance(a, ReleaseLease) and self.lease_holder == i and not h.running:
+                self.lease_holder = None
+            if isinstance(a, SendAdvert) and h.m.link_up and not self.partitioned:
                 adv = advert(a.priority, src=h.p.address, interval=h.p.interval, version=h.p.version)
                 self.at(t + LATENCY, 1 - i, adv)
             elif isinstance(a, StartContainer):
@@ -985,3 +998,128 @@ def test_regression_shutdown_of_a_waiting_master_clears_the_gate():
     assert d.transition == (State.MASTER, State.STOPPED)
     assert StartContainer() not in r.tick(10.0).actions
     assert next_deadline(r.m) is None, "a stopped machine still asks to be woken"
+
+
+# ---------------------------------------------------------------- the storage lease
+
+
+def test_lease_gate_takes_the_lease_before_the_vip_and_the_container():
+    p = params(supervise=True, lease=True)
+    r = Run(p)
+    r.do(ContainerStopped(ok=True, reason="no stale container"), 0.0)
+    r.tick(master_down(r.m, p))
+    d = r.tick(r.now + p.interval)              # the settle window after start-up
+    assert AcquireLease() in d.actions
+    assert AddVip() not in d.actions and StartContainer() not in d.actions
+    assert r.m.container == Container.LEASING and check_role(r.m) == "none"
+    d = r.do(LeaseResult(ok=True, reason="storage lease /s/.havip-lease acquired (epoch 3)"), r.now + 0.01)
+    assert d.actions == (AddVip(), SendGarp(), StartContainer())
+    assert r.m.container == Container.STARTING
+    assert d.reason == "storage lease /s/.havip-lease acquired (epoch 3); starting milvus"
+
+
+def _leasing(p: Params) -> Run:
+    r = Run(p)
+    r.do(ContainerStopped(ok=True, reason="no stale container"), 0.0)
+    r.tick(master_down(r.m, p))
+    r.tick(r.now + p.interval)
+    assert r.m.container == Container.LEASING
+    return r
+
+
+def test_lease_held_elsewhere_keeps_vip_and_milvus_off_and_retries():
+    p = params(supervise=True, lease=True)
+    r = _leasing(p)
+    d = r.do(LeaseResult(ok=False, reason="the storage lease is held by h1", holder="h1"), r.now + 0.01)
+    assert d.actions == () and d.reason.startswith("milvus waits: the storage lease is held by h1")
+    assert next_deadline(r.m) == pytest.approx(r.now + LEASE_RETRY)
+    d = r.tick(r.now + LEASE_RETRY)
+    assert AcquireLease() in d.actions and AddVip() not in d.actions and StartContainer() not in d.actions
+    # The same holder again: retried quietly, not one log line every LEASE_RETRY.
+    d = r.do(LeaseResult(ok=False, reason="the storage lease is held by h1", holder="h1"), r.now + 0.01)
+    assert d.reason is None
+    assert r.state == State.MASTER and r.m.container == Container.LEASING
+
+
+def test_lease_waiting_master_steps_down_at_once_for_a_higher_master():
+    p = params(supervise=True, lease=True)
+    r = _leasing(p)
+    r.do(LeaseResult(ok=False, reason="held by h1", holder="h1"), r.now + 0.01)
+    d = r.do(advert(200), r.now + 0.1)            # the partition heals
+    assert r.state == State.BACKUP
+    assert SendAdvert(0) in d.actions and StopContainer() not in d.actions and AddVip() not in d.actions
+    assert r.m.lease_retry_deadline is None
+
+
+def test_lease_granted_after_leaving_is_given_back():
+    p = params(supervise=True, lease=True)
+    r = _leasing(p)
+    r.do(advert(200), r.now + 0.1)               # the acquire is still in flight
+    d = r.do(LeaseResult(ok=True, reason="acquired"), r.now + 0.01)
+    assert d.actions == (ReleaseLease(),)
+    assert r.state == State.BACKUP and r.m.container == Container.STOPPED
+
+
+def test_lease_retry_and_gate_while_paused_do_not_spin():
+    p = params(supervise=True, lease=True)
+    r = _leasing(p)
+    r.do(LeaseResult(ok=False, reason="held by h1", holder="h1"), r.now + 0.01)
+    r.do(PauseChanged(paused=True), r.now + 0.01)
+    d = r.tick(r.now + 1)
+    assert AcquireLease() not in d.actions, "no container actions while paused"
+    nd = next_deadline(r.m)
+    assert nd is not None and nd > r.now, f"next_deadline {nd} is not after the tick at {r.now}: busy loop"
+    r.do(PauseChanged(paused=False), r.now + 0.1)
+    d = r.tick(r.m.lease_retry_deadline)
+    assert AcquireLease() in d.actions
+
+
+def test_regression_paused_gate_left_its_deadline_in_the_past():
+    # Found while adding the lease: a master whose gate was due while paused kept the
+    # deadline in the past, and the loop, asked to wake at once, spun at 100% CPU.
+    p = params(supervise=True)
+    r = Run(p)
+    r.do(ContainerStopped(ok=True, reason="no stale container"), 0.0)
+    r.tick(master_down(r.m, p))
+    assert r.m.container == Container.WAITING
+    r.do(PauseChanged(paused=True), r.now + 0.1)
+    r.tick(r.now + 2 * p.interval)
+    nd = next_deadline(r.m)
+    assert nd is not None and nd > r.now, f"next_deadline {nd} is not after the tick at {r.now}: busy loop"
+    assert r.m.container == Container.WAITING
+
+
+def _split_brain(lease: bool) -> Pair:
+    net = _serving_pair(200, 100, lease=lease)
+    net.run_until(40.0)
+    assert net.b.m.state == State.BACKUP
+    net.partitioned = True               # both up, both on the storage, deaf to each other
+    net.run_until(80.0)
+    return net
+
+
+def test_pair_split_brain_without_a_lease_runs_two_milvus():
+    # What VRRP alone does, and why the lease exists: both hosts elect themselves.
+    net = _split_brain(lease=False)
+    assert (net.a.m.state, net.b.m.state) == (State.MASTER, State.MASTER)
+    assert net.overlaps != []
+
+
+def test_pair_split_brain_with_a_lease_runs_one_milvus_and_heals():
+    net = _split_brain(lease=True)
+    assert (net.a.m.state, net.b.m.state) == (State.MASTER, State.MASTER)
+    assert net.a.m.container == Container.RUNNING and net.b.m.container == Container.LEASING
+    assert net.overlaps == [] and net.lease_holder == 0
+    net.partitioned = False
+    net.run_until(120.0)
+    assert (net.a.m.state, net.b.m.state) == (State.MASTER, State.BACKUP)
+    assert net.a.m.container == Container.RUNNING and net.overlaps == []
+
+
+def test_pair_split_brain_then_master_fails_the_other_takes_over():
+    net = _split_brain(lease=True)
+    net.at(80.0, 0, HealthChanged(healthy=False, reason="grpc timeout", role="master"))
+    net.run_until(120.0)
+    # a stopped its Milvus and gave the lease back; b, still deaf to a, got it.
+    assert net.a.m.state == State.FAULT and net.b.m.container == Container.RUNNING
+    assert net.lease_holder == 1 and net.overlaps == []

@@ -17,9 +17,9 @@ from havip.core.machine import (
     TAKEOVER_PRIORITY, Container, Machine, Params, check_role, next_deadline, step,
 )
 from havip.model import (
-    AddVip, ContainerReady, ContainerStopped, DelVip, Event, FailoverRequested,
-    HealthChanged, LinkChanged, PauseChanged, SendAdvert, Shutdown, StartContainer, Startup,
-    State, Tick,
+    AcquireLease, AddVip, ContainerReady, ContainerStopped, DelVip, Event, FailoverRequested,
+    HealthChanged, LeaseResult, LinkChanged, PauseChanged, SendAdvert, Shutdown, StartContainer,
+    Startup, State, Tick,
 )
 from tests.unit.test_machine import Pair, advert, check_decision
 
@@ -42,6 +42,7 @@ def machine_params(draw) -> Params:
         address=OURS,
         supervise=draw(st.booleans()),
         garp_refresh=draw(st.sampled_from([0.0, 5.0])),
+        lease=draw(st.booleans()),
     )
 
 
@@ -90,6 +91,8 @@ def events(p: Params, peer_prios: list[int]) -> st.SearchStrategy:
         st.builds(LinkChanged, up=st.sampled_from([True, True, False])),
         st.builds(FailoverRequested, force=st.booleans()),
         st.builds(PauseChanged, paused=st.booleans()),
+        st.builds(LeaseResult, ok=st.booleans(), reason=st.just("lease?"),
+                  holder=st.sampled_from([None, "other-host"])),
     )
 
 
@@ -116,6 +119,7 @@ class Observer:
     now: float = 0.0
     last_vip: type | None = None
     maybe_running: bool = False     # StartContainer emitted, no ContainerStopped(ok) since
+    acquiring: bool = False         # AcquireLease emitted, no LeaseResult since
     stuck_ticks: list[tuple[float, float]] = field(default_factory=list)
 
     def apply(self, ev: Event | Verdict | Chatter | Quiet | str, dt: float = 0.0) -> None:
@@ -140,13 +144,21 @@ class Observer:
         self.m = m = d.machine
         if isinstance(ev, ContainerStopped) and ev.ok:
             self.maybe_running = False
+        if isinstance(ev, LeaseResult):
+            self.acquiring = False
         for a in d.actions:
             if isinstance(a, (AddVip, DelVip)):
                 self.last_vip = type(a)
             elif isinstance(a, StartContainer):
                 # 2. Milvus starts only on a master that is not on its way out.
                 assert self.p.supervise and m.state == State.MASTER and m.leaving is None
+                # 7. with a storage lease, only once the lease is ours
+                assert not self.p.lease or (isinstance(ev, LeaseResult) and ev.ok), \
+                    "Milvus started without the storage lease"
                 self.maybe_running = True
+            elif isinstance(a, AcquireLease):
+                assert self.p.lease and m.container == Container.LEASING
+                self.acquiring = True
             elif isinstance(a, SendAdvert):
                 # 6. the priorities a machine may put on the wire
                 assert a.priority in {0, self.p.priority, TAKEOVER_PRIORITY, 255}
@@ -156,7 +168,8 @@ class Observer:
                     assert not self.maybe_running, "priority 0 sent before a confirmed stop"
         # 1. the VIP: never held outside MASTER; held by a master that is not leaving, except
         #    while its Milvus waits for the old master (both would answer ARP for it)
-        if m.state != State.MASTER or m.container == Container.WAITING or m.leaving is not None:
+        if (m.state != State.MASTER or m.container in (Container.WAITING, Container.LEASING)
+                or m.leaving is not None):
             assert self.last_vip is not AddVip
         else:
             assert self.last_vip is AddVip
@@ -164,9 +177,12 @@ class Observer:
         if m.state != State.MASTER:
             assert m.container in (Container.STOPPED, Container.STOPPING)
         elif self.p.supervise and m.leaving is None:
-            assert m.container in (Container.WAITING, Container.STARTING, Container.RUNNING)
+            assert m.container in (Container.WAITING, Container.LEASING, Container.STARTING, Container.RUNNING)
         if m.container == Container.WAITING:
             assert m.gate_deadline is not None, "a gate without a deadline could wait forever"
+        if m.container == Container.LEASING:
+            assert self.p.lease
+            assert self.acquiring or m.lease_retry_deadline is not None, "a lease nobody will try again"
         # timers that belong to each state
         if m.state == State.MASTER:
             assert m.adver_deadline is not None and m.master_down_deadline is None
