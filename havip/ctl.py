@@ -156,6 +156,18 @@ def _master_line(st: dict) -> str:
             f"last seen {_dur(m.get('last_seen_seconds_ago'))} ago")
 
 
+def _lease_line(lease: dict | None) -> str:
+    if not lease:
+        return "none"
+    if lease.get("error"):
+        return f"{lease.get('path')}: cannot read: {lease['error']}"
+    if lease.get("held_here"):
+        return f"held by this host ({lease.get('holder')}, epoch {lease.get('epoch')})"
+    if not lease.get("holder"):
+        return f"free ({lease.get('path')})"
+    return f"{lease.get('state')} by {lease.get('holder')} (epoch {lease.get('epoch')}; {lease.get('path')})"
+
+
 def render(st: dict) -> str:
     """The status of one instance as a short table for people."""
     prio = st.get("priority") or {}
@@ -187,6 +199,7 @@ def render(st: dict) -> str:
         lines += _columns(table, indent="  ")
     tail = [
         ["container", st.get("container") or "not supervised"],
+        ["storage lease", _lease_line(st.get("lease"))],
         ["transitions", str(st.get("transitions"))],
         ["drops", ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"],
         ["paused", "yes: no automatic transitions, no container actions" if paused else "no"],

@@ -156,6 +156,14 @@ class Lease(StrictModel):
     orphan_timeout: Annotated[float, _between(0, 86400, "seconds")] = 60.0
 
 
+def _lease_shorthand(value: object) -> object:
+    if isinstance(value, bool):
+        return {"enabled": value}
+    if not isinstance(value, dict):
+        raise ValueError("must be true, false or a mapping (enabled, path, holder, orphan_timeout)")
+    return value
+
+
 class Milvus(StrictModel):
     container: Container
     docker: Annotated[str, AfterValidator(_docker_url)] = "unix:///var/run/docker.sock"
@@ -168,7 +176,7 @@ class Milvus(StrictModel):
     start_timeout: Seconds = 120.0
     stop_timeout: Annotated[float, _between(0, 3600, "seconds")] = 30.0
     # `lease: false` / `lease: true` are short for {enabled: false} / {}.
-    lease: Annotated[Lease, BeforeValidator(lambda v: {"enabled": v} if isinstance(v, bool) else v)] = Lease()
+    lease: Annotated[Lease, BeforeValidator(_lease_shorthand)] = Lease()
 
     @property
     def lease_path(self) -> str | None:

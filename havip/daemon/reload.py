@@ -15,7 +15,7 @@ RESTART_KEYS = ("interface", "virtual_router_id", "version", "virtual_ipaddresse
                 "control", "metrics", "instance")
 # Baked into the probes, the check runner and the container runtime when they are built.
 RESTART_MILVUS_KEYS = ("container", "docker", "grpc", "data_path", "check_interval", "check_timeout", "rise",
-                       "fall", "stop_timeout")
+                       "fall", "stop_timeout", "lease")
 
 
 def plan(old: config_mod.Config, path: str) -> tuple[config_mod.Config, list[str], list[str]]:

@@ -246,6 +246,7 @@ def test_havip_killed_then_cleanup_and_restart(env):
         assert res.returncode == 0, res.stderr
         assert f"VIPs removed: {VIP}/24" in res.stdout and "container milvus: stopped" in res.stdout
         assert "resigned: priority-0 advert sent" in res.stdout
+        assert "storage lease " in res.stdout and " released (epoch " in res.stdout
         assert not lab.hosts["h1"].has_address(VIP)
         assert lab.container_running("h1") is False
 

@@ -157,6 +157,14 @@ BAD = [
      "milvus.docker: tcp://docker: must be unix:///path/to/docker.sock or tcp://host:port"),
     ({"milvus": {"container": "milvus", "data_path": "milvus/db"}},
      "milvus.data_path: milvus/db: must be an absolute path"),
+    ({"milvus": {"container": "milvus", "lease": {"path": "lease"}}},
+     "milvus.lease.path: lease: must be an absolute path"),
+    ({"milvus": {"container": "milvus", "lease": {"holder": "two words"}}},
+     "milvus.lease.holder: two words: must be 1-128 letters, digits or '_.:/@-', unique per host"),
+    ({"milvus": {"container": "milvus", "lease": "on"}},
+     "milvus.lease: 'on': must be true, false or a mapping (enabled, path, holder, orphan_timeout)"),
+    ({"milvus": {"container": "milvus", "lease": {"orphan_timeout": -1}}},
+     "milvus.lease.orphan_timeout: -1: must be between 0 and 86400 seconds"),
     ({"milvus": {"container": "milvus", "start_timeout": 0}},
      "milvus.start_timeout: 0: must be more than 0 and at most 3600 seconds"),
     ({"milvus": {"container": "milvus", "check_interval": -1}},
@@ -396,3 +404,20 @@ notify: {backup: /etc/keepalived/stop_docker.sh backup}
         "notify.backup: /etc/keepalived/stop_docker.sh backup: must be a path without arguments; "
         "havip passes the state, priority and instance name",
     ]
+
+
+@pytest.mark.parametrize("lease, data_path, path", [
+    (None, "/srv/milvus/db/", "/srv/milvus/db/.havip-lease"),       # on by default, in the shared storage
+    (True, "/srv/milvus", "/srv/milvus/.havip-lease"),
+    (False, "/srv/milvus", None),
+    ({"enabled": False, "path": "/srv/l"}, "/srv/milvus", None),
+    ({"path": "/nfs/havip.lease"}, None, "/nfs/havip.lease"),
+    ({}, None, None),                                               # nowhere to put it
+])
+def test_lease_path(lease, data_path, path):
+    m = {"container": "milvus"}
+    if data_path:
+        m["data_path"] = data_path
+    if lease is not None:
+        m["lease"] = lease
+    assert parse(with_(GOOD, milvus=m)).milvus.lease_path == path

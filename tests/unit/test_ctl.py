@@ -219,3 +219,23 @@ def test_an_invalid_config_still_names_its_socket(env, serve):
     r = ctl(env, "status", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["state"] == "backup"
+
+
+@pytest.mark.parametrize("lease, line", [
+    (None, "none"),
+    ({"path": "/s/.havip-lease", "held_here": True, "holder": "h1", "state": "held", "epoch": 4},
+     "held by this host (h1, epoch 4)"),
+    ({"path": "/s/.havip-lease", "held_here": False, "holder": "h1", "state": "held", "epoch": 4},
+     "held by h1 (epoch 4; /s/.havip-lease)"),
+    ({"path": "/s/.havip-lease", "held_here": False, "holder": "h1", "state": "released", "epoch": 4},
+     "released by h1 (epoch 4; /s/.havip-lease)"),
+    ({"path": "/s/.havip-lease", "held_here": False, "holder": None, "state": None, "epoch": None},
+     "free (/s/.havip-lease)"),
+    ({"path": "/s/.havip-lease", "held_here": False, "error": "Input/output error"},
+     "/s/.havip-lease: cannot read: Input/output error"),
+])
+def test_status_shows_the_storage_lease(lease, line):
+    from havip.ctl import render
+
+    out = render({"instance": "master", "state": "master", "since_seconds": 1, "lease": lease})
+    assert re.search(rf"^storage lease\s+{re.escape(line)}$", out, re.M), out

@@ -193,3 +193,66 @@ def test_notify_hooks_run_with_arguments_time_out_and_never_block(tmp_path):
     assert out.read_text().split() == ["backup", "110", "test"]
     timeout = next(e for e in logs if e["event"] == "hook_timeout")
     assert timeout["argv"] == [str(slow), "master", "110", "test"] and timeout["timeout"] == 0.3
+
+
+# ---------------------------------------------------------------- storage lease (real file, real flock)
+
+
+def _with_lease(tmp_path, holder: str = "h2"):
+    from havip.runtime.lease import StorageLease
+
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    d.ad.lease = d.executor.lease = StorageLease(str(tmp_path / ".havip-lease"), holder)
+    d.params = d._params("")
+    return d, sock, vips, clock, rt
+
+
+def test_lease_taken_before_the_vip_and_milvus_and_given_back_after_the_stop(tmp_path):
+    from havip.runtime.lease import StorageLease
+
+    d, sock, vips, clock, rt = _with_lease(tmp_path)
+    d.start()
+    _settle(d)
+    clock.advance(3.7)
+    d.run_once()
+    clock.advance(1.0)
+    _settle(d)
+    assert d.machine.state == State.MASTER and vips.attached and rt.running
+    st = d.status()["lease"]
+    assert st["held_here"] is True and st["holder"] == "h2" and st["state"] == "held"
+    assert not StorageLease(st["path"], "h1").acquire().ok
+    d.request_stop()
+    for _ in range(20):
+        d.run_once()
+        _settle(d, 0.2)
+        if d.machine.state == State.STOPPED:
+            break
+    assert d.machine.state == State.STOPPED and not rt.running
+    assert d.status()["lease"]["state"] == "released"
+    assert StorageLease(st["path"], "h1").acquire().ok
+
+
+def test_lease_held_elsewhere_means_master_without_vip_or_milvus(tmp_path):
+    from havip.runtime.lease import StorageLease
+
+    other = StorageLease(str(tmp_path / ".havip-lease"), "h1")
+    assert other.acquire().ok                   # h1, across a split brain, serves
+    d, sock, vips, clock, rt = _with_lease(tmp_path)
+    d.start()
+    _settle(d)
+    clock.advance(3.7)
+    d.run_once()
+    clock.advance(1.0)
+    _settle(d)
+    for _ in range(3):
+        clock.advance(0.3)
+        _settle(d)
+    assert d.machine.state == State.MASTER and str(d.machine.container) == "leasing"
+    assert not vips.attached and "start" not in rt.calls
+    assert "held by h1" in d.machine.lease_holder or d.machine.lease_holder == "h1"
+    other.release()                             # h1's Milvus stopped: the lease is free
+    clock.advance(0.3)
+    _settle(d)
+    _settle(d)
+    assert vips.attached and rt.running and str(d.machine.container) == "running"
+    d.close()
