@@ -606,7 +606,8 @@ def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...]
            "`havip lab`'s topology: h1 (priority 110) and h2 (priority 91) in network namespaces on one",
            "bridge, each with its own dockerd and a milvus-lite container (host network) on one shared",
            "directory; VRRP v2, advert 1 s; Milvus checks every "
-           f"{ci:g} s, timeout {ct:g} s, rise {ms['rise']}, fall {fall}; docker stop grace {ms['stop_timeout']} s.",
+           f"{ci:g} s, timeout {ct:g} s, rise {ms['rise']}, fall {fall}; docker stop grace {ms['stop_timeout']} s;",
+           "the storage lease on (a new master takes it before the VIP and Milvus).",
            f"A probe in the client namespace searches through the VIP every {PROBE_PERIOD * 1000:.0f} ms "
            f"(pymilvus, {PROBE_RPC_TIMEOUT:g} s deadline per",
            "attempt, a fresh connection after any failure, gRPC reconnect backoff 20-100 ms). h1 is master",
@@ -617,7 +618,7 @@ def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...]
            "- **detection**: h1 decides to give up (its checks failed twice, or it was told to stop);",
            "  for the *silent* faults (link cut, SIGKILL) h2's decision to take over, since only the",
            "  backup's timer can notice them;",
-           "- **VIP move**: VIP attached on h2. For the handovers it holds h1 stopping its Milvus,",
+           "- **VIP move**: VIP attached on h2 (after it took the storage lease). For the handovers it holds h1 stopping its Milvus,",
            "  h1's priority-0 advert, h2's skew time and the takeover itself;",
            "- **container start**: `docker start` returned on h2;",
            "- **Milvus ready**: h2 logs that Milvus answers CheckHealth (milvus-lite's own start-up, plus",
@@ -646,7 +647,7 @@ def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...]
 
     out += ["", "Inside the VIP move of the handovers (h1 still reachable):", "",
             "| fault | h1 stops its Milvus, then sends priority 0 | h2 waits its skew time "
-            "| h2 applies the takeover (VIP, advert, ARP) |",
+            "| h2 applies the takeover (storage lease, VIP, advert, ARP) |",
             "|---|---|---|---|"]
     for f in faults:
         if f in SILENT or not by[f]:
@@ -783,9 +784,9 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
                       "havip stops a Milvus that failed its checks without grace (a kill: a stopped "
                       "process could not act on the stop signal anyway), so this is the kill and Docker's "
                       "confirmation.")
-                   + f" Meanwhile h1 keeps the VIP (a leaving master stops Milvus before it removes the "
-                   f"VIP), so clients see {PROBE_RPC_TIMEOUT:g} s timeouts rather than refusals. Then the same "
-                   f"{skew * 1000:.0f} ms skew time as above.")
+                   + f" h1 removed the VIP before the kill (no write may reach a Milvus being stopped), so "
+                   f"requests go unanswered ({PROBE_RPC_TIMEOUT:g} s probe timeouts) until h2 announces it. "
+                   f"Then the same {skew * 1000:.0f} ms skew time as above.")
     f = "link cut"
     if by.get(f):
         silent = [r["silent_for"] for r in by[f] if r.get("silent_for")]
@@ -808,9 +809,11 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
     f = "havip SIGKILL + cleanup"
     if by.get(f):
         cl = [r.get("cleanup_done") for r in by[f]]
-        out.append(f"- **{f}.** Silent fault: a killed havip sends nothing, and `havip cleanup` stops the "
-                   f"container and removes the VIP (done {_cell(cl)} ms after the kill) but does not "
-                   f"resign with priority 0, so h2 takes over only after its master-down interval: "
+        out.append(f"- **{f}.** Silent fault: a killed havip sends nothing, and `havip cleanup` removes the "
+                   f"VIP, stops the container (at most one advert interval of grace), gives back the "
+                   f"storage lease and resigns with priority 0 (done {_cell(cl)} ms after the kill, most of "
+                   f"it the start of a fresh Python process and Docker's stop); h2 takes over at whichever "
+                   f"comes first, its skew time after that resignation or its master-down interval: "
                    f"{_ms(med(f, 'detection'))} ms median. The client loses Milvus when cleanup stops it "
                    f"(probe's first failure at {_cell([r['client_fail'] for r in by[f]])} ms), seconds "
                    "before h2 serves. " + rest(f))
