@@ -56,6 +56,8 @@ class Metrics:
                              registry=r)
         self.vip_attached = Gauge("havip_vip_attached", "1 when this host holds the virtual addresses",
                                   registry=r)
+        self.lease_held = Gauge("havip_lease_held", "Storage lease: 1 held by this host, 0 not, "
+                                "-1 no lease configured", registry=r)
         self.paused = Gauge("havip_paused", "1 in maintenance mode (no automatic transitions)", registry=r)
         self.container_start = Gauge("havip_container_start_seconds",
                                      "Last container start, until Milvus answered healthy", registry=r)
@@ -106,6 +108,9 @@ class Metrics:
             self.vip_attached.set(int(bool(status["vip_attached"])))
         if "paused" in status:
             self.paused.set(int(bool(status["paused"])))
+        if "lease" in status:
+            lease = status["lease"]
+            self.lease_held.set(-1 if lease is None else int(bool(lease.get("held_here"))))
         timings = status.get("container_timings") or {}
         if "start" in timings:
             self.container_started(timings["start"] + timings.get("ready", 0.0))

@@ -18,6 +18,7 @@ STATUS = {
     "checks": [{"name": "docker", "ok": True, "latency": 0.004, "reason": "running", "at": 1.0},
                {"name": "milvus", "ok": False, "latency": 1.0, "reason": "timeout", "at": 1.0}],
     "healthy": True, "vip_attached": True, "paused": False,
+    "lease": {"path": "/s/.havip-lease", "held_here": True, "holder": "h1", "state": "held", "epoch": 2},
     "container_timings": {"start": 0.8, "ready": 4.2, "stop": 2.5},
 }
 
@@ -62,12 +63,15 @@ def test_observe_sets_the_snapshot_gauges(metrics):
     assert value(metrics, "havip_healthy") == 1
     assert value(metrics, "havip_vip_attached") == 1
     assert value(metrics, "havip_paused") == 0
+    assert value(metrics, "havip_lease_held") == 1
     assert value(metrics, "havip_container_start_seconds") == pytest.approx(5.0)
     assert value(metrics, "havip_container_stop_seconds") == 2.5
     metrics.observe({"healthy": None, "state": "fault"})      # partial status: the rest is kept
     assert value(metrics, "havip_healthy") == -1
     assert value(metrics, "havip_state", havip_state="fault") == 1
     assert value(metrics, "havip_effective_priority") == 254
+    metrics.observe({"lease": None})
+    assert value(metrics, "havip_lease_held") == -1
 
 
 def test_failover_and_container_durations(metrics):
