@@ -35,6 +35,12 @@ def check_config(file: str) -> None:
     cfg = _load_or_exit(file)
     click.echo(f"{file}: ok (instance {cfg.instance}, VRID {cfg.virtual_router_id}, priority {cfg.priority}, "
                f"VRRPv{cfg.version})")
+    if cfg.milvus is not None and cfg.milvus.lease_path:
+        from havip.runtime.lease import mount_warning
+
+        warning = mount_warning(cfg.milvus.lease_path)
+        if warning:
+            click.echo(f"{file}: warning: milvus.lease: {warning}", err=True)
 
 
 @main.command()

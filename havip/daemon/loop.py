@@ -270,6 +270,12 @@ class Daemon:
         self.log.info("starting", interface=self.cfg.interface, vrid=self.cfg.virtual_router_id,
                       priority=self.cfg.priority, version=self.cfg.version,
                       link=st.detail or ("up" if st.up else "down"))
+        if self.ad.lease is not None:
+            from havip.runtime.lease import mount_warning
+
+            warning = mount_warning(self.ad.lease.path)
+            if warning:
+                self.log.warning("lease_unsafe", reason=warning)
         self.feed(Startup(interface_up=st.up))
         if self.ad.make_runner is not None:
             self._runner = self.ad.make_runner(self._on_health)

@@ -202,3 +202,36 @@ class StorageLease:
         return {"path": self.path, "held_here": self.held, "holder": rec.get("holder"),
                 "state": rec.get("state"), "epoch": rec.get("epoch"),
                 "renewed_at": rec.get("renewed_at")}
+
+
+def _unescape(field: str) -> str:
+    """/proc/self/mounts escapes space, tab, newline and backslash as octal."""
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def mount_warning(path: str, mounts: str | None = None) -> str | None:
+    """A sentence if the file system under `path` keeps locks on this host only, so that
+    the lease could not see the other host's lock; None when it looks fine or unknown."""
+    if mounts is None:
+        try:
+            with open("/proc/self/mounts") as f:
+                mounts = f.read()
+        except OSError:
+            return None
+    best: tuple[str, str, set[str]] | None = None
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        point, fstype, opts = _unescape(parts[1]), parts[2], set(parts[3].split(","))
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) > len(best[0])):
+            best = (point, fstype, opts)
+    if best is None:
+        return None
+    point, fstype, opts = best
+    local = sorted(o for o in opts if o in ("nolock", "local_lock=flock", "local_lock=all", "nobrl"))
+    if local and (fstype.startswith("nfs") or fstype in ("cifs", "smb3")):
+        return (f"the storage lease {path} is on {fstype} mounted at {point} with {', '.join(local)}: locks "
+                "stay on this host, so the lease cannot see the other host's; remount without it")
+    return None

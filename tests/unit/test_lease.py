@@ -144,3 +144,30 @@ def test_status_reads_without_the_lock(path):
     assert st == {"path": path, "held_here": False, "holder": "h1", "state": "held", "epoch": 1,
                   "renewed_at": record(path)["renewed_at"]}
     assert h1.status()["held_here"] is True
+
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+srv:/export /cifs/test/nfs nfs4 rw,vers=4.2,hard,proto=tcp 0 0
+srv:/old /mnt/old nfs rw,vers=3,nolock 0 0
+//srv/share /mnt/smb cifs rw,nobrl,vers=3.0 0 0
+srv:/x /mnt/with\\040space nfs4 rw,local_lock=all 0 0
+"""
+
+
+@pytest.mark.parametrize("path, warning", [
+    ("/cifs/test/nfs/milvus/db/.havip-lease", None),
+    ("/var/lib/milvus/.havip-lease", None),
+    ("/mnt/old/db/.havip-lease", "on nfs mounted at /mnt/old with nolock"),
+    ("/mnt/smb/.havip-lease", "on cifs mounted at /mnt/smb with nobrl"),
+    ("/mnt/with space/.havip-lease", "on nfs4 mounted at /mnt/with space with local_lock=all"),
+    ("/mnt/oldish/.havip-lease", None),                  # a prefix, not inside
+])
+def test_mount_options_that_make_locks_local_are_named(path, warning):
+    from havip.runtime.lease import mount_warning
+
+    got = mount_warning(path, MOUNTS)
+    if warning is None:
+        assert got is None
+    else:
+        assert warning in got and "the lease cannot see the other host's" in got
