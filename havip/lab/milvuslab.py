@@ -55,12 +55,12 @@ MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall
                    "start_timeout": 60, "stop_timeout": 10}
 
 
-def havip_config(priority: int, docker_url: str, shared: Path, name: str) -> dict:
+def havip_config(priority: int, docker_url: str, shared: Path, name: str, vrrp: tuple[int, float] = (2, 1)) -> dict:
     """The recipe's keepalived settings (VRID 51, PASS 1111, advert 1 s) plus `milvus:`.
 
     The lab's hosts share one hostname (network namespaces only), so each names itself in
     the storage lease."""
-    cfg = vrrp_config(vrid=51, priority=priority, vips=[f"{VIP}/24"], version=2, interval=1,
+    cfg = vrrp_config(vrid=51, priority=priority, vips=[f"{VIP}/24"], version=vrrp[0], interval=vrrp[1],
                       password="1111")
     cfg["milvus"] = {"container": CONTAINER, "docker": docker_url, "grpc": "127.0.0.1:19530",
                      "data_path": str(shared), "lease": {"holder": f"lab-{name}"}, **MILVUS_SETTINGS}
@@ -115,9 +115,10 @@ class _AdoptedTopology(Topology):
 class MilvusLab:
     """Two havip hosts, a client, two dockerds and one shared directory."""
 
-    def __init__(self, workdir: Path | str, prefix: str = "hvl"):
+    def __init__(self, workdir: Path | str, prefix: str = "hvl", vrrp: tuple[int, float] = (2, 1)):
         self.workdir = Path(workdir)
         self.prefix = prefix
+        self.vrrp = vrrp                    # (version, advert_interval); the recipe's is (2, 1)
         self.shared = self.workdir / "shared"
         self.topo: Topology | None = None
         self.hosts: dict[str, Host] = {}
@@ -144,7 +145,7 @@ class MilvusLab:
             self.save()
             build_lab_image(d)
             create_milvus_container(d, CONTAINER, self.shared)
-            self.havipds[name] = Havipd(self.hosts[name], havip_config(HAVIP_HOSTS[name][1], d.url, self.shared, name),
+            self.havipds[name] = Havipd(self.hosts[name], havip_config(HAVIP_HOSTS[name][1], d.url, self.shared, name, self.vrrp),
                                         self.workdir / "havip", name=name)
         return self
 
