@@ -26,8 +26,9 @@ is broken down with both hosts' havip logs (same wall clock as the probe):
   client           -> the probe's first successful search through the VIP
 
 A Sampler asks both engines every 50 ms, through the whole run, whether two Milvus
-containers run at once; it must never find one. Between trials h1 is repaired, preempts
-back (the recipe's failback) and serves again.
+containers run at once; it must never find one. Between trials h1 is repaired and takes
+Milvus back (by preemption, the recipe's failback; after a Milvus failure on h1, which
+then holds back, by `havipctl failover`) and serves again.
 
 Usage (root): python bench/milvus_failover.py [--trials N] [--out docs/benchmarks-milvus.md]
 """
@@ -215,7 +216,17 @@ class Faults:
             lab.hosts["h1"].link_up()
         elif fault in ("havip stopped (SIGTERM)", "havip SIGKILL + cleanup"):
             lab.start_havip("h1")
-        # container killed / Milvus hung: h1's checks pass again by themselves.
+        else:
+            # container killed / Milvus hung: h1's checks pass again by themselves, but a
+            # host whose Milvus failed does not preempt back: the operator moves it.
+            from havip.lab.netns import wait_for
+            wait_for(lambda: lab.havipds["h1"].state() == "backup", 30, interval=0.05,
+                     what="h1 to be backup again")
+            sock = lab.havipds["h1"].config["control"]["socket"]
+            res = subprocess.run([sys.executable, "-m", "havip.ctl", "-s", sock, "failover"],
+                                 capture_output=True, text=True, timeout=150)
+            if res.returncode != 0:
+                raise RuntimeError(f"havipctl failover on h1 failed ({res.returncode}): {res.stdout} {res.stderr}")
 
     def recover(self) -> None:
         """After a failed trial: undo whatever may be left, restart what is gone."""
@@ -434,7 +445,7 @@ def trial(lab, probe: Probe, sampler, faults: Faults, fault: str) -> dict:
     if t.get("failback_ready") is not None:
         until = max(t["failback_ready"], (back["first_ok"] - t_repair) if back and back["first_ok"] else 0)
         t["failback_excerpt"] = excerpt(events, t_repair, until + 0.05, back,
-                                        f"repair after '{fault}' (h1 will preempt)", {})
+                                        f"repair after '{fault}' (h1 takes over again)", {})
     t["overlaps"] = len(sampler.overlaps) - overlaps_before
     t["fault"], t["fault_at"], t["other_labs"] = fault, t0, sorted(others | _other_labs(lab.prefix))
     return t
@@ -614,7 +625,9 @@ def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...]
            f"A probe in the client namespace searches through the VIP every {PROBE_PERIOD * 1000:.0f} ms "
            f"(pymilvus, {PROBE_RPC_TIMEOUT:g} s deadline per",
            "attempt, a fresh connection after any failure, gRPC reconnect backoff 20-100 ms). h1 is master",
-           "before every trial; after it, h1 is repaired and preempts back. Faults run round robin.",
+           "before every trial; after it, h1 is repaired and takes Milvus back: by preemption after the",
+           "link and havip faults; after a Milvus failure, where h1 holds back so that Milvus does not",
+           "bounce back to the host where it just failed, by `havipctl failover` on h1. Faults run round robin.",
            "",
            "Times are milliseconds after the fault, from the probe and from both hosts' havip logs",
            "(one wall clock). Phases, each ending at the event named:", "",
@@ -821,8 +834,14 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
                    f"it the start of a fresh Python process and Docker's stop); h2 takes over at whichever "
                    f"comes first, its skew time after that resignation or its master-down interval: "
                    f"{_ms(med(f, 'detection'))} ms median. The client loses Milvus when cleanup stops it "
-                   f"(probe's first failure at {_cell([r['client_fail'] for r in by[f]])} ms), seconds "
-                   "before h2 serves. " + rest(f))
+                   f"(probe's first failure at {_cell([r['client_fail'] for r in by[f]])} ms), "
+                   "before h2 serves. "
+                   + (f"Here h2 became master before cleanup had stopped h1's Milvus: it found the storage "
+                      f"lease still recorded as h1's (h1's havip died holding it) and kept the VIP and its "
+                      f"Milvus off until cleanup gave the lease back, hence the VIP move of "
+                      f"{_ms(med(f, 'vip_move'))} ms. Without the lease, two Milvus would have run on the "
+                      f"shared storage for that long. " if (med(f, "vip_move") or 0) > OVERHEAD_TARGET else "")
+                   + rest(f))
     every = [r for f in faults for r in by.get(f, [])]
     fb = _stats([r.get("failback_unavailable") for r in every])
     if fb:
@@ -830,10 +849,10 @@ def findings(by: dict, faults, detect_target: float, skew: float, mdi: float, ms
         both = _stats([r.get("failback_vip_both") for r in every])
         start = _stats([r.get("failback_h1_start") for r in every])
         sigterm = _stats([r["phases"].get("old_stop") for r in by.get("havip stopped (SIGTERM)", [])])
-        text = (f"- **Failback.** When h1 is repaired it preempts (priority 110 over 91, as the recipe's "
-                f"keepalived did): it becomes master once its master-down timer runs out, h2 steps down, "
-                f"stops its Milvus and resigns, and h1 starts its own at h2's priority 0, without a skew "
-                f"wait. Clients lose Milvus a second time: {_ms(fb[0])} ms median ({_ms(fb[1])}..{_ms(fb[2])}) "
+        text = (f"- **Failback.** When h1 is repaired it takes over again (preempting with priority 110 "
+                f"over 91 once its master-down timer runs out, or at once with `havipctl failover` after "
+                f"a Milvus failure): h2 steps down, stops its Milvus, gives back the lease and resigns, and "
+                f"h1 starts its own at h2's priority 0, without a skew wait. Clients lose Milvus a second time: {_ms(fb[0])} ms median ({_ms(fb[1])}..{_ms(fb[2])}) "
                 f"over all faults.")
         if stop:
             text += (f" h2's stop, from its decision to step down to its resignation, takes {_ms(stop[0])} ms "

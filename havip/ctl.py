@@ -200,6 +200,8 @@ def render(st: dict) -> str:
     tail = [
         ["container", st.get("container") or "not supervised"],
         ["storage lease", _lease_line(st.get("lease"))],
+        *([["held back", "yes: will not preempt (after a handover, or Milvus failed here); "
+                         "`havipctl failover` on this host takes over"]] if st.get("hold") else []),
         ["transitions", str(st.get("transitions"))],
         ["drops", ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"],
         ["paused", "yes: no automatic transitions, no container actions" if paused else "no"],

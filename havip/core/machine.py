@@ -85,7 +85,7 @@ class Machine:
     healthy: bool | None = None
     link_up: bool = True
     paused: bool = False
-    hold: bool = False                   # planned handover: do not preempt back
+    hold: bool = False                   # do not preempt back: planned handover, or Milvus failed here
     boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
     transitions: int = 0
     listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
@@ -387,13 +387,19 @@ def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
         return Decision(m, (), f"paused: checks {'pass' if ev.healthy else 'fail'} ({ev.reason}), no action")
     if not ev.healthy:
         if m.state == State.MASTER and not m.leaving:
+            # hold: a host whose Milvus just failed must not snatch it back by preemption
+            # as soon as its standby checks pass (they cannot see why Milvus failed); a
+            # crash-looping Milvus would bounce between the hosts. keepalived's recipe did
+            # not fail back either (its check kept the priority down). The operator takes
+            # it back with `havipctl failover`; a peer failure or a restart clears it too.
             return _leave_master(m, p, now, State.FAULT, f"milvus checks failed: {ev.reason}; giving up mastership",
-                                 grace=False)
+                                 grace=False, hold=True)
         if m.state == State.BACKUP:
             return _enter_fault(m, p, now, f"cannot serve if promoted: {ev.reason}")
         return Decision(m)
     if m.state == State.FAULT and m.link_up:
-        return _enter_backup(m, p, now, f"checks pass again: {ev.reason}")
+        held = "; not preempting back: milvus failed here (`havipctl failover` takes over)" if m.hold else ""
+        return _enter_backup(m, p, now, f"checks pass again: {ev.reason}{held}")
     return Decision(m)
 
 
@@ -403,7 +409,7 @@ def _container_ready(m: Machine, p: Params, ev: ContainerReady, now: float) -> D
     if ev.ok:
         return Decision(replace(m, container=Container.RUNNING), (), f"milvus is serving: {ev.reason}")
     return _leave_master(m, p, now, State.FAULT, f"milvus did not become healthy: {ev.reason}; giving up mastership",
-                         grace=False)
+                         grace=False, hold=True)
 
 
 def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) -> Decision:
@@ -456,7 +462,7 @@ def _pause(m: Machine, p: Params, ev: PauseChanged, now: float) -> Decision:
         return Decision(m, (), "paused: no automatic transitions and no container actions")
     if m.healthy is False and m.state == State.MASTER and check_role(m) == "master":
         return _leave_master(m, p, now, State.FAULT, "resumed with failing milvus checks; giving up mastership",
-                             grace=False)
+                             grace=False, hold=True)
     if m.healthy is False and m.state == State.BACKUP:
         return _enter_fault(m, p, now, "resumed with failing checks: cannot serve if promoted")
     if m.state == State.BACKUP:

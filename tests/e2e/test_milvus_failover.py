@@ -3,8 +3,9 @@ pymilvus client on the VIP, and a Sampler asking both engines every 50 ms whethe
 Milvus containers run at once. It runs for the whole module and must never find one.
 
 The tests run in order on one lab. h1 (priority 110) is master before each fault;
-preempt brings it back after each (the recipe's failback), so every fault hits the
-current master, h1. For each fault: the client writes in the background (a batch is
+preempt brings it back after each (the recipe's failback), except after a Milvus failure
+on h1, where h1 holds back and `havipctl failover` brings it back, so every fault hits
+the current master, h1. For each fault: the client writes in the background (a batch is
 acknowledged after insert and flush; after insert alone in the container-kill test),
 h2 takes over, the client reaches Milvus through the VIP, h1 returns, and every
 acknowledged row is there.
@@ -137,9 +138,10 @@ def test_backup_stops_a_stale_container_at_startup(env):
 
 
 def fault_cycle(env: Env, name: str, inject, *, repair=None, old_reason: str, new_reason: str,
-                flush: bool = True, timeout: float = 30) -> dict:
-    """h1 serving -> inject(lab) -> h2 serves -> repair(lab) -> h1 serves again (preempt).
-    The client writes throughout and loses nothing; returns the failover's timings."""
+                flush: bool = True, timeout: float = 30, failback: str = "preempting") -> dict:
+    """h1 serving -> inject(lab) -> h2 serves -> repair(lab) -> h1 serves again (preempt,
+    or, after a Milvus failure on h1, `havipctl failover`). The client writes throughout
+    and loses nothing; returns the failover's timings."""
     lab, client = env.lab, env.client
     assert lab.wait_serving(None, 30) == "h1", f"h1 should be master before {name}: {lab.describe()}"
     n1, n2 = len(lab.havipds["h1"].transitions()), len(lab.havipds["h2"].transitions())
@@ -160,7 +162,7 @@ def fault_cycle(env: Env, name: str, inject, *, repair=None, old_reason: str, ne
             repair(lab)
         lab.wait_serving("h1", timeout)
         assert old_reason in reasons(lab, "h1", n1), reasons(lab, "h1", n1)
-        assert "preempting" in reasons(lab, "h1", n1)
+        assert failback in reasons(lab, "h1", n1), reasons(lab, "h1", n1)
         client.wait_reachable(30)
     finally:
         report = client.traffic_stop()
@@ -186,7 +188,18 @@ def test_container_killed(env):
         api = lab.api("h1")
         api.kill("milvus")
         api.close()
-    t = fault_cycle(env, "container kill", inject, flush=False,
+    def take_back(lab):
+        # h1's Milvus failed: it stays backup (no bouncing back to a host whose Milvus
+        # just died), for longer than its master-down interval, until the operator says.
+        wait_for(lambda: lab.havipds["h1"].state() == "backup", 10, what="h1 back to backup")
+        time.sleep(4.5)
+        assert lab.wait_serving(None, 5) == "h2"
+        assert "not preempting back: milvus failed here" in reasons(lab, "h1", 0)
+        res = _ctl(lab, "h1", "failover")
+        assert res.returncode == 0, res.stdout + res.stderr
+
+    t = fault_cycle(env, "container kill", inject, flush=False, repair=take_back,
+                    failback="planned takeover requested by the operator",
                     old_reason="master -> fault: milvus checks failed: container check failed 2 times: "
                                "container milvus is not running (exited, exit code 137); giving up mastership",
                     new_reason="backup -> master: master 198.18.0.11 resigned (priority 0); "
@@ -201,7 +214,13 @@ def test_milvus_hung(env):
         pid = lab.container_info("h1")["State"]["Pid"]
         STOPPED_PIDS.append(pid)
         os.kill(pid, signal.SIGSTOP)
-    t = fault_cycle(env, "milvus hung", inject,
+    def take_back(lab):
+        wait_for(lambda: lab.havipds["h1"].state() == "backup", 10, what="h1 back to backup")
+        res = _ctl(lab, "h1", "failover")
+        assert res.returncode == 0, res.stdout + res.stderr
+
+    t = fault_cycle(env, "milvus hung", inject, repair=take_back,
+                    failback="planned takeover requested by the operator",
                     old_reason="master -> fault: milvus checks failed: grpc check failed 2 times: "
                                "Milvus did not answer CheckHealth within 0.5s; giving up mastership",
                     new_reason="master 198.18.0.11 resigned (priority 0)")
@@ -253,6 +272,36 @@ def test_havip_killed_then_cleanup_and_restart(env):
     fault_cycle(env, "havip SIGKILL", inject, repair=lambda lab: lab.start_havip("h1"),
                 old_reason="init -> backup: started; waiting 3.57s for a master's advert",
                 new_reason="backup -> master: master 198.18.0.11 resigned (priority 0)")
+
+
+def test_havip_killed_without_cleanup_the_lease_holds_the_peer_back(env):
+    """SIGKILL and *no* `havip cleanup` for a while (no systemd, or a slow one): h1's
+    Milvus runs on, orphaned. VRRP alone would have h2 start a second Milvus after its
+    master-down interval. The lease's record still says h1 holds it, so h2 becomes master
+    with its VIP and Milvus off, until cleanup on h1 stops the orphan and releases it."""
+    lab, client = env.lab, env.client
+    assert lab.wait_serving(None, 30) == "h1"
+    n2 = len(lab.havipds["h2"].events())
+    lab.havipds["h1"].kill()
+    try:
+        lab.havipds["h2"].wait_state("master", 10, after=len(lab.havipds["h2"].transitions()))
+        wait_for(lambda: "its havip is gone without releasing it" in _decisions(lab, "h2", n2), 5,
+                 what="h2 to find the lease orphaned")
+        time.sleep(2)
+        assert lab.container_running("h1") is True and lab.container_running("h2") is False
+        assert not lab.hosts["h2"].has_address(VIP)
+        no_overlap(env)
+    finally:
+        res = lab.havipds["h1"].cleanup()
+    assert res.returncode == 0, res.stderr
+    assert " released (epoch " in res.stdout, res.stdout
+    assert lab.wait_serving("h2", 30) == "h2"
+    client.wait_reachable(30)
+    lab.start_havip("h1")
+    assert lab.wait_serving("h1", 60) == "h1"
+    client.wait_reachable(30)
+    assert client.missing() == [], "acknowledged rows lost"
+    no_overlap(env)
 
 
 def _ctl(lab, host: str, *args: str) -> subprocess.CompletedProcess:

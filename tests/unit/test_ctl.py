@@ -239,3 +239,12 @@ def test_status_shows_the_storage_lease(lease, line):
 
     out = render({"instance": "master", "state": "master", "since_seconds": 1, "lease": lease})
     assert re.search(rf"^storage lease\s+{re.escape(line)}$", out, re.M), out
+
+
+def test_status_says_when_a_host_holds_back():
+    from havip.ctl import render
+
+    base = {"instance": "master", "state": "backup", "since_seconds": 1}
+    assert "held back" not in render(base)
+    assert re.search(r"^held back\s+yes: will not preempt .*`havipctl failover` on this host takes over$",
+                     render({**base, "hold": True}), re.M)

@@ -1123,3 +1123,64 @@ def test_pair_split_brain_then_master_fails_the_other_takes_over():
     # a stopped its Milvus and gave the lease back; b, still deaf to a, got it.
     assert net.a.m.state == State.FAULT and net.b.m.container == Container.RUNNING
     assert net.lease_holder == 1 and net.overlaps == []
+
+
+# ---------------------------------------------------------------- no failback to a host whose Milvus failed
+
+
+def test_a_master_whose_milvus_failed_does_not_preempt_back():
+    p = params()                               # priority 91; the peer has 50
+    r = serving(p)
+    d = r.do(HealthChanged(healthy=False, reason="grpc timeout", role="master"), r.now + 1)
+    _leaves_to_fault_after_the_stop(r, d)
+    assert r.m.hold
+    d = r.do(HealthChanged(healthy=True, reason="standby check passed", role="backup"), r.now + 0.5)
+    assert r.state == State.BACKUP
+    assert d.reason == ("checks pass again: standby check passed; not preempting back: milvus failed here "
+                        "(`havipctl failover` takes over)")
+    for i in range(20):                      # the peer (priority 50) serves; we stay backup
+        r.do(advert(50), r.now + 1)
+        r.tick(r.now + 0.01)
+    assert r.state == State.BACKUP
+    d = r.do(FailoverRequested(), r.now + 1)   # the operator takes it back
+    assert r.state == State.MASTER and not r.m.hold
+
+
+def test_a_held_backup_still_takes_over_when_the_peer_fails():
+    p = params(priority=200)
+    r = serving(p)
+    r.do(HealthChanged(healthy=False, reason="container gone", role="master"), r.now + 1)
+    r.do(ContainerStopped(ok=True, reason="was not running"), r.now + 0.1)
+    r.do(HealthChanged(healthy=True, reason="ok", role="backup"), r.now + 0.5)
+    r.do(advert(91), r.now + 1)
+    r.do(advert(0), r.now + 1)               # the peer's Milvus failed too: it resigns
+    r.tick(next_deadline(r.m))
+    assert r.state == State.MASTER and not r.m.hold
+
+
+def test_a_milvus_that_never_became_ready_holds_too():
+    r = took_over(params(supervise=True))
+    r.do(ContainerReady(ok=False, reason="no answer in 120s"), r.now + 5)
+    r.do(ContainerStopped(ok=True, reason="stopped"), r.now + 0.1)
+    assert r.state == State.FAULT and r.m.hold
+
+
+def test_after_a_link_loss_the_master_preempts_back_as_keepalived_does():
+    r = serving(params(priority=200))
+    r.do(LinkChanged(up=False), r.now + 1)
+    r.do(ContainerStopped(ok=True, reason="killed"), r.now + 0.1)
+    r.do(LinkChanged(up=True), r.now + 2)
+    assert r.state == State.BACKUP and not r.m.hold
+
+
+def test_pair_crash_looping_milvus_does_not_bounce_between_the_hosts():
+    net = _serving_pair(200, 100)
+    net.run_until(40.0)
+    net.at(40.0, 0, HealthChanged(healthy=False, reason="container exited", role="master"))
+    net.at(45.0, 0, HealthChanged(healthy=True, reason="standby ok", role="backup"))
+    seen = len(net.a.decisions)
+    net.run_until(200.0)
+    assert (net.a.m.state, net.b.m.state) == (State.BACKUP, State.MASTER)
+    assert net.b.m.container == Container.RUNNING and net.overlaps == []
+    assert [d.transition for d in net.a.decisions[seen:] if d.transition] == [
+        (State.MASTER, State.FAULT), (State.FAULT, State.BACKUP)]
