@@ -200,7 +200,7 @@ class Executor:
             what = ("stopped" if grace else "stopped without grace") if was_running else "was not running"
             # Only a confirmed stop gives the lease back (also one this host left behind
             # when it was killed): then the next writer may start.
-            self._release_lease()
+            self._release_lease_bounded()
             self.post(ContainerStopped(ok=True, reason=f"container {self.cfg.milvus.container} {what} ({took:.2f}s)"))
         except HavipError as exc:
             self.post(ContainerStopped(ok=False, reason=str(exc)))
@@ -225,6 +225,25 @@ class Executor:
         if res.ok:
             self.log.info("lease_acquired", reason=res.reason)
         self.post(LeaseResult(ok=res.ok, reason=res.reason, holder=res.holder))
+
+    def _release_lease_bounded(self) -> None:
+        """Release before the handover, but never let a hung storage hold the handover up:
+        our Milvus is stopped, so the peer may serve as soon as the storage lets go of the
+        lock (the peer's attempts fail until then)."""
+        if self.lease is None:
+            return
+        t = threading.Thread(target=self._release_lease, name="lease-release", daemon=True)
+        t.start()
+        t.join(self.release_timeout)
+        if t.is_alive():
+            self.counters["error_ReleaseLease"] += 1
+            self.log.error("lease_release_slow", timeout=self.release_timeout,
+                           consequence="handing over anyway (Milvus is stopped); the peer gets the lease "
+                                       "once the storage answers or drops our lock")
+
+    @property
+    def release_timeout(self) -> float:
+        return (self.cfg.milvus.check_timeout if self.cfg.milvus else 1.0) + 1.0
 
     def _release_lease(self) -> None:
         if self.lease is None:

@@ -256,3 +256,37 @@ def test_lease_held_elsewhere_means_master_without_vip_or_milvus(tmp_path):
     _settle(d)
     assert vips.attached and rt.running and str(d.machine.container) == "running"
     d.close()
+
+
+def test_a_hung_storage_does_not_hold_the_handover_up(tmp_path):
+    """The lease release blocks (an NFS server that does not answer): the container is
+    stopped, so the handover goes on after the bounded wait, and says so."""
+    import threading
+
+    class HungLease:
+        path, held = "/nfs/.havip-lease", True
+
+        def __init__(self):
+            self.gate = threading.Event()
+
+        def acquire(self):
+            from havip.runtime.lease import LeaseResult
+            return LeaseResult(True, "acquired")
+
+        def release(self):
+            self.gate.wait(10)
+
+        def status(self):
+            return {"path": self.path, "held_here": True}
+
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    lease = HungLease()
+    d.ad.lease = d.executor.lease = lease
+    d.executor.cfg = d.cfg.model_copy(update={"milvus": d.cfg.milvus.model_copy(update={"check_timeout": 0.2})})
+    t0 = time.monotonic()
+    d.executor._stop_container()
+    took = time.monotonic() - t0
+    assert 1.1 <= took < 3, took
+    assert d.executor.counters["error_ReleaseLease"] == 1
+    assert any(type(e).__name__ == "ContainerStopped" and e.ok for e in d._events)
+    lease.gate.set()
