@@ -216,6 +216,7 @@ def test_milvus_hung(env):
         os.kill(pid, signal.SIGSTOP)
     def take_back(lab):
         wait_for(lambda: lab.havipds["h1"].state() == "backup", 10, what="h1 back to backup")
+        time.sleep(3)                       # acknowledged writes on h2 before the move back
         res = _ctl(lab, "h1", "failover")
         assert res.returncode == 0, res.stdout + res.stderr
 
@@ -352,7 +353,8 @@ def test_split_brain_keeps_one_writer_through_the_storage_lease(env):
     two Milvus on one storage. h2 becomes master but finds the storage lease held by h1:
     no VIP, no Milvus on h2. Then h1's Milvus dies while they are still apart: h1 stops
     it and gives the lease back, and h2, which never heard h1's priority 0, takes the lease
-    and serves. The partition heals: h1 preempts back the usual way."""
+    and serves. The partition heals: h1, whose Milvus failed, holds back until `havipctl
+    failover` moves Milvus back."""
     lab, client = env.lab, env.client
     assert lab.wait_serving(None, 30) == "h1"
     h1, h2 = lab.hosts["h1"], lab.hosts["h2"]
@@ -383,6 +385,14 @@ def test_split_brain_keeps_one_writer_through_the_storage_lease(env):
         assert "storage lease" in _decisions(lab, "h2", n2) and "acquired" in _decisions(lab, "h2", n2)
         changes = env.sampler.changes_since(t0)
         assert next(t for t, r in changes["h2"] if r) > next(t for t, r in changes["h1"] if not r)
+        h1.isolate(False)
+        h2.isolate(False)
+        # Healed: h1, whose Milvus failed, holds back (no bouncing); h2 serves on.
+        wait_for(lambda: "not preempting back" in _decisions(lab, "h1", n1), 10, what="h1 to hold back")
+        time.sleep(4)
+        assert lab.wait_serving(None, 5) == "h2"
+        res = _ctl(lab, "h1", "failover")
+        assert res.returncode == 0, res.stdout + res.stderr
     finally:
         h1.isolate(False)
         h2.isolate(False)
