@@ -118,11 +118,10 @@ def cleanup(file: str) -> None:
             failed = True
         if not failed and cfg.milvus.lease_path:
             # Our Milvus is confirmed stopped: the peer need not wait out orphan_timeout.
-            from havip.daemon.build import lease_holder
-            from havip.runtime.lease import StorageLease
+            from havip.runtime.lease import StorageLease, holder_for   # light: cleanup is on the clock
 
             try:
-                said = StorageLease(cfg.milvus.lease_path, lease_holder(cfg)).release()
+                said = StorageLease(cfg.milvus.lease_path, holder_for(cfg)).release()
                 click.echo(said or f"storage lease {cfg.milvus.lease_path}: not held by this host")
             except HavipError as exc:
                 click.echo(f"storage lease: {exc}", err=True)

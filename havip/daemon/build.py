@@ -65,10 +65,9 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
 
 
 def lease_holder(cfg: Config) -> str:
-    """This host's name in the lease record: `milvus.lease.holder`, else HOSTNAME/INSTANCE."""
-    import socket
+    from havip.runtime.lease import holder_for
 
-    return cfg.milvus.lease.holder or f"{socket.gethostname()}/{cfg.instance}"
+    return holder_for(cfg)
 
 
 class LeaseProbe:

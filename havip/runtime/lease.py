@@ -204,6 +204,13 @@ class StorageLease:
                 "renewed_at": rec.get("renewed_at")}
 
 
+def holder_for(cfg) -> str:
+    """This host's name in the lease record: `milvus.lease.holder`, else HOSTNAME/INSTANCE."""
+    import socket
+
+    return cfg.milvus.lease.holder or f"{socket.gethostname()}/{cfg.instance}"
+
+
 def _unescape(field: str) -> str:
     """/proc/self/mounts escapes space, tab, newline and backslash as octal."""
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
