@@ -36,8 +36,9 @@ def _attach(workdir: str):
 def _start(workdir: str):
     from havip.lab.milvuslab import MilvusLab
 
-    lab_ = MilvusLab(workdir, prefix="hvl")
-    click.echo(f"Building the lab in {workdir}: namespaces hvl-h1, hvl-h2 and hvl-client on a bridge, "
+    prefix = os.environ.get("HAVIP_LAB_PREFIX", "hvl")     # tests give their own
+    lab_ = MilvusLab(workdir, prefix=prefix)
+    click.echo(f"Building the lab in {workdir}: namespaces {prefix}-h1, {prefix}-h2 and {prefix}-client on a bridge, "
                f"a dockerd and a stopped Milvus container on each host, shared storage {lab_.shared}.")
     t0 = time.monotonic()
     try:

@@ -1,12 +1,15 @@
 """`havip lab demo`: a client writes through the VIP while the master's Milvus is killed.
 
 It prints havip's own reason sentences from both hosts as they are logged, checks that
-the client carries on against the backup with every acknowledged row, follows the
-failback (preempt), and ends with the failover's timeline and the Sampler's verdict.
+the client carries on against the backup with every acknowledged row, shows that the
+failed host holds back instead of snatching Milvus back, moves it back with `havipctl
+failover`, and ends with the failover's timeline and the Sampler's verdict.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -76,8 +79,21 @@ def run_demo(lab, echo: Echo) -> None:
             f"{len(missing)} acknowledged rows are MISSING: {missing[:10]}"
         echo(f"\nClient, now served by {backup}: search -> ids {hits}, count {count}; {verdict}.")
 
-        echo(f"\n{master}'s checks pass again, so it takes the VIP back (preempt, as keepalived did); "
-             f"{backup} stops its Milvus before {master} starts its own:")
+        follow.until(lambda: lab.havipds[master].state() == "backup", 30, f"{master} to be backup again")
+        time.sleep(4)
+        follow.poll()
+        echo(f"\n{master}'s standby checks pass again, but it does not take Milvus back by itself: a host "
+             f"whose Milvus just failed holds back ({backup} has served for 4 s more), so a crash-looping "
+             f"Milvus cannot bounce between the hosts. The operator moves it back: havipctl failover on "
+             f"{master} ({backup} stops its Milvus before {master} starts its own):")
+        sock = lab.havipds[master].config["control"]["socket"]
+        res = subprocess.run([sys.executable, "-m", "havip.ctl", "-s", sock, "failover"], capture_output=True,
+                             text=True, timeout=150)
+        follow.poll()
+        for line in (res.stdout + res.stderr).strip().splitlines():
+            echo(f"  havipctl: {line}")
+        if res.returncode != 0:
+            raise RuntimeError(f"havipctl failover on {master} failed with status {res.returncode}")
         follow.until(lambda: lab.serving(master) and lab.vip_holders() == [master], 60,
                      f"{master} to serve Milvus again")
         client.wait_reachable(30)

@@ -6,7 +6,6 @@ accepted (priority 254 against our 110, or priority 0 to a backup).
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time

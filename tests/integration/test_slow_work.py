@@ -54,7 +54,7 @@ def test_hung_docker_and_milvus_do_not_delay_adverts(topology, tmp_path):
     d1 = Havipd(h1, cfg, tmp_path)
     try:
         d1.start()
-        t = d1.wait_state("master", timeout=15)
+        d1.wait_state("master", timeout=15)
         sniff = h2.run(sys.executable, str(SNIFF), "eth0", "6", timeout=30)
         seen = [(t, src, prio) for t, src, prio in json.loads(sniff.stdout) if src == h1.addr]
         assert len(seen) > 20, f"too few adverts: {sniff.stdout[:200]} {sniff.stderr[-500:]}"

@@ -786,7 +786,7 @@ class Pair:
         self.now = max(self.now, end)
 
     def _apply(self, i: int, ev: Event, t: float) -> None:
-        h, other = self.hosts[i], self.hosts[1 - i]
+        h = self.hosts[i]
         d = step(h.m, h.p, ev, t)
         check_decision(h.m, d, ev)
         h.m = d.machine
