@@ -38,7 +38,7 @@ def check_config(file: str) -> None:
     if cfg.milvus is not None and cfg.milvus.lease_path:
         from havip.runtime.lease import mount_warning
 
-        warning = mount_warning(cfg.milvus.lease_path)
+        warning = mount_warning(cfg.milvus.lease_path)     # /proc only: never waits on the storage
         if warning:
             click.echo(f"{file}: warning: milvus.lease: {warning}", err=True)
 
@@ -138,7 +138,6 @@ def cleanup(file: str) -> None:
 
 
 def _resign(cfg: config_mod.Config) -> None:
-    from havip.model import Advert
     from havip.net.sock import AdvertSocket
     from havip.protocol import codec
 
@@ -146,13 +145,9 @@ def _resign(cfg: config_mod.Config) -> None:
     sock = AdvertSocket(cfg.interface, cfg.family, unicast_peers=[str(p) for p in uni.peers] if uni else None,
                         unicast_source=str(uni.source) if uni and uni.source else None)
     try:
-        auth = cfg.authentication
-        advert = Advert(version=cfg.version, vrid=cfg.virtual_router_id, priority=0, interval=cfg.advert_interval,
-                        addresses=tuple(str(v.ip) for v in cfg.virtual_ipaddresses),
-                        auth_type=1 if auth.type == "pass" else 0, password=auth.password.encode())
         for dst in sock.destinations:
             try:
-                payload = codec.encode(advert, src=sock.source, dst=dst, checksum=cfg.checksum)
+                payload = codec.encode_own(cfg, 0, src=sock.source, dst=dst)
             except ValueError as exc:
                 raise HavipError(f"cannot build the advert: {exc}") from None
             sock.send_to(payload, dst)

@@ -161,6 +161,8 @@ def _lease_line(lease: dict | None) -> str:
         return "none"
     if lease.get("error"):
         return f"{lease.get('path')}: cannot read: {lease['error']}"
+    if lease.get("known") is False:
+        return f"not touched by this host yet ({lease.get('path')})"
     if lease.get("held_here"):
         return f"held by this host ({lease.get('holder')}, epoch {lease.get('epoch')})"
     if not lease.get("holder"):

@@ -21,6 +21,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from havip.errors import HavipError
+
 if TYPE_CHECKING:   # grpc and pymilvus load in ~0.5 s: only when a Milvus probe runs
     import grpc
     from pymilvus.grpc_gen import milvus_pb2_grpc
@@ -323,3 +325,28 @@ class MilvusProbe:
             return f"Milvus at {self.addr} is unavailable: {details}"
         name = code.name if code is not None else "error"
         return f"Milvus CheckHealth failed with {name}: {details}"
+
+
+# ------------------------------------------------------------------ storage lease
+
+
+class LeaseProbe:
+    """The master's proof that it still holds the storage lease (havip.runtime.lease): the
+    record takes a write. An NFS client whose lock was lost while the storage was out of
+    reach gets EIO here; a storage that hangs fails by the runner's deadline (`timeout`)."""
+
+    def __init__(self, lease, timeout: float, clock: Clock = time.monotonic):
+        self.lease = lease
+        self.timeout = timeout
+        self.clock = clock
+
+    @check_name("lease")
+    def check(self) -> CheckResult:
+        t0 = self.clock()
+        try:
+            self.lease.renew()
+            ok, reason = True, f"storage lease {self.lease.path} renewed"
+        except HavipError as exc:
+            ok, reason = False, str(exc)
+        now = self.clock()
+        return CheckResult("lease", ok, reason, now - t0, now)

@@ -35,7 +35,7 @@ def real_adapters(cfg: Config) -> Adapters:
 
 
 def _add_milvus(cfg: Config, ad: Adapters) -> None:
-    from havip.checks.probes import DockerProbe, MilvusProbe
+    from havip.checks.probes import DockerProbe, LeaseProbe, MilvusProbe
     from havip.checks.runner import CheckRunner
     from havip.runtime.container import ContainerRuntime
 
@@ -46,9 +46,9 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
     ad.milvus_probe = milvus_probe
     lease_probe = None
     if m.lease_path:
-        from havip.runtime.lease import StorageLease
+        from havip.runtime.lease import StorageLease, holder_for
 
-        ad.lease = StorageLease(m.lease_path, lease_holder(cfg), orphan_timeout=m.lease.orphan_timeout)
+        ad.lease = StorageLease(m.lease_path, holder_for(cfg), orphan_timeout=m.lease.orphan_timeout)
         lease_probe = LeaseProbe(ad.lease, m.check_timeout)
 
     def probes_for_role(role: str):
@@ -63,36 +63,3 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
 
     ad.make_runner = make_runner
 
-
-def lease_holder(cfg: Config) -> str:
-    from havip.runtime.lease import holder_for
-
-    return holder_for(cfg)
-
-
-class LeaseProbe:
-    """The master's proof that it still holds the storage lease: the record takes a write.
-
-    An NFS client whose lock was lost while the storage was out of reach gets EIO here;
-    a storage that hangs fails by the check's timeout (the runner's deadline)."""
-
-    def __init__(self, lease, timeout: float):
-        self.lease = lease
-        self.timeout = timeout
-
-    def check(self):
-        import time
-
-        from havip.checks.probes import CheckResult
-        from havip.errors import HavipError
-
-        t0 = time.monotonic()
-        try:
-            self.lease.renew()
-            ok, reason = True, f"storage lease {self.lease.path} renewed"
-        except HavipError as exc:
-            ok, reason = False, str(exc)
-        now = time.monotonic()
-        return CheckResult("lease", ok, reason, now - t0, now)
-
-    check.check_name = "lease"

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from havip.config import Config
 from havip.errors import AdapterError, HavipError
 from havip.model import (
-    AcquireLease, Action, AddVip, Advert, ContainerReady, ContainerStopped, DelVip, Event, LeaseResult,
+    AcquireLease, Action, AddVip, ContainerReady, ContainerStopped, DelVip, Event, LeaseResult,
     Notify, ReleaseLease, SendAdvert, SendGarp, StartContainer, StopContainer,
 )
 
@@ -129,15 +129,8 @@ class Executor:
     def _encode(self, priority: int, dst: str) -> bytes:
         from havip.protocol import codec
 
-        auth = self.cfg.authentication
-        advert = Advert(
-            version=self.cfg.version, vrid=self.cfg.virtual_router_id, priority=priority,
-            interval=self.cfg.advert_interval,
-            addresses=tuple(str(v.ip) for v in self.cfg.virtual_ipaddresses),
-            auth_type=1 if auth.type == "pass" else 0, password=auth.password.encode(),
-        )
         try:
-            return codec.encode(advert, src=self.sock.source, dst=dst, checksum=self.cfg.checksum)
+            return codec.encode_own(self.cfg, priority, src=self.sock.source, dst=dst)
         except ValueError as exc:
             raise AdapterError(f"cannot build an advert from {self.sock.source or 'no source address'} "
                                f"to {dst}: {exc}") from None
@@ -279,6 +272,11 @@ class Executor:
         except OSError as exc:
             self.log.warning("hook_failed", argv=argv, error=str(exc))
 
-    def close(self, wait: bool = True) -> None:
+    def close(self, wait: bool = True, *, keep_lease: bool = False) -> None:
+        """Stop the workers. A lease still held was taken by an attempt whose answer came
+        after the machine stopped (no Milvus ran on it): give it back, unless the shutdown
+        was forced with the container's stop unconfirmed (`keep_lease`)."""
         self._container_pool.shutdown(wait=wait, cancel_futures=not wait)
         self._hook_pool.shutdown(wait=False, cancel_futures=True)
+        if self.lease is not None and self.lease.held and not keep_lease:
+            self._release_lease()

@@ -360,10 +360,7 @@ class Daemon:
     def close(self) -> None:
         if self._runner is not None:
             self._runner.stop()
-        self.executor.close(wait=True)
-        if self.ad.lease is not None and self.ad.lease.held and not self._forced:
-            # Taken by an attempt whose answer came after we stopped: no Milvus ran on it.
-            self.executor._release_lease()
+        self.executor.close(wait=True, keep_lease=self._forced)
         self._close_socket()
         for fn in self.ad.extra_close:
             try:
@@ -416,7 +413,7 @@ class Daemon:
                 "address": master.address, "priority": master.priority, "interval": master.interval,
                 "last_seen_seconds_ago": round(now - master.last_seen, 3)},
             "container": str(m.container) if self.cfg.milvus else None,
-            "lease": self.ad.lease.status() if self.ad.lease is not None else None,
+            "lease": self.ad.lease.view() if self.ad.lease is not None else None,
             "checks": [dataclasses.asdict(r) for r in self._runner.last_results()] if self._runner else [],
             "healthy": m.healthy,
             "paused": m.paused,

@@ -59,6 +59,16 @@ def encode(advert: Advert, *, src: str, dst: str, checksum: Checksum = "pseudo-h
     raise ValueError(f"version {advert.version}: havip speaks VRRP 2 and 3")
 
 
+def encode_own(cfg, priority: int, *, src: str, dst: str) -> bytes:
+    """This host's advert at `priority` for config `cfg` (havip.config.Config): the
+    daemon's adverts and `havip cleanup`'s resignation are built here, and only here."""
+    auth = cfg.authentication
+    advert = Advert(version=cfg.version, vrid=cfg.virtual_router_id, priority=priority,
+                    interval=cfg.advert_interval, addresses=tuple(str(v.ip) for v in cfg.virtual_ipaddresses),
+                    auth_type=1 if auth.type == "pass" else 0, password=auth.password.encode())
+    return encode(advert, src=src, dst=dst, checksum=cfg.checksum)
+
+
 def _endpoints_family(src: str, dst: str) -> int:
     # Parse before scapy sees them: scapy resolves anything that is not an address via DNS.
     a, b = ipaddress.ip_address(src), ipaddress.ip_address(dst)

@@ -59,6 +59,7 @@ class StorageLease:
         self.wall = wall
         self._fd: int | None = None
         self._record: dict = {}
+        self._seen: dict | None = None   # the record as last read or written here (for view())
         self._orphan: tuple[tuple, float] | None = None   # (the orphan record's identity, first seen)
         self._lock = threading.Lock()    # the container worker, the checks and status share us
 
@@ -125,12 +126,12 @@ class StorageLease:
                 return LeaseResult(True, f"storage lease {self.path} already held")
             fd = self._open()
             if not self._try_lock(fd):
-                rec = self._read(fd)
+                rec = self._seen = self._read(fd)
                 self._close(fd)
                 who = self._who(rec)
                 return LeaseResult(False, f"the storage lease {self.path} is held by {who}, whose Milvus may "
                                           "be writing the shared storage", holder=who)
-            rec = self._read(fd)
+            rec = self._seen = self._read(fd)
             if rec.get("state") == "held" and rec.get("holder") not in (None, self.holder):
                 ident = (rec.get("holder"), rec.get("epoch"))
                 now = self.clock()
@@ -156,6 +157,7 @@ class StorageLease:
                 self._close(fd)
                 raise
             self._fd, self._record = fd, new
+            self._seen = new
             return LeaseResult(True, f"storage lease {self.path} acquired (epoch {new['epoch']}){taken_from}")
 
     def renew(self) -> None:
@@ -166,7 +168,7 @@ class StorageLease:
                 raise AdapterError(f"the storage lease {self.path} is not held by this host")
             rec = {**self._record, "renewed_at": round(self.wall(), 3)}
             self._write(self._fd, rec)
-            self._record = rec
+            self._record = self._seen = rec
 
     def release(self) -> str | None:
         """After the container is confirmed stopped: mark the record released and unlock.
@@ -181,16 +183,26 @@ class StorageLease:
                     self._close(fd)
                     return None       # another host has it: nothing of ours to release
             try:
-                rec = self._read(fd)
+                rec = self._seen = self._read(fd)
                 if rec.get("holder") != self.holder or rec.get("state") != "held":
                     return None
-                self._write(fd, {**rec, "state": "released", "released_at": round(self.wall(), 3)})
+                self._seen = {**rec, "state": "released", "released_at": round(self.wall(), 3)}
+                self._write(fd, self._seen)
                 return f"storage lease {self.path} released (epoch {rec.get('epoch')})"
             finally:
                 self._close(fd)
 
+    def view(self) -> dict:
+        """The record as this host last read or wrote it: no I/O, so the daemon's loop can
+        report it without waiting on a storage that may hang. `known` is False until this
+        host first touched the lease."""
+        rec = self._seen
+        return {"path": self.path, "held_here": self.held, "known": rec is not None,
+                **{k: (rec or {}).get(k) for k in ("holder", "state", "epoch", "renewed_at")}}
+
     def status(self) -> dict:
-        """What the file says, for `havipctl status` (read without the lock)."""
+        """What the file says now, read without the lock. It waits on the storage: never
+        on the daemon's loop (that reports view())."""
         try:
             with open(self.path, "rb") as f:
                 rec = json.loads(f.read(4096).decode() or "{}")
@@ -198,7 +210,7 @@ class StorageLease:
             rec = {}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             return {"path": self.path, "held_here": self.held, "error": str(exc)}
-        rec = rec if isinstance(rec, dict) else {}
+        rec = self._seen = rec if isinstance(rec, dict) else {}
         return {"path": self.path, "held_here": self.held, "holder": rec.get("holder"),
                 "state": rec.get("state"), "epoch": rec.get("epoch"),
                 "renewed_at": rec.get("renewed_at")}

@@ -248,3 +248,11 @@ def test_status_says_when_a_host_holds_back():
     assert "held back" not in render(base)
     assert re.search(r"^held back\s+yes: will not preempt .*`havipctl failover` on this host takes over$",
                      render({**base, "hold": True}), re.M)
+
+
+def test_status_says_when_this_host_has_not_touched_the_lease():
+    from havip.ctl import render
+
+    out = render({"instance": "b", "state": "backup", "since_seconds": 1,
+                  "lease": {"path": "/s/.havip-lease", "held_here": False, "known": False, "holder": None}})
+    assert re.search(r"^storage lease\s+not touched by this host yet \(/s/\.havip-lease\)$", out, re.M), out

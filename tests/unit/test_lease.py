@@ -171,3 +171,26 @@ def test_mount_options_that_make_locks_local_are_named(path, warning):
         assert got is None
     else:
         assert warning in got and "the lease cannot see the other host's" in got
+
+
+def test_view_reports_what_this_host_last_saw_without_touching_the_storage(path):
+    h1, h2 = StorageLease(path, "h1"), StorageLease(path, "h2")
+    assert h2.view() == {"path": path, "held_here": False, "known": False, "holder": None, "state": None,
+                         "epoch": None, "renewed_at": None}
+    h1.acquire()
+    assert not h2.acquire().ok
+    os.unlink(path)                      # view() must not read the file: nothing changes
+    assert h2.view()["holder"] == "h1" and h2.view()["state"] == "held" and h2.view()["known"]
+    assert h1.view()["held_here"] and h1.view()["epoch"] == 1
+
+
+def test_lease_probe_is_named_and_fails_when_the_record_takes_no_write(path):
+    from havip.checks.probes import LeaseProbe
+
+    h1 = StorageLease(path, "h1")
+    probe = LeaseProbe(h1, timeout=0.5)
+    assert probe.check.check_name == "lease"
+    assert not probe.check().ok              # not held: nothing to renew
+    h1.acquire()
+    r = probe.check()
+    assert (r.name, r.ok, r.reason) == ("lease", True, f"storage lease {path} renewed")
