@@ -11,7 +11,7 @@ from havip.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "tests" / "fixtures" / "seed"
-VECTORS = REPO.parent / "shared" / "vectors" / "keepalived"
+VECTORS = REPO / "tests" / "vectors" / "keepalived"
 
 
 def test_check_config_accepts_the_shipped_configs():

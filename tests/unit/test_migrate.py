@@ -15,7 +15,7 @@ from havip.migrate.scripts import docker_uses, other_commands
 from havip.migrate.syntax import Node, parse_conf
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "keepalived"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "keepalived"
 
 
 def reader_for(folder: Path):
@@ -228,7 +228,7 @@ VECTOR_EXPECTED = {
 
 
 def test_all_vector_configs_are_covered():
-    # Fails (never skips) when ../shared is missing or grows a config nobody converts.
+    # Fails (never skips) when tests/vectors is missing or grows a config nobody converts.
     assert sorted(p.name for p in VECTORS.glob("*.conf")) == sorted(VECTOR_EXPECTED)
 
 

@@ -1,7 +1,7 @@
-"""The keepalived captures in ../shared/vectors/keepalived and the configs that made them.
+"""The keepalived captures in tests/vectors/keepalived and the configs that made them.
 
-The captures are the ground truth for the codec. They live beside the repository
-(../shared), so a missing directory is an error for the tests, never a reason to skip.
+The captures are the ground truth for the codec. They are part of the repository (a clone
+must not depend on anything beside it), so a missing file is an error, never a skip.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import rdpcap
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 KEEPALIVED = VECTORS / "keepalived"
 
 # Listed, not globbed: an empty or missing directory must fail the tests, not empty them.
@@ -64,7 +64,7 @@ def load(capture: str) -> list[Captured]:
     """Every packet of keepalived-CAPTURE.pcap (raises if the file is missing)."""
     path = KEEPALIVED / f"keepalived-{capture}.pcap"
     if not path.is_file():
-        raise FileNotFoundError(f"test vector {path} is missing (shared/ must sit beside the repo)")
+        raise FileNotFoundError(f"test vector {path} is missing (tests/vectors/ is part of the repository)")
     return [_split(capture, i, frame) for i, frame in enumerate(rdpcap(str(path)))]
 
 
