@@ -34,23 +34,64 @@ _MISSING = object()
 # ------------------------------------------------------------------ reporting
 
 
+SHOWN = 60          # characters of a value shown in an error line
+_SHOWN_DEPTH = 3    # nesting levels shown; deeper ones become {...} / [...]
+
+
 def _show(value: object, path: str) -> str:
-    """A value as the user would write it in YAML ('1111' is a string, 1111 a number)."""
+    """A value as the user would write it in YAML ('1111' is a string, 1111 a number).
+
+    Bounded: at most SHOWN characters and _SHOWN_DEPTH levels, whatever the input (a
+    10,000-level list or a YAML alias bomb is shown as a short prefix, never walked).
+    """
     if value is _MISSING:
         return "(missing)"
     if path.rsplit(".", 1)[-1] == "password" and value:
         return "(hidden)"
+    text = _flow(value, 0)
+    return text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
+
+
+def _flow(value: object, depth: int) -> str:
+    """YAML flow style, cut off after about SHOWN characters and _SHOWN_DEPTH levels."""
+    if isinstance(value, dict):
+        if depth >= _SHOWN_DEPTH:
+            return "{...}" if value else "{}"
+        items = (f"{_flow(k, depth + 1)}: {_flow(v, depth + 1)}" for k, v in value.items())
+        return "{" + _joined(items, len(value)) + "}"
+    if isinstance(value, (list, tuple)):
+        if depth >= _SHOWN_DEPTH:
+            return "[...]" if value else "[]"
+        return "[" + _joined((_flow(v, depth + 1) for v in value), len(value)) + "]"
+    return _scalar(value)
+
+
+def _joined(parts, count: int) -> str:
+    out, size = [], 0
+    for part in parts:
+        if size > SHOWN:
+            out.append("...")
+            break
+        out.append(part)
+        size += len(part) + 2
+    return ", ".join(out)
+
+
+def _scalar(value: object) -> str:
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address,
                           ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
         value = str(value)
     elif isinstance(value, float) and value.is_integer():
         value = int(value)          # validated 3 -> 3.0; show it as the user wrote it
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"(a {value.bit_length()}-bit number)"       # str() of huge ints is refused (and slow)
+    elif isinstance(value, str) and len(value) > 4 * SHOWN:
+        value = value[:2 * SHOWN]
     try:
         text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, TypeError):
         text = repr(value)
-    text = text.removesuffix("\n...\n").strip()
-    return text if len(text) <= 60 else text[:57] + "..."
+    return " ".join(text.removesuffix("\n...\n").split())
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
@@ -175,23 +216,52 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_BYTES = 1 << 20     # a configuration is a few hundred bytes; refuse to read a disk image
+
+
 def _read_yaml(path: Path) -> tuple[object, list[str]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: cannot read: not UTF-8 text"]) from None
-    loader = _Loader(text)
+    if len(raw) > MAX_BYTES:
+        raise ConfigError([f"{path}: cannot read: larger than {MAX_BYTES} bytes; not a havip configuration"])
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: line {line}: byte {raw[exc.start]:#04x} is not UTF-8: "
+                           "save the file as UTF-8"]) from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str = "config") -> tuple[object, list[str]]:
+    """YAML text -> (document, duplicate-key problems); every failure is one ConfigError line."""
+    loader = None
+    try:
+        loader = _Loader(text)          # the reader refuses NUL and other control characters here
         return loader.get_single_data(), loader.duplicates
+    except yaml.reader.ReaderError as exc:
+        line = text[:exc.position].count("\n") + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise ConfigError([f"{source}: line {line}: character {char!r} is not allowed in YAML "
+                           "(control characters such as NUL)"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(unknown place)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{path}: {where}: invalid YAML: {problem}"]) from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError([f"{source}: {where}: invalid YAML: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: invalid YAML: nested too deeply; a havip configuration has "
+                           "at most a few levels"]) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # PyYAML's constructors: a 5,000-digit integer, a timestamp such as 2024-13-45.
+        problem = " ".join(str(exc).split())[:200]
+        raise ConfigError([f"{source}: invalid YAML value: {problem}"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load(path: str | Path) -> Config:

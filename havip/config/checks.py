@@ -59,11 +59,26 @@ def _check_unicast(v: dict) -> Iterator[Problem]:
             yield path, str(ip), f"is IPv{ip.version} but the virtual addresses are IPv{family}"
         elif ip in vip_ips:
             yield path, str(ip), "is a virtual address; use the host's own address"
+        elif (net := _subnet_edge(ip, vips)) is not None:
+            yield path, str(ip), net
         elif ip in seen:
             again = "is unicast.source itself; list only the other hosts" if seen[ip] == "unicast.source" \
                 else f"same address as {seen[ip]}"
             yield path, str(ip), again
         seen.setdefault(ip, path)
+
+
+def _subnet_edge(ip, vips) -> str | None:
+    """Why `ip` is the network or broadcast address of a VIP's subnet (None if it is not)."""
+    for vip in vips:
+        net = vip.network
+        if ip.version != vip.version or net.num_addresses <= 2 or ip not in net:
+            continue
+        if ip == net.network_address:
+            return f"is the network address of {net} (the subnet of {vip}); use a host address"
+        if ip.version == 4 and ip == net.broadcast_address:
+            return f"is the broadcast address of {net} (the subnet of {vip}); use a host address"
+    return None
 
 
 def _check_auth(v: dict) -> Iterator[Problem]:

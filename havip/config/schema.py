@@ -51,6 +51,16 @@ def _vip(value: object) -> IPInterface:
         raise ValueError("is not an IPv4 or IPv6 address with an optional /prefix") from None
     if vip.ip.is_multicast or vip.ip.is_unspecified or vip.ip.is_loopback:
         raise ValueError("must be a unicast address (not multicast, loopback or unspecified)")
+    if vip.ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError("is the limited broadcast address; use a host address")
+    net = vip.network
+    # /31 and /32 (RFC 3021), /127 and /128 (RFC 6164) have no network or broadcast address.
+    if net.num_addresses > 2:
+        if vip.ip == net.network_address:
+            what = "network" if vip.version == 4 else "Subnet-Router anycast (RFC 4291 2.6.1)"
+            raise ValueError(f"is the {what} address of {net}; use a host address")
+        if vip.version == 4 and vip.ip == net.broadcast_address:
+            raise ValueError(f"is the broadcast address of {net}; use a host address")
     return vip
 
 
@@ -59,6 +69,21 @@ def _ip(value: object) -> IPAddress:
         return ipaddress.ip_address(value if isinstance(value, str) else "")
     except ValueError:
         raise ValueError("is not an IPv4 or IPv6 address") from None
+
+
+def _unicast_ip(value: object) -> IPAddress:
+    """An address a VRRP advert may be sent to or from: one host, not a group or a wildcard."""
+    ip = _ip(value)
+    if ip.is_loopback:
+        raise ValueError("is a loopback address; use an address on the VRRP interface")
+    if ip.is_multicast:
+        raise ValueError("is a multicast address; unicast needs a host address "
+                         "(leave out unicast to use the VRRP group)")
+    if ip.is_unspecified:
+        raise ValueError("is the unspecified address; use a host address")
+    if ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError("is the limited broadcast address; use a host address")
+    return ip
 
 
 def _host_port(value: str) -> str:
@@ -109,12 +134,25 @@ AbsPath = Annotated[str, AfterValidator(_absolute)]
 Hook = Annotated[str, AfterValidator(_hook)]
 Vip = Annotated[IPInterface, PlainValidator(_vip)]
 Ip = Annotated[IPAddress, PlainValidator(_ip)]
+UnicastIp = Annotated[IPAddress, PlainValidator(_unicast_ip)]
 # Linux dev_valid_name(): shorter than IFNAMSIZ (16), no '/', ':' or whitespace.
 Interface = Annotated[str, _matching(r"[^/:\s]{1,15}", "must be a network interface name: "
                                      "1-15 characters, no '/', ':' or spaces")]
+# Written by `havip import-keepalived` where the recipe's scripts say `<docker id>`.
+PLACEHOLDER = "CHANGE-ME"
+
+
+def _not_placeholder(value: str) -> str:
+    if value == PLACEHOLDER:
+        raise ValueError("is a placeholder written by havip import-keepalived; set the name or ID "
+                         "of the Milvus container")
+    return value
+
+
 # Docker's own rule for container names; a hex ID matches it too.
 Container = Annotated[str, _matching(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", "must be a Docker container "
-                                     "name or ID (letters, digits, '_', '.', '-')")]
+                                     "name or ID (letters, digits, '_', '.', '-')"),
+                      AfterValidator(_not_placeholder)]
 # The instance name ends up in file names (/run/havip/INSTANCE.sock).
 Instance = Annotated[str, _matching(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "must be 1-64 letters, "
                                     "digits, '_', '.' or '-' (defaults to the file name)")]
@@ -135,8 +173,8 @@ class Authentication(StrictModel):
 
 
 class Unicast(StrictModel):
-    source: Ip | None = None
-    peers: list[Ip] = Field(min_length=1)
+    source: UnicastIp | None = None
+    peers: list[UnicastIp] = Field(min_length=1)
 
 
 class Garp(StrictModel):

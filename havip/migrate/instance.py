@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from havip import config
+from havip.config.schema import PLACEHOLDER      # written where the scripts hold `<docker id>`
 from havip.errors import ConfigError
 from havip.migrate.keywords import INFO, NOTIFY, ORDER, SCRIPT_CHECKS, SIMPLE, WEIGHT, WHY
 from havip.migrate.scripts import (DockerUse, docker_uses, first_word, is_placeholder, other_commands,
@@ -20,7 +21,6 @@ from havip.migrate.scripts import (DockerUse, docker_uses, first_word, is_placeh
 from havip.migrate.syntax import Node
 
 ScriptReader = Callable[[str], "str | None"]
-PLACEHOLDER = "CHANGE-ME"      # container name written when the scripts hold `<docker id>`
 
 
 @dataclass
@@ -77,7 +77,8 @@ def translate(ctx: Ctx, block: Node, stem: str) -> dict:
         config.parse(document, source=stem, default_instance=stem)
     except ConfigError as err:
         for problem in err.problems:
-            inst.skip(block, f"havip would reject the result: {problem}")
+            if not problem.startswith(f"milvus.container: {PLACEHOLDER}:"):     # reported where it came from
+                inst.skip(block, f"havip would reject the result: {problem}")
     return document
 
 
@@ -271,7 +272,8 @@ def _add_containers(inst: _Instance, node: Node, uses: list[DockerUse], name: st
     for _, container in uses:
         if is_placeholder(container):
             inst.skip(node, f"{name} names the container as the placeholder `{container}`; "
-                            f"set milvus.container (written as {PLACEHOLDER})")
+                            f"set milvus.container (--partial writes {PLACEHOLDER}, which check-config "
+                            "rejects until it is set)")
             container = PLACEHOLDER
         inst.containers.append((container, node))
 
@@ -322,7 +324,7 @@ def _finish_milvus(inst: _Instance, block: Node) -> None:
     inst.values["milvus.container"] = names[0]
     if len(names) > 1:
         inst.skip(block, f"the scripts name different containers ({', '.join(names)}); "
-                         f"havip manages one: set milvus.container (written as {names[0]})")
+                         f"havip manages one: set milvus.container (--partial writes {names[0]})")
 
 
 def _nest(values: dict[str, object]) -> dict:

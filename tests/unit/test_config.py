@@ -351,7 +351,7 @@ def test_not_utf8(tmp_path):
     path.write_bytes(b"interface: \xff\n")
     with pytest.raises(ConfigError) as err:
         load(path)
-    assert err.value.problems == [f"{path}: cannot read: not UTF-8 text"]
+    assert err.value.problems == [f"{path}: line 1: byte 0xff is not UTF-8: save the file as UTF-8"]
 
 
 def test_duplicate_keys_are_reported_with_the_other_problems(tmp_path):

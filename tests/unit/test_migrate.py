@@ -127,7 +127,7 @@ def test_seed_master():
     }}
     assert result.untranslated == [
         "6: vrrp_script chk_milvus {: chk_milvus.sh names the container as the placeholder `<docker id>`; "
-        "set milvus.container (written as CHANGE-ME)",
+        "set milvus.container (--partial writes CHANGE-ME, which check-config rejects until it is set)",
         "9: weight -20: havip gives up mastership at once when the Milvus check fails, "
         "instead of lowering its priority by the weight",
     ]
@@ -154,9 +154,9 @@ def test_seed_backup():
     }}
     assert result.untranslated == [
         '19: notify_master "/etc/keepalived/start_docker.sh master": start_docker.sh names the container '
-        "as the placeholder `<docker id>`; set milvus.container (written as CHANGE-ME)",
+        "as the placeholder `<docker id>`; set milvus.container (--partial writes CHANGE-ME, which check-config rejects until it is set)",
         '20: notify_backup "/etc/keepalived/stop_docker.sh backup": stop_docker.sh names the container '
-        "as the placeholder `<docker id>`; set milvus.container (written as CHANGE-ME)",
+        "as the placeholder `<docker id>`; set milvus.container (--partial writes CHANGE-ME, which check-config rejects until it is set)",
     ]
     assert ('20: notify_backup "/etc/keepalived/stop_docker.sh backup": stop_docker.sh runs `docker start`, '
             "not `docker stop`: havip stops the container itself on leaving master") in result.notes
@@ -165,9 +165,19 @@ def test_seed_backup():
 
 
 @pytest.mark.parametrize("host", ["master", "backup"])
-def test_seed_converts_to_valid_config(host):
-    cfg = config.parse(one(seed(host)), default_instance="vi_server")
-    assert cfg.milvus.container == PLACEHOLDER
+def test_seed_converts_to_a_config_that_needs_the_container(host):
+    # issue 8 item 6: the placeholder a --partial import writes fails validation, and the
+    # result is otherwise valid.
+    document = one(seed(host))
+    assert document["milvus"]["container"] == PLACEHOLDER
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(document, default_instance="vi_server")
+    assert err.value.problems == ["milvus.container: CHANGE-ME: is a placeholder written by havip "
+                                  "import-keepalived; set the name or ID of the Milvus container"]
+    document["milvus"]["container"] = "milvus-standalone"
+    assert config.parse(document, default_instance="vi_server").milvus.container == "milvus-standalone"
+    # The placeholder is reported once, where it came from, not again as "havip would reject".
+    assert not [u for u in seed(host).untranslated if "would reject" in u]
 
 
 def test_seed_fixtures_are_the_seed_text():
@@ -348,7 +358,7 @@ def test_conflicting_containers():
     result = conv(INSTANCE % '  notify_master /a.sh\n  notify_backup /b.sh', script_reader=scripts.get)
     assert one(result)["milvus"] == {"container": "milvus-a"}
     assert ("1: vrrp_instance VI_1 {: the scripts name different containers (milvus-a, milvus-b); "
-            "havip manages one: set milvus.container (written as milvus-a)") in result.untranslated
+            "havip manages one: set milvus.container (--partial writes milvus-a)") in result.untranslated
 
 
 def test_check_script_settings_and_weight_zero():
@@ -463,6 +473,9 @@ def test_write_and_load_back(tmp_path):
     assert text.startswith("# havip configuration for instance vi_server, converted from master/keepalived.conf\n")
     assert "#   untranslated: 9: weight -20: havip gives up mastership at once" in text
     assert yaml.safe_load(text) == result.configs["vi_server"]
+    with pytest.raises(config.ConfigError, match="milvus.container: CHANGE-ME: is a placeholder"):
+        config.load(path)
+    path.write_text(text.replace(PLACEHOLDER, "milvus-standalone"))
     cfg = config.load(path)
     assert (cfg.instance, cfg.priority, cfg.authentication.password) == ("vi_server", 110, "1111")
 
@@ -475,7 +488,7 @@ def test_write_refuses_to_overwrite(tmp_path):
         write(result, tmp_path)
     assert (tmp_path / "vi_server.yaml").read_text() == "mine\n"
     write(result, tmp_path, overwrite=True)
-    assert config.load(tmp_path / "vi_server.yaml").priority == 91
+    assert yaml.safe_load((tmp_path / "vi_server.yaml").read_text())["priority"] == 91
 
 
 def test_read_script(tmp_path):
