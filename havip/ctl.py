@@ -54,16 +54,15 @@ def _socket_of(path: Path) -> Target:
         return Target(cfg.instance, cfg.control_socket)
     except ConfigError:
         pass
-    import yaml
-
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data, _ = config_mod.read_yaml(path)     # unreadable, NUL bytes, too deep: ConfigError
+    except ConfigError:
         data = None
     data = data if isinstance(data, dict) else {}
-    name = str(data.get("instance") or path.stem)
-    control = data.get("control") if isinstance(data.get("control"), dict) else {}
-    return Target(name, str(control.get("socket") or f"/run/havip/{name}.sock"))
+    name, control = data.get("instance"), data.get("control")
+    name = name if isinstance(name, str) and name and "/" not in name else path.stem
+    sock = control.get("socket") if isinstance(control, dict) else None
+    return Target(name, sock if isinstance(sock, str) and sock else f"/run/havip/{name}.sock")
 
 
 def discover() -> list[Target]:
@@ -122,8 +121,25 @@ def _fail(message: str, target: Target | None = None, prefix: bool = False) -> N
 # ------------------------------------------------------------------ rendering
 
 
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
+def _text(value: object) -> str:
+    """A value from the daemon as one line of text: control characters escaped.
+
+    Peers' names reach the status through beacons; a newline in one must not forge a
+    line of this table.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _dur(seconds: object) -> str:
+    seconds = _number(seconds)
+    if seconds is None or seconds != seconds or abs(seconds) > 1e12:
         return "?"
     if seconds < 60:
         return f"{seconds:.1f}s"
@@ -135,13 +151,23 @@ def _dur(seconds: float | None) -> str:
     return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
 
 
-def _latency(seconds: float | None) -> str:
+def _latency(seconds: object) -> str:
+    seconds = _number(seconds)
     if seconds is None:
         return "-"
     return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
 
 
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _columns(rows: list[list[str]], indent: str = "") -> list[str]:
+    rows = [[_text(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
@@ -149,14 +175,17 @@ def _columns(rows: list[list[str]], indent: str = "") -> list[str]:
 def _master_line(st: dict) -> str:
     if st.get("state") == "master":
         return "this host"
-    m = st.get("master")
+    m = _dict(st.get("master"))
     if not m:
         return "none heard"
-    return (f"{m['address']} priority {m['priority']}, advert every {m['interval']:g}s, "
+    interval = _number(m.get("interval"))
+    return (f"{m.get('address')} priority {m.get('priority')}, advert every "
+            f"{'?' if interval is None else format(interval, 'g')}s, "
             f"last seen {_dur(m.get('last_seen_seconds_ago'))} ago")
 
 
-def _lease_line(lease: dict | None) -> str:
+def _lease_line(lease: object) -> str:
+    lease = _dict(lease)
     if not lease:
         return "none"
     if lease.get("error"):
@@ -170,12 +199,20 @@ def _lease_line(lease: dict | None) -> str:
     return f"{lease.get('state')} by {lease.get('holder')} (epoch {lease.get('epoch')}; {lease.get('path')})"
 
 
+def _peer_row(peer: dict) -> list[str]:
+    health = {True: "healthy", False: "cannot serve"}.get(peer.get("healthy"), "health unknown")
+    paused = ", PAUSED" if peer.get("paused") is True else ""
+    seen = _number(peer.get("last_seen_seconds_ago"))
+    return [f"peer {peer.get('address')}", f"{peer.get('instance')}: {peer.get('state')}, priority "
+            f"{peer.get('priority')}, {health}{paused} (seen {'?' if seen is None else f'{seen:.1f}'}s ago)"]
+
+
 def render(st: dict) -> str:
-    """The status of one instance as a short table for people."""
-    prio = st.get("priority") or {}
-    vips = ", ".join(st.get("vips") or []) or "none"
-    drops = st.get("drops") or {}
-    paused = st.get("paused")
+    """The status of one instance as a short table for people (whatever the daemon sent)."""
+    prio = _dict(st.get("priority"))
+    vips = ", ".join(_text(v) for v in _list(st.get("vips"))) or "none"
+    drops = _dict(st.get("drops"))
+    paused = st.get("paused") is True
     rows = [
         ["instance", str(st.get("instance"))],
         ["state", f"{st.get('state')} for {_dur(st.get('since_seconds'))}" + (" (paused)" if paused else "")],
@@ -184,14 +221,11 @@ def render(st: dict) -> str:
         ["VIPs", f"{vips} ({'attached' if st.get('vip_attached') else 'not attached'})"],
         ["master", _master_line(st)],
     ]
-    for peer in st.get("peers", []):
-        health = {True: "healthy", False: "cannot serve", None: "health unknown"}[peer.get("healthy")]
-        paused = ", PAUSED" if peer.get("paused") else ""
-        rows.append([f"peer {peer['address']}", f"{peer['instance']}: {peer['state']}, priority {peer['priority']}, "
-                     f"{health}{paused} (seen {peer['last_seen_seconds_ago']:.1f}s ago)"])
-    if "peers_seen" in st and not st.get("peers"):
-        rows.append(["peers heard", ", ".join(st["peers_seen"]) or "none in the last 60s"])
-    checks = st.get("checks") or []
+    peers = [p for p in _list(st.get("peers")) if isinstance(p, dict)]
+    rows += [_peer_row(p) for p in peers]
+    if "peers_seen" in st and not peers:
+        rows.append(["peers heard", ", ".join(_text(p) for p in _list(st["peers_seen"])) or "none in the last 60s"])
+    checks = [c for c in _list(st.get("checks")) if isinstance(c, dict)]
     rows.append(["checks", "none" if not checks else f"{sum(bool(c.get('ok')) for c in checks)}/{len(checks)} ok"])
     lines = _columns(rows)
     if checks:
@@ -205,11 +239,11 @@ def render(st: dict) -> str:
         *([["held back", "yes: will not preempt (after a handover, or Milvus failed here); "
                          "`havipctl failover` on this host takes over"]] if st.get("hold") else []),
         ["transitions", str(st.get("transitions"))],
-        ["drops", ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"],
+        ["drops", ", ".join(f"{k} {v}" for k, v in sorted(drops.items(), key=str)) or "none"],
         ["paused", "yes: no automatic transitions, no container actions" if paused else "no"],
     ]
     width = max(len(r[0]) for r in rows + tail)
-    lines += [f"{k.ljust(width)}  {v}" for k, v in tail]
+    lines += [f"{k.ljust(width)}  {_text(v)}" for k, v in tail]
     return "\n".join(lines)
 
 
@@ -239,7 +273,7 @@ def status(socket_opt: str | None, as_json: bool) -> None:
     code, shown = EXIT_OK, 0
     for t in found:
         try:
-            st = client.request(t.socket, {"cmd": "status"}, REQUEST_TIMEOUT)["status"]
+            st = _status(t)
         except ControlError as exc:
             _fail(str(exc), t, prefix=len(found) > 1)
             code = max(code, _error_code(exc))
@@ -264,6 +298,9 @@ def failover(socket_opt: str | None, force: bool, timeout: float) -> None:
         t = _one_target(socket_opt)
         t0 = time.monotonic()
         answer = client.request(t.socket, {"cmd": "failover", "force": force}, REQUEST_TIMEOUT)
+        client.expect(answer, "accepted", "reason")
+        if answer["accepted"]:
+            client.expect(answer, "from", "transitions")
     except ControlError as exc:
         _fail(str(exc))
         raise SystemExit(_error_code(exc)) from None
@@ -274,12 +311,23 @@ def failover(socket_opt: str | None, force: bool, timeout: float) -> None:
     raise SystemExit(_wait_switchover(t, answer, t0, timeout))
 
 
+def _status(t: Target) -> dict:
+    """The status dict of one instance; ControlError if the answer is not one."""
+    answer = client.request(t.socket, {"cmd": "status"}, REQUEST_TIMEOUT)
+    client.expect(answer, "status")
+    st = answer["status"]
+    if not isinstance(st, dict):
+        raise ControlError("daemon answered without a status object (a different havip version?)")
+    client.expect(st, "state", what="the status")
+    return st
+
+
 def _wait_switchover(t: Target, answer: dict, t0: float, timeout: float) -> int:
     """Poll the status until the move is done, failed or out of time."""
     where = "waiting for the first status"
     while time.monotonic() - t0 < timeout:
         try:
-            st = client.request(t.socket, {"cmd": "status"}, REQUEST_TIMEOUT)["status"]
+            st = _status(t)
         except client.Busy:
             time.sleep(POLL)
             continue
@@ -310,6 +358,7 @@ def _intent(socket_opt: str | None, cmd: str) -> None:
         prefix = f"{t.name}: " if len(found) > 1 else ""
         try:
             answer = client.request(t.socket, {"cmd": cmd}, REQUEST_TIMEOUT)
+            client.expect(answer, "reason")
         except ControlError as exc:
             _fail(str(exc), t, prefix=len(found) > 1)
             code = max(code, _error_code(exc))

@@ -26,7 +26,7 @@ from havip.config.schema import (Authentication, Config, Control, Garp, IPAddres
 from havip.errors import ConfigError
 
 __all__ = ["Authentication", "Config", "ConfigError", "Control", "Garp", "IPAddress", "IPInterface",
-           "Metrics", "Milvus", "Notify", "Unicast", "load", "parse"]
+           "Metrics", "Milvus", "Notify", "Unicast", "load", "parse", "parse_yaml", "read_yaml"]
 
 _MISSING = object()
 
@@ -219,7 +219,9 @@ class _Loader(yaml.SafeLoader):
 MAX_BYTES = 1 << 20     # a configuration is a few hundred bytes; refuse to read a disk image
 
 
-def _read_yaml(path: Path) -> tuple[object, list[str]]:
+def read_yaml(path: str | Path) -> tuple[object, list[str]]:
+    """A file's YAML document and its duplicate-key problems; any failure is a ConfigError."""
+    path = Path(path)
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_BYTES + 1)
@@ -267,7 +269,7 @@ def parse_yaml(text: str, source: str = "config") -> tuple[object, list[str]]:
 def load(path: str | Path) -> Config:
     """Read and validate a YAML file; the instance name defaults to the file's stem."""
     path = Path(path)
-    data, duplicates = _read_yaml(path)
+    data, duplicates = read_yaml(path)
     try:
         config = parse(data, source=str(path), default_instance=path.stem)
     except ConfigError as err:

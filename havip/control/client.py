@@ -7,7 +7,9 @@ let `havipctl` choose its exit status (3 for "not running", 4 for the rest).
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 import time
 
 from havip.errors import ControlError
@@ -73,12 +75,22 @@ def request(path: str, payload: dict, timeout: float = 5.0) -> dict:
 
 
 def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
     try:
-        sock.connect(path)
+        while True:
+            try:
+                sock.connect(path)
+                return
+            except BlockingIOError:
+                # EAGAIN: the daemon's listen backlog is full (a burst of clients); it
+                # drains in milliseconds, so try again until our own deadline.
+                if time.monotonic() >= deadline:
+                    raise TimeoutError from None
+                time.sleep(0.01)
     except FileNotFoundError:
         raise NotRunning(f"havip is not running: no control socket at {path}") from None
     except ConnectionRefusedError:
-        raise NotRunning(f"havip is not running: nothing listens on {path} (stale socket)") from None
+        raise NotRunning(f"havip is not running: {_what_is_there(path)}") from None
     except PermissionError:
         raise PermissionDenied(f"permission denied: cannot open {path}; run as root or as a member "
                                "of group havip") from None
@@ -86,6 +98,31 @@ def _connect(sock: socket.socket, path: str, timeout: float) -> None:
         raise Busy(f"daemon busy: no answer within {timeout:g}s") from None
     except OSError as exc:
         raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+
+
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _what_is_there(path: str) -> str:
+    """Why a connect to `path` was refused, from what the path is."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"nothing listens on {path}"
+    if stat.S_ISSOCK(st.st_mode):
+        return f"nothing listens on {path} (stale socket)"
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a socket")
+    return (f"{path} is {kind}, not a socket; the daemon will not start while it is there "
+            "(remove it, or check control.socket in the configuration)")
+
+
+def expect(answer: dict, *fields: str, what: str = "the answer") -> None:
+    """Raise ControlError "daemon answered without X" unless `answer` has every field."""
+    missing = [f for f in fields if f not in answer]
+    if missing:
+        raise ControlError(f"daemon answered without {', '.join(missing)} in {what} "
+                           "(a different havip version?)")
 
 
 def _read_line(sock: socket.socket, deadline: float) -> bytes:

@@ -21,8 +21,8 @@ import grp
 import json
 import os
 import pwd
+import reprlib
 import socket
-import socketserver
 import stat
 import struct
 import threading
@@ -30,13 +30,16 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
+from havip.control import serve
 from havip.control.client import switchover_outcome
 from havip.errors import ControlError
 from havip.model import FailoverRequested, PauseChanged
 
 MAX_REQUEST = 64 * 1024
-READ_TIMEOUT = 5.0          # a client that connects and says nothing is dropped
+READ_TIMEOUT = serve.REQUEST_TIMEOUT    # for the whole request line, from the accept
 SWITCHOVER_WATCH = 600.0    # how long the server follows a switchover for its metric
+_SHORT = reprlib.Repr()        # a bounded repr of what a client sent (Python 3.11 has no kwargs here)
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 2, 40, 40, 4, 4
 
 
 class _Reply(Exception):
@@ -97,23 +100,34 @@ class ControlServer:
     """
 
     def __init__(self, path: str, daemon, *, log, metrics=None, group: str | None = "havip",
-                 loop_timeout: float = 2.0, mode: int = 0o660):
+                 loop_timeout: float = 2.0, mode: int = 0o660, request_timeout: float = READ_TIMEOUT,
+                 max_connections: int | None = None, workers: int = serve.WORKERS,
+                 evict_after: float = serve.EVICT_AFTER):
         self.path = str(path)
         self.daemon = daemon
         self.log = log
         self.metrics = metrics
         self.loop_timeout = loop_timeout
+        self.request_timeout = request_timeout
         self.gid = _group_id(group)
         self.group = group if self.gid is not None else None
         self._watching = threading.Lock()
         self._inode: tuple[int, int] | None = None
-        self._server = self._bind(mode)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="havip-control", daemon=True)
-        self._thread.start()
-        self.log.info("control_listening", socket=self.path, group=self.group or "root only")
+        timeout_reply = _line(_error("bad_request", f"bad request: no complete request line within "
+                                                    f"{request_timeout:g}s"))
+        self._listener = serve.Listener(self._bind(mode), self.answer_line, log=log, refuse=self._refusal,
+                                        timeout_reply=timeout_reply, max_request=MAX_REQUEST,
+                                        request_timeout=request_timeout, max_connections=max_connections,
+                                        workers=workers, evict_after=evict_after)
+        self.log.info("control_listening", socket=self.path, group=self.group or "root only",
+                      max_connections=self._listener.max_connections)
 
-    def _bind(self, mode: int) -> socketserver.ThreadingUnixStreamServer:
+    @property
+    def counters(self) -> dict[str, int]:
+        """Connections refused or dropped, by reason (at_capacity, request_timeout, ...)."""
+        return dict(self._listener.counters)
+
+    def _bind(self, mode: int) -> socket.socket:
         """Bind under a temporary name, set mode and group, then rename into place, so
         the socket is never reachable with the wrong permissions."""
         parent = os.path.dirname(self.path) or "."
@@ -125,13 +139,14 @@ class ControlServer:
             raise ControlError(f"control socket {self.path}: cannot create {parent}: {exc.strerror}") from None
         self._clear_stale()
         tmp = f"{self.path}.{os.getpid()}.tmp"
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-            server = _Server(tmp, _Handler, bind_and_activate=True)
+            server.bind(tmp)
         except OSError as exc:
+            server.close()
             raise ControlError(f"control socket {self.path}: cannot listen: {exc.strerror or exc}") from None
-        server.control = self
         try:
             os.chmod(tmp, mode)
             if self.gid is not None:
@@ -139,7 +154,7 @@ class ControlServer:
             os.rename(tmp, self.path)
             st = os.stat(self.path)
         except OSError as exc:
-            server.server_close()
+            server.close()
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             raise ControlError(f"control socket {self.path}: cannot set permissions: {exc.strerror}") from None
@@ -170,9 +185,7 @@ class ControlServer:
 
     def close(self) -> None:
         """Stop serving and remove the socket file (if it is still ours)."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=2)
+        self._listener.close()
         try:
             st = os.stat(self.path)
             if (st.st_dev, st.st_ino) == self._inode:
@@ -193,16 +206,38 @@ class ControlServer:
             if cmd == "failover":
                 force = request.get("force", False)
                 if not isinstance(force, bool):
-                    raise _Reply("bad_request", f"bad request: force: {force!r}: must be true or false")
+                    raise _Reply("bad_request", f"bad request: force: {_SHORT.repr(force)}: must be true or false")
                 return self._failover(force)
             if cmd in ("pause", "resume"):
                 return self._intent(PauseChanged(paused=cmd == "pause"))
-            raise _Reply("unknown_command", f"unknown command {cmd!r}: expected status, failover, pause or resume")
+            raise _Reply("unknown_command", f"unknown command {_SHORT.repr(cmd)}: expected status, failover, "
+                                            "pause or resume")
         except _Reply as exc:
             return _error(exc.code, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug answers the client and is logged, never kills the server
             self.log.exception("control_failed", error=repr(exc))
-            return _error("internal", f"internal error: {exc!r}")
+            return _error("internal", f"internal error: {_SHORT.repr(exc)}")
+
+    def answer_line(self, line: bytes) -> bytes:
+        """One request line -> one answer line (on a worker thread); never raises."""
+        try:
+            request = parse_request(line)
+        except _Reply as exc:
+            return _line(_error(exc.code, str(exc)))
+        return _line(self.handle(request))
+
+    def _refusal(self, sock: socket.socket) -> bytes | None:
+        """At accept: the answer for a peer that may not use the socket, else None."""
+        try:
+            pid, uid, gid = peer_credentials(sock)
+        except OSError:
+            return _line(_error("permission", "permission denied: cannot read the peer's credentials"))
+        if is_allowed(uid, peer_groups(pid, uid, gid), self.gid):
+            return None
+        self.log.warning("control_denied", pid=pid, uid=uid)
+        who = f"root or members of group {self.group}" if self.group else "root"
+        return _line(_error("permission", f"permission denied: uid {uid} may not use the control socket "
+                                          f"(only {who})"))
 
     def _on_loop(self, fn):
         """Run fn on the loop thread; a loop that does not answer in time is 'busy'."""
@@ -302,39 +337,32 @@ def _describe(event) -> str:
     return type(event).__name__
 
 
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    block_on_close = False
-    control: ControlServer
+def parse_request(line: bytes) -> object:
+    """The bytes of one request line -> the decoded JSON value; raise _Reply if it is not one.
+
+    Strict UTF-8 (no byte-order mark, no NUL), JSON within the interpreter's limits: every
+    failure is one clear line for the client, never an exception for the server.
+    """
+    if len(line) > MAX_REQUEST:
+        raise _Reply("bad_request", f"bad request: longer than {MAX_REQUEST} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reply("bad_request", f"bad request: not UTF-8 (byte {line[exc.start]:#04x} at offset "
+                                    f"{exc.start})") from None
+    if text.startswith("\ufeff"):
+        raise _Reply("bad_request", "bad request: starts with a byte-order mark; send UTF-8 JSON without one")
+    if "\0" in text:
+        raise _Reply("bad_request", f"bad request: NUL byte at offset {text.index(chr(0))}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Reply("bad_request", f"bad request: not JSON ({exc.msg}): {_SHORT.repr(line)}") from None
+    except RecursionError:
+        raise _Reply("bad_request", "bad request: JSON nested too deeply") from None
+    except ValueError as exc:       # e.g. an integer longer than sys.get_int_max_str_digits()
+        raise _Reply("bad_request", f"bad request: unacceptable JSON value ({str(exc)[:80]})") from None
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    """One connection: check the peer, read one line, answer one line."""
-
-    timeout = READ_TIMEOUT
-
-    def handle(self) -> None:
-        ctl: ControlServer = self.server.control
-        answer = self._answer(ctl)
-        try:
-            self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
-        except OSError:
-            pass                  # the client went away; nothing to tell it
-
-    def _answer(self, ctl: ControlServer) -> dict:
-        pid, uid, gid = peer_credentials(self.connection)
-        if not is_allowed(uid, peer_groups(pid, uid, gid), ctl.gid):
-            ctl.log.warning("control_denied", pid=pid, uid=uid)
-            who = f"root or members of group {ctl.group}" if ctl.group else "root"
-            return _error("permission", f"permission denied: uid {uid} may not use the control socket (only {who})")
-        try:
-            line = self.rfile.readline(MAX_REQUEST + 1)
-        except TimeoutError:
-            return _error("bad_request", f"bad request: no request line within {READ_TIMEOUT:g}s")
-        if len(line) > MAX_REQUEST:
-            return _error("bad_request", f"bad request: longer than {MAX_REQUEST} bytes")
-        try:
-            request = json.loads(line)
-        except ValueError as exc:
-            return _error("bad_request", f"bad request: not JSON ({exc.msg}): {line[:60]!r}")
-        return ctl.handle(request)
+def _line(answer: dict) -> bytes:
+    return json.dumps(answer, default=str).encode() + b"\n"

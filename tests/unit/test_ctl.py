@@ -256,3 +256,92 @@ def test_status_says_when_this_host_has_not_touched_the_lease():
     out = render({"instance": "b", "state": "backup", "since_seconds": 1,
                   "lease": {"path": "/s/.havip-lease", "held_here": False, "known": False, "holder": None}})
     assert re.search(r"^storage lease\s+not touched by this host yet \(/s/\.havip-lease\)$", out, re.M), out
+
+
+# ------------------------------------------------------------------ hostile paths and answers (issue 9, finding 8)
+
+
+@pytest.mark.parametrize("kind, shown", [("file", "a regular file"), ("dir", "a directory"), ("fifo", "a FIFO")])
+def test_something_else_at_the_socket_path_is_named(env, tmp_path, kind, shown):
+    import os
+
+    path = tmp_path / "run" / "master.sock"
+    {"file": lambda: path.write_text("x"), "dir": path.mkdir, "fifo": lambda: os.mkfifo(path)}[kind]()
+    r = ctl(env, "-s", str(path), "status")
+    assert r.exit_code == 3
+    assert r.stderr.strip() == (f"havip is not running: {path} is {shown}, not a socket; the daemon will not "
+                                "start while it is there (remove it, or check control.socket in the configuration)")
+
+
+@pytest.mark.parametrize("body", [
+    "interface: eth0\ncontrol: {socket: /x/y.sock}\n\x00\n",
+    "control: " + "[" * 5000 + "]" * 5000 + "\n",
+    "a:\n" + "- " * 3000 + "x\n",
+    "\udcff",
+], ids=["nul", "deep-flow", "deep-block", "not-utf8"])
+def test_a_broken_config_in_the_config_dir_is_no_traceback(env, body):
+    with open(f"{env['HAVIP_CONF_DIR']}/broken.yaml", "wb") as f:
+        f.write(body.encode("utf-8", "surrogateescape"))
+    r = ctl(env, "status")
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 3
+    assert r.stderr.strip() == "havip is not running: no control socket at /run/havip/broken.sock"
+
+
+def _canned(tmp_path, answer: object):
+    """A socket that answers every request with `answer` (a daemon of another version)."""
+    import socket
+    import threading
+
+    path = str(tmp_path / "run" / "odd.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(16)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, path
+
+
+@pytest.mark.parametrize("cmd, answer, message", [
+    ("status", {"ok": True}, "daemon answered without status in the answer (a different havip version?)"),
+    ("status", {"ok": True, "status": []}, "daemon answered without a status object (a different havip version?)"),
+    ("status", {"ok": True, "status": {}}, "daemon answered without state in the status (a different havip version?)"),
+    ("failover", {"ok": True}, "daemon answered without accepted, reason in the answer (a different havip version?)"),
+    ("failover", {"ok": True, "accepted": True, "reason": "ok"},
+     "daemon answered without from, transitions in the answer (a different havip version?)"),
+    ("pause", {"ok": True}, "daemon answered without reason in the answer (a different havip version?)"),
+])
+def test_an_answer_without_the_expected_fields_is_named(env, tmp_path, cmd, answer, message):
+    srv, path = _canned(tmp_path, answer)
+    try:
+        r = ctl(env, "-s", path, cmd)
+    finally:
+        srv.close()
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 4 and r.stderr.strip() == message and "None" not in r.stdout
+
+
+def test_odd_status_values_render_without_a_traceback(env, tmp_path):
+    odd = {"state": "backup", "since_seconds": "long", "priority": 7, "vips": "x", "master": {"address": 1},
+           "peers": [{"instance": "evil\nstate        master"}, 3], "checks": [{"latency": "fast"}, None],
+           "drops": [1], "lease": "held", "instance": "a\x1b[2Jb"}
+    srv, path = _canned(tmp_path, {"ok": True, "status": odd})
+    try:
+        r = ctl(env, "-s", path, "status")
+    finally:
+        srv.close()
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 0
+    assert "evil\\nstate" in r.stdout and not any(line.startswith("state        master") for line in
+                                                   r.stdout.splitlines())
+    assert "\x1b" not in r.stdout
