@@ -10,7 +10,9 @@ import click
 from havip import config as config_mod
 from havip.errors import ConfigError, HavipError
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2        # check-config: the file is invalid or unreadable; import-keepalived: cannot read or write
+EXIT_UNTRANSLATED = 1  # import-keepalived: some lines need a human (or the files exist)
+MAX_KEEPALIVED_CONF = 8 << 20
 
 
 def _load_or_exit(path: str) -> config_mod.Config:
@@ -167,11 +169,12 @@ def import_keepalived(file: str, out_dir: str, partial: bool, force: bool, scrip
     """Translate a keepalived.conf into havip YAML files, one per vrrp_instance.
 
     Every line that cannot be translated is listed; the exit status is 1 if there is
-    any, and nothing is written, unless --partial is given.
+    any, and nothing is written, unless --partial is given. Exit status 2: FILE cannot
+    be read (or is not UTF-8 text), or the output cannot be written.
     """
     from havip import migrate
 
-    text = Path(file).read_text()
+    text = _read_keepalived(file)
     dirs = [Path(scripts_dir)] if scripts_dir else [Path(file).parent]
 
     def reader(path: str) -> str | None:
@@ -194,10 +197,35 @@ def import_keepalived(file: str, out_dir: str, partial: bool, force: bool, scrip
         written = migrate.write(result, Path(out_dir), overwrite=force)
     except FileExistsError as exc:
         click.echo(f"{exc.filename or exc}: already exists; nothing written (use --force to overwrite)", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_UNTRANSLATED)
+    except OSError as exc:
+        click.echo(f"{exc.filename or out_dir}: cannot write: {exc.strerror or exc}; nothing written", err=True)
+        sys.exit(EXIT_CONFIG)
     for path in written:
         click.echo(f"wrote {path}")
     sys.exit(1 if result.untranslated else 0)
+
+
+def _read_keepalived(file: str) -> str:
+    """The text of a keepalived.conf, or exit 2 with one line saying why it cannot be read."""
+    try:
+        with open(file, "rb") as f:
+            raw = f.read(MAX_KEEPALIVED_CONF + 1)
+    except OSError as exc:
+        click.echo(f"{file}: cannot read: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if len(raw) > MAX_KEEPALIVED_CONF:
+        click.echo(f"{file}: cannot read: larger than {MAX_KEEPALIVED_CONF >> 20} MiB; not a keepalived.conf",
+                   err=True)
+        sys.exit(EXIT_CONFIG)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        click.echo(f"{file}: line {line}, column {column}: byte {raw[exc.start]:#04x} is not UTF-8; convert the "
+                   f"file first, e.g. iconv -f latin1 -t utf-8 {file} > keepalived.utf8.conf", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 def _add_lab() -> None:

@@ -126,14 +126,30 @@ def render(result: Result, stem: str) -> str:
 def write(result: Result, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
     """Write `<stem>.yaml` for each converted instance; return the paths written.
 
-    Raises FileExistsError, before writing anything, if a file exists and not `overwrite`.
+    Raises FileExistsError, before writing anything, if a file exists and not `overwrite`;
+    OSError if the folder or a file cannot be written, and then no file is left behind
+    (each is written beside its place and renamed once all are written).
     """
     out = Path(out_dir)
     paths = {stem: out / f"{stem}.yaml" for stem in result.configs}
     for path in paths.values():
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
         if path.exists() and not overwrite:
             raise FileExistsError(errno.EEXIST, "refusing to overwrite", str(path))
     out.mkdir(parents=True, exist_ok=True)
-    for stem, path in paths.items():
-        path.write_text(render(result, stem), encoding="utf-8")
+    temps: list[Path] = []
+    try:
+        for stem, path in paths.items():
+            tmp = path.with_name(f".{path.name}.tmp")
+            temps.append(tmp)
+            tmp.write_text(render(result, stem), encoding="utf-8")
+        for tmp, path in zip(temps, paths.values()):
+            tmp.replace(path)
+    finally:
+        for tmp in temps:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass                # not ours to remove (e.g. a directory of that name)
     return list(paths.values())

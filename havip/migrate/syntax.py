@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+MAX_DEPTH = 32      # keepalived configs nest 3 or 4 levels; deeper blocks are reported, not read
 _TOKEN = re.compile(r'"([^"]*)"?|\'([^\']*)\'?|([{}])|([!#].*)|([^\s{}"\'][^\s{}"\']*)')
 
 
@@ -48,12 +49,17 @@ def _tokens(text: str) -> Iterator[tuple[int, str, str]]:
 
 
 def parse_conf(text: str) -> tuple[list[Node], list[str]]:
-    """The top-level statements, and `LINE: text: problem` for unbalanced braces."""
+    """The top-level statements, and `LINE: text: problem` for unbalanced braces.
+
+    Blocks nested deeper than MAX_DEPTH are reported once and skipped (their braces are
+    still counted), so a hostile file cannot make the translation recurse without bound.
+    """
     root: list[Node] = []
     stack: list[list[Node]] = [root]
     opened: list[Node] = []
     words: list[str] = []
     start, problems = 0, []
+    skipped = 0             # depth inside a block that is too deep to read
 
     def flush() -> None:
         if words:
@@ -61,6 +67,14 @@ def parse_conf(text: str) -> tuple[list[Node], list[str]]:
             words.clear()
 
     for line, kind, value in _tokens(text):
+        if skipped:
+            skipped += {"open": 1, "close": -1}.get(kind, 0)
+            continue
+        if kind == "open" and len(opened) >= MAX_DEPTH:
+            flush()
+            problems.append(f"{line}: {{: blocks nested more than {MAX_DEPTH} deep; this block is not read")
+            skipped = 1
+            continue
         if kind == "word":
             start = start if words else line
             words.append(value)
@@ -84,5 +98,7 @@ def parse_conf(text: str) -> tuple[list[Node], list[str]]:
                 opened.pop()
             else:
                 problems.append(f"{line}: }}: closes a block that was never opened")
+    if skipped:
+        problems.append(f"{line}: {{: a block nested more than {MAX_DEPTH} deep is never closed")
     problems += [f"{n.line}: {n.text}: this block is never closed" for n in opened]
     return root, problems
