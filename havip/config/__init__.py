@@ -168,7 +168,12 @@ def _valid_fields(data: dict) -> dict:
 def _format(problems: list[Problem]) -> list[str]:
     order = {name: i for i, name in enumerate(Config.model_fields)}
     ranked = sorted(problems, key=lambda p: order.get(p[0].split(".", 1)[0], len(order)))
-    return [f"{path}: {_show(value, path)}: {reason}" for path, value, reason in ranked]
+    return [f"{_printable(path)}: {_show(value, path)}: {reason}" for path, value, reason in ranked]
+
+
+def _printable(text: str) -> str:
+    """A key as one line: control characters (a newline in a quoted YAML key) escaped."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # ------------------------------------------------------------------ entry points
@@ -210,7 +215,8 @@ class _Loader(yaml.SafeLoader):
             if key_node.value in first:
                 shown = value_node.value if isinstance(value_node, yaml.ScalarNode) else "{...}"
                 shown = "(hidden)" if key_node.value == "password" else shown
-                self.duplicates.append(f"{key_node.value}: {shown}: duplicate key on line {line} "
+                self.duplicates.append(f"{_printable(str(key_node.value))}: {_printable(str(shown))[:60]}: "
+                                       f"duplicate key on line {line} "
                                        f"(first on line {first[key_node.value]}); remove one")
             first.setdefault(key_node.value, line)
         return super().construct_mapping(node, deep)

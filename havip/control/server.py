@@ -206,17 +206,17 @@ class ControlServer:
             if cmd == "failover":
                 force = request.get("force", False)
                 if not isinstance(force, bool):
-                    raise _Reply("bad_request", f"bad request: force: {_SHORT.repr(force)}: must be true or false")
+                    raise _Reply("bad_request", f"bad request: force: {_brief(force)}: must be true or false")
                 return self._failover(force)
             if cmd in ("pause", "resume"):
                 return self._intent(PauseChanged(paused=cmd == "pause"))
-            raise _Reply("unknown_command", f"unknown command {_SHORT.repr(cmd)}: expected status, failover, "
+            raise _Reply("unknown_command", f"unknown command {_brief(cmd)}: expected status, failover, "
                                             "pause or resume")
         except _Reply as exc:
             return _error(exc.code, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug answers the client and is logged, never kills the server
             self.log.exception("control_failed", error=repr(exc))
-            return _error("internal", f"internal error: {_SHORT.repr(exc)}")
+            return _error("internal", f"internal error: {_brief(exc)}")
 
     def answer_line(self, line: bytes) -> bytes:
         """One request line -> one answer line (on a worker thread); never raises."""
@@ -357,11 +357,17 @@ def parse_request(line: bytes) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _Reply("bad_request", f"bad request: not JSON ({exc.msg}): {_SHORT.repr(line)}") from None
+        raise _Reply("bad_request", f"bad request: not JSON ({exc.msg}): {_brief(line)}") from None
     except RecursionError:
         raise _Reply("bad_request", "bad request: JSON nested too deeply") from None
     except ValueError as exc:       # e.g. an integer longer than sys.get_int_max_str_digits()
         raise _Reply("bad_request", f"bad request: unacceptable JSON value ({str(exc)[:80]})") from None
+
+
+def _brief(value: object) -> str:
+    """At most 80 characters of repr(value), at most two levels deep."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _line(answer: dict) -> bytes:
