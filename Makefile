@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 DEBS   := docker.io keepalived tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit lab demo lab-down bench install check clean
+.PHONY: all deps venv test unit lab demo lab-down bench soak install check clean
 
 all: test
 
@@ -50,6 +50,11 @@ bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
+
+# The control socket under 1,000 concurrent clients, slow clients and garbage for 60 s
+# (the real daemon loop over fakes); figures to docs/security.md. A 10 s version runs in make test.
+soak: venv
+	$(PY) bench/control_soak.py --seconds 60 --out docs/security.md
 
 check: venv
 	$(VENV)/bin/havip check-config conf/master.yaml
