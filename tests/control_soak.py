@@ -32,6 +32,10 @@ def _daemon(sock_path: str, seconds: float) -> None:
     from havip.daemon.loop import Adapters, Daemon
     from tests.fakes import FakeAnnouncer, FakeLink, FakeSocket, FakeVips
 
+    if os.environ.get("SOAK_NICE"):
+        os.nice(int(os.environ["SOAK_NICE"]))       # as a unit's Nice= would
+    if os.environ.get("SOAK_SWITCH"):
+        sys.setswitchinterval(float(os.environ["SOAK_SWITCH"]))
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())     # quiet
     cfg = config.parse({"interface": "eth0", "virtual_router_id": 51, "priority": 110, "version": 3,
@@ -79,12 +83,18 @@ def _status(path: str, timeout: float = 10.0) -> bool:
         return False
 
 
-def soak(seconds: float, workdir: str) -> dict:
-    """Run the daemon process and the attackers for `seconds`; return the figures."""
+def soak(seconds: float, workdir: str, only: tuple[str, ...] | None = None, attacker_nice: int = 0) -> dict:
+    """Run the daemon process and the attackers for `seconds`; return the figures.
+
+    `only`: a subset of monitor, bursts, slow, held, garbage (("monitor",) is the baseline).
+    `attacker_nice`: the attackers (this process) run that much nicer than the daemon
+    (needs root to undo afterwards), to tell the daemon's own cost from CPU competition.
+    """
     path = os.path.join(workdir, SOCK_NAME)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen([sys.executable, "-m", "tests.control_soak", "--daemon", path, str(seconds)],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    niced = os.nice(attacker_nice) if attacker_nice else None     # after the daemon started: it keeps its own
     try:
         deadline = time.monotonic() + 15
         while not _status(path, 1) and time.monotonic() < deadline:
@@ -92,8 +102,11 @@ def soak(seconds: float, workdir: str) -> dict:
         stats = {"bursts": 0, "burst_ok": 0, "burst_failed": 0, "monitor_ok": 0, "monitor_failed": 0,
                  "slow_closed": 0, "slow_open_longest_s": 0.0, "garbage_sent": 0}
         end = time.monotonic() + seconds - 2
-        threads = [threading.Thread(target=f, args=(path, end, stats), daemon=True)
-                   for f in (_monitor, _bursts, _slow, _held, _garbage)]
+        attackers = (_monitor, _bursts, _slow, _held, _garbage)
+        only = only or (tuple(os.environ["SOAK_ONLY"].split(",")) if os.environ.get("SOAK_ONLY") else None)
+        if only:
+            attackers = tuple(f for f in attackers if f.__name__.strip("_") in only)
+        threads = [threading.Thread(target=f, args=(path, end, stats), daemon=True) for f in attackers]
         for t in threads:
             t.start()
         for t in threads:
@@ -103,6 +116,12 @@ def soak(seconds: float, workdir: str) -> dict:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if niced is not None:
+            try:
+                os.nice(-attacker_nice)
+            except OSError:
+                pass
+    stats["load_average"] = os.getloadavg()
     stats["daemon"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else None
     stats["daemon_stderr_traceback"] = "Traceback" in err
     stats["daemon_exit"] = proc.returncode

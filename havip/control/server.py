@@ -27,7 +27,7 @@ import stat
 import struct
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import CancelledError, TimeoutError as FutureTimeout
 from pathlib import Path
 
 from havip.control import serve
@@ -112,6 +112,8 @@ class ControlServer:
         self.gid = _group_id(group)
         self.group = group if self.gid is not None else None
         self._watching = threading.Lock()
+        self._status_lock = threading.Lock()
+        self._status_future = None
         self._inode: tuple[int, int] | None = None
         timeout_reply = _line(_error("bad_request", f"bad request: no complete request line within "
                                                     f"{request_timeout:g}s"))
@@ -202,7 +204,7 @@ class ControlServer:
                 raise _Reply("bad_request", 'bad request: expected a JSON object such as {"cmd": "status"}')
             cmd = request.get("cmd")
             if cmd == "status":
-                return {"ok": True, "status": self._on_loop(self.daemon.status)}
+                return {"ok": True, "status": self._status()}
             if cmd == "failover":
                 force = request.get("force", False)
                 if not isinstance(force, bool):
@@ -241,7 +243,9 @@ class ControlServer:
 
     def _on_loop(self, fn):
         """Run fn on the loop thread; a loop that does not answer in time is 'busy'."""
-        fut = self.daemon.call(fn)
+        return self._wait(self.daemon.call(fn))
+
+    def _wait(self, fut):
         try:
             return fut.result(timeout=self.loop_timeout)
         except FutureTimeout:
@@ -254,6 +258,19 @@ class ControlServer:
             except FutureTimeout:
                 raise _Reply("busy", f"daemon busy: the request is being handled but did not finish "
                                      f"within {2 * self.loop_timeout:g}s") from None
+
+    def _status(self) -> dict:
+        """A status snapshot from the loop. Concurrent requests share the one being made
+        (a burst of 1,000 `status` costs the loop a few snapshots, not 1,000)."""
+        with self._status_lock:
+            fut = self._status_future
+            if fut is None or fut.done():
+                fut = self._status_future = self.daemon.call(self.daemon.status)
+        try:
+            return self._wait(fut)
+        except CancelledError:          # another request sharing it gave up: the loop is stuck
+            raise _Reply("busy", f"daemon busy: the loop did not answer within {self.loop_timeout:g}s; "
+                                 "nothing was changed") from None
 
     def _intent(self, event, precheck=None) -> dict:
         """Feed `event` on the loop thread; say whether it changed anything, and why."""

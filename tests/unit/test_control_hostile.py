@@ -207,3 +207,22 @@ def test_worker_threads_are_bounded(daemon, sock_path):
 @pytest.mark.parametrize("nofile, cap", [(1024, 128), (256, 32), (32, 8), (65536, 256), (1 << 20, 256)])
 def test_connection_cap_stays_well_below_the_fd_limit(nofile, cap):
     assert connection_cap(nofile) == cap
+
+
+def test_concurrent_status_requests_share_one_snapshot(server, daemon, sock_path):
+    calls = []
+    real = daemon.status
+    daemon.status = lambda: calls.append(1) or real()
+    results: list[object] = []
+    daemon.hang.set()                       # the loop is busy while the burst arrives
+    threads = [threading.Thread(target=lambda: results.append(
+        client.request(sock_path, {"cmd": "status"}, 5)["status"]["state"])) for _ in range(50)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    daemon.hang.clear()
+    for t in threads:
+        t.join(10)
+    assert results == ["backup"] * 50
+    # The 4 workers share each snapshot in flight: about one per 4 requests, not 50.
+    assert len(calls) <= 25, len(calls)

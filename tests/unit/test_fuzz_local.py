@@ -3,8 +3,9 @@
 Every outcome is an answer (control) or a Config / ConfigError whose every line is one
 `path: value: reason` line; no exception escapes. The keepalived importer's mutation
 fuzzer is in test_migrate_hostile.py. Case counts: CONTROL_CASES + SOCKET_CASES +
-CONFIG_CASES + BYTES_CASES here (3,700), plus 6,000 importer mutants: ~9,700 cases, short of
-the ~30,000 asked for because config validation costs ~5 ms a case on this 2-core machine.
+CONFIG_CASES + BYTES_CASES (3,700, hypothesis) + CONTROL_MUTANTS + CONFIG_MUTANTS (20,000, seeded)
+here, plus 6,000 importer mutants (test_migrate_hostile.py): ~29,700 cases. Hypothesis cases cost
+~5 ms each on this 2-core machine, seeded mutants ~0.5 ms: hence the split.
 """
 
 from __future__ import annotations
@@ -175,3 +176,68 @@ def test_config_files_of_random_bytes_are_one_line_errors(tmp_path_factory):
             _one_line_problems(err)
 
     check()
+
+
+# ------------------------------------------------------------------ seeded mutation fuzzers (cheap cases, many)
+
+MUTANT_SEED = 20260310
+CONTROL_MUTANTS = 10000
+CONFIG_MUTANTS = 10000
+_REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+_INSERTS = [b"\x00", b"\xff", b"\xfe\xff", b"\xef\xbb\xbf", b"\xc3", b"[", b"]", b"{", b"}", b'"', b"'", b"\\", b":",
+            b"- ", b"\n", b"\n  ", b"\t", b"&a ", b"*a", b"!!binary ", b"? ", b"<<: ", b"7" * 40, b"-1", b"1e999",
+            b"NaN", b"null", b"true", b"2024-13-45", b"CHANGE-ME", b"224.0.0.18", b"0.0.0.0", b"[" * 30]
+
+
+def _mutant(rng, seed: bytes) -> bytes:
+    data = bytearray(seed)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randrange(len(data) + 1)
+        op = rng.randrange(4)
+        if op == 0 and data:
+            data[min(pos, len(data) - 1)] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            data[pos:pos] = rng.choice(_INSERTS)
+        elif op == 2:
+            del data[pos:pos + rng.randint(1, 20)]
+        else:
+            del data[pos:]
+    return bytes(data)
+
+
+def test_control_mutants_are_all_answered(control):
+    srv, log = control
+    rng = __import__("random").Random(MUTANT_SEED)
+    seeds = [json.dumps(r).encode() for r in ({"cmd": "status"}, {"cmd": "failover", "force": False},
+                                              {"cmd": "pause"}, {"cmd": "resume"}, {"cmd": "status", "x": [1, {}]})]
+    codes: dict[str, int] = {}
+    for _ in range(CONTROL_MUTANTS):
+        line = _mutant(rng, rng.choice(seeds)).split(b"\n")[0]
+        answer = _check_answer(srv.answer_line(line))
+        key = "ok" if answer["ok"] else answer["code"]
+        codes[key] = codes.get(key, 0) + 1
+    assert codes.get("ok") and codes.get("bad_request") and codes.get("unknown_command"), codes
+    assert not [e for e in log.lines if e[0] in ("exception", "error")]
+
+
+def test_config_mutants_are_configs_or_one_line_errors():
+    rng = __import__("random").Random(MUTANT_SEED)
+    seeds = [(_REPO / "conf" / f"{n}.yaml").read_bytes() for n in ("master", "backup")]
+    seeds.append(yaml.safe_dump({"interface": "eth0", "virtual_router_id": 51, "version": 3, "advert_interval": 0.5,
+                                 "virtual_ipaddresses": ["198.18.0.50/24"], "unicast": {"source": "198.18.0.1",
+                                 "peers": ["198.18.0.2"]}, "milvus": {"container": "milvus", "lease": True}}).encode())
+    outcomes = {"valid": 0, "invalid": 0}
+    for _ in range(CONFIG_MUTANTS):
+        raw = _mutant(rng, rng.choice(seeds))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+        try:
+            data, _ = parse_yaml(text, "fuzz.yaml")
+            parse(data, source="fuzz.yaml", default_instance="fuzz")
+            outcomes["valid"] += 1
+        except ConfigError as err:
+            _one_line_problems(err)
+            outcomes["invalid"] += 1
+    assert outcomes["valid"] and outcomes["invalid"], outcomes
