@@ -146,6 +146,7 @@ class ControlServer:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             server.bind(tmp)
+            server.listen(serve.BACKLOG)     # before the rename: never reachable yet refusing
         except OSError as exc:
             server.close()
             raise ControlError(f"control socket {self.path}: cannot listen: {exc.strerror or exc}") from None
