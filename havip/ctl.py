@@ -5,8 +5,9 @@ Talks to the daemons over their control sockets (havip.control). Without `-s`, e
 config there, every socket in /run/havip (or $HAVIP_RUN_DIR) is used.
 
 Exit status (LSB, as `supervisorctl status`): 0 master or backup and healthy, 1 fault
-(or a refused or failed request), 3 daemon not running, 4 unknown or other error. With
-several instances, the highest of their codes.
+(or a refused or failed request), 3 daemon not running (also: a file, directory or FIFO
+where the socket should be), 4 unknown or other error (busy, permission denied, an
+answer without the expected fields). With several instances, the highest of their codes.
 """
 
 from __future__ import annotations

@@ -113,6 +113,7 @@ class ControlServer:
         self.group = group if self.gid is not None else None
         self._watching = threading.Lock()
         self._status_lock = threading.Lock()
+        self._denied, self._denied_logged = 0, -1e9
         self._status_future = None
         self._inode: tuple[int, int] | None = None
         timeout_reply = _line(_error("bad_request", f"bad request: no complete request line within "
@@ -237,7 +238,11 @@ class ControlServer:
             return _line(_error("permission", "permission denied: cannot read the peer's credentials"))
         if is_allowed(uid, peer_groups(pid, uid, gid), self.gid):
             return None
-        self.log.warning("control_denied", pid=pid, uid=uid)
+        self._denied += 1
+        now = time.monotonic()
+        if now - self._denied_logged >= 10.0:      # one line per 10 s, however many connections
+            self._denied_logged = now
+            self.log.warning("control_denied", pid=pid, uid=uid, denied_so_far=self._denied)
         who = f"root or members of group {self.group}" if self.group else "root"
         return _line(_error("permission", f"permission denied: uid {uid} may not use the control socket "
                                           f"(only {who})"))
