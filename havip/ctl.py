@@ -32,6 +32,7 @@ POLL = 0.1
 class Target:
     name: str
     socket: str
+    note: str | None = None         # why the socket path is a guess (the config could not be read)
 
 
 # ------------------------------------------------------------------ finding the daemons
@@ -55,15 +56,17 @@ def _socket_of(path: Path) -> Target:
         return Target(cfg.instance, cfg.control_socket)
     except ConfigError:
         pass
+    note = None
     try:
         data, _ = config_mod.read_yaml(path)     # unreadable, NUL bytes, too deep: ConfigError
-    except ConfigError:
-        data = None
+    except ConfigError as exc:
+        data, note = None, exc.problems[0]
     data = data if isinstance(data, dict) else {}
     name, control = data.get("instance"), data.get("control")
     name = name if isinstance(name, str) and name and "/" not in name else path.stem
     sock = control.get("socket") if isinstance(control, dict) else None
-    return Target(name, sock if isinstance(sock, str) and sock else f"/run/havip/{name}.sock")
+    sock = sock if isinstance(sock, str) and sock else f"/run/havip/{name}.sock"
+    return Target(name, sock, f"{note} (assuming the socket {sock})" if note else None)
 
 
 def discover() -> list[Target]:
@@ -116,6 +119,8 @@ def _error_code(exc: ControlError) -> int:
 
 
 def _fail(message: str, target: Target | None = None, prefix: bool = False) -> None:
+    if target is not None and target.note:
+        click.echo(f"note: {target.note}", err=True)
     click.echo(f"{target.name}: {message}" if prefix and target else message, err=True)
 
 

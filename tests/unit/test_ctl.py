@@ -285,7 +285,10 @@ def test_a_broken_config_in_the_config_dir_is_no_traceback(env, body):
     r = ctl(env, "status")
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert r.exit_code == 3
-    assert r.stderr.strip() == "havip is not running: no control socket at /run/havip/broken.sock"
+    note, error = r.stderr.strip().splitlines()
+    assert note.startswith(f"note: {env['HAVIP_CONF_DIR']}/broken.yaml: ")
+    assert note.endswith("(assuming the socket /run/havip/broken.sock)")
+    assert error == "havip is not running: no control socket at /run/havip/broken.sock"
 
 
 def _canned(tmp_path, answer: object):

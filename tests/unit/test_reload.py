@@ -29,3 +29,17 @@ def test_live_and_restart_keys_are_told_apart(tmp_path):
     assert restart == ["interface", "milvus.container"]
     assert cfg.priority == 120 and cfg.preempt is False and cfg.milvus.start_timeout == 30
     assert cfg.interface == "eth0" and cfg.milvus.container == "milvus"
+
+
+def test_a_hostile_file_at_reload_is_a_config_error_not_a_dead_loop(tmp_path):
+    # A SIGHUP runs reload on the loop thread: a NUL byte or deep nesting used to raise
+    # yaml's ReaderError / RecursionError there, past the `except ConfigError`.
+    import pytest
+
+    old = config.parse(BASE, default_instance="t")
+    path = tmp_path / "t.yaml"
+    for body in (yaml.safe_dump(BASE) + "\x00\n", "a: " + "[" * 1200 + "]" * 1200 + "\n",
+                 yaml.safe_dump(BASE) + "when: 2024-13-45\n"):
+        path.write_text(body)
+        with pytest.raises(config.ConfigError):
+            reload.plan(old, str(path))
