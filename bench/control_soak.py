@@ -57,6 +57,7 @@ def main() -> None:
         f"{blat.get('p50')} / {blat.get('p99')} / {blat.get('max')} ms |",
         f"| load average (1, 5, 15 min) at the end | {', '.join(f'{x:.1f}' for x in s['load_average'])} |",
         f"| EMFILE in the loop's own pipe()/open() | {(s['daemon'] or {}).get('loop_fd_errors')} |",
+        f"| daemon process CPU (loop, control server, workers) | {(s['daemon'] or {}).get('daemon_cpu_s')} s |",
         f"| control server refusals | {(s['daemon'] or {}).get('control_counters')} |",
         f"| daemon traceback / exit status | {s['daemon_stderr_traceback']} / {s['daemon_exit']} |",
         END,

@@ -66,12 +66,14 @@ def _daemon(sock_path: str, seconds: float) -> None:
     threading.Timer(seconds, d.request_stop).start()
     d.run()
     stop.set()
-    counters = srv.counters
+    counters = getattr(srv, "counters", None)
     srv.close()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     lateness.sort()
     q = lambda p: round(lateness[min(len(lateness) - 1, int(p * len(lateness)))] * 1000, 3) if lateness else None
     print(json.dumps({"adverts": len(lateness), "lateness_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
-                      "loop_fd_errors": fd_errors[0], "control_counters": counters}))
+                      "loop_fd_errors": fd_errors[0], "control_counters": counters,
+                      "daemon_cpu_s": round(cpu.ru_utime + cpu.ru_stime, 2)}))
 
 
 def _status(path: str, timeout: float = 10.0) -> bool:
