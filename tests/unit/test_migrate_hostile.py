@@ -4,7 +4,6 @@ still import; a seeded mutation fuzzer over them finds no escaping exception."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
