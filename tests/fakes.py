@@ -51,6 +51,7 @@ class FakeSocket(_Selectable):
         self.sent: list[tuple[bytes, str]] = []
         self.inbox: deque[Received] = deque()
         self.send_error: Exception | None = None
+        self.recv_error: Exception | None = None
         self.closed = False
 
     def send_to(self, payload: bytes, dst: str) -> None:
@@ -63,6 +64,9 @@ class FakeSocket(_Selectable):
         self._signal()
 
     def recv(self) -> Received | None:
+        if self.recv_error is not None:
+            self._drain()
+            raise self.recv_error
         if not self.inbox:
             self._drain()
             return None
@@ -119,8 +123,12 @@ class FakeLink(_Selectable):
         self.up = up
         self._signal()
 
+    drain_error: Exception | None = None     # set to make the loop itself fail (not an input path)
+
     def drain(self) -> bool:
         self._drain()
+        if self.drain_error is not None:
+            raise self.drain_error
         return True
 
     def status(self) -> LinkStatus:

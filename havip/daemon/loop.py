@@ -13,7 +13,7 @@ import select
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +26,15 @@ from havip.daemon.peers import Peers
 from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
+from havip.daemon.ratelimit import RateLimiter
 from havip.model import (
-    AdvertReceived, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
+    AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State,
+    Tick,
 )
 
 BEACON_INTERVAL = 1.0   # seconds between peer beacons
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
+EXIT_LOOP_FAILED = 1    # the loop died of a bug: systemd's Restart=on-failure starts it again
 
 
 @dataclass
@@ -70,6 +73,10 @@ class Daemon:
         self._beacon_due = 0.0
         self.receiver = Receiver(log=self.log, clock=clock, metrics=metrics)
         self.lateness: deque[float] = deque(maxlen=1000)
+        # Inputs (advert, beacon, control) whose handling raised: counted, logged rate-limited.
+        self.input_errors: Counter[str] = Counter()
+        self._error_log = RateLimiter(60.0, burst=5, max_keys=16)
+        self.failure: str | None = None
         self.history: deque[dict] = deque(maxlen=50)
         self._events: deque[Event] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
@@ -209,14 +216,32 @@ class Daemon:
                 pkt = self.sock.recv()
             except HavipError as exc:
                 self.executor.counters["error_recv"] += 1
-                self.log.error("recv_failed", error=str(exc))
+                if self._error_log.allow("recv", self.clock()):
+                    self.log.error("recv_failed", error=str(exc), count=self.executor.counters["error_recv"])
+                return
+            except Exception as exc:  # noqa: BLE001 - an input must never stop the loop
+                self._input_error("advert", exc)
                 return
             if pkt is None:
                 return
-            advert = self.receiver.handle(pkt, self.cfg, own)
-            if advert is not None:
-                self.peers.heard_advert(pkt.src, self.clock())
-                self.feed(AdvertReceived(advert))
+            try:
+                advert = self.receiver.handle(pkt, self.cfg, own)
+                if advert is not None:
+                    self.peers.heard_advert(pkt.src, self.clock())
+                    self.feed(AdvertReceived(advert))
+            except Exception as exc:  # noqa: BLE001 - a bug costs this packet, not the daemon
+                self.receiver.drop(Drop(DropReason.INTERNAL_ERROR, repr(exc)[:200], str(pkt.src)), str(pkt.src))
+                self._input_error("advert", exc)
+
+    def _input_error(self, source: str, exc: BaseException) -> None:
+        """An input whose handling raised: counted by input, logged with its traceback at
+        most once a minute per input (five lines a minute overall), never fatal."""
+        self.input_errors[source] += 1
+        if self.metrics:
+            self.metrics.input_errors.labels(input=source).inc()
+        if self._error_log.allow(source, self.clock()):
+            self.log.error("input_failed", input=source, error=repr(exc)[:300], count=self.input_errors[source],
+                           consequence="dropped; the loop goes on", exc_info=exc)
 
     @property
     def drops(self):
@@ -283,12 +308,62 @@ class Daemon:
             self._runner.start()
 
     def run(self) -> int:
-        self.start()
-        self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
-        while self.machine.state != State.STOPPED:
-            self.run_once()
-        self.close()
-        return 0
+        """Start, serve until stopped, close. The exit status is 0 after a clean stop and
+        EXIT_LOOP_FAILED when the loop died; either way the VIP and Milvus were handed over."""
+        try:
+            self.start()
+            self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
+        except Exception as exc:  # noqa: BLE001 - hand over below, then exit non-zero
+            self._fail_safe(exc)
+            self.close()
+            return EXIT_LOOP_FAILED
+        return self.serve()
+
+    def serve(self) -> int:
+        """The loop after start(). Whatever escapes it (a bug: inputs are caught one by one)
+        ends it as SIGTERM would, by handing over, and `close()` runs in any case."""
+        try:
+            while self.machine.state != State.STOPPED:
+                self.run_once()
+        except BaseException as exc:  # noqa: BLE001 - hand over, then exit non-zero
+            self._fail_safe(exc)
+        finally:
+            self.close()
+        return EXIT_LOOP_FAILED if self.failure else 0
+
+    def _fail_safe(self, exc: BaseException) -> None:
+        """The loop died: hand over exactly as on SIGTERM (the machine's Shutdown, driven by
+        a minimal loop that reads no input), or, if even that fails, do what `havip
+        cleanup` does: VIP off, container stopped, lease released, priority 0."""
+        self.failure = f"{type(exc).__name__}: {exc}"[:300]
+        self.log.critical("loop_failed", error=self.failure, exc_info=exc,
+                          consequence="handing over as on SIGTERM, then exiting with status 1")
+        try:
+            self.notify.stopping(f"loop failed: {self.failure}")
+            if self._shutdown_at is None:
+                self._shutdown_at = self.clock()
+                self.feed(Shutdown())
+            limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
+            end = time.monotonic() + limit
+            while self.machine.state != State.STOPPED and time.monotonic() < end:
+                select.select([self._wake_r], [], [], 0.05)
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                while True:
+                    with self._lock:
+                        if not self._events:
+                            break
+                        ev = self._events.popleft()
+                    self.feed(ev)
+                self.feed(Tick())
+        except Exception as again:  # noqa: BLE001 - fall back to the blunt cleanup below
+            self.log.critical("handover_failed", error=repr(again)[:300], exc_info=again)
+        if self.machine.state != State.STOPPED:
+            self._forced = True
+            self.executor.emergency_stop()
 
     def run_once(self) -> None:
         now = self.clock()
@@ -354,7 +429,8 @@ class Daemon:
                 continue
             try:
                 fut.set_result(fn())
-            except Exception as exc:  # noqa: BLE001 - the caller gets it
+            except Exception as exc:  # noqa: BLE001 - the caller gets it; the loop goes on
+                self._input_error("control", exc)
                 fut.set_exception(exc)
 
     def close(self) -> None:
@@ -420,6 +496,7 @@ class Daemon:
             "hold": m.hold,
             "transitions": m.transitions,
             "drops": dict(self.drops),
+            "input_errors": dict(self.input_errors),
             **self.peers.view(now),
             "container_timings": dict(self.executor.container_timings),
             "counters": dict(self.executor.counters),
