@@ -77,6 +77,34 @@ class FakeSocket(_Selectable):
         super().close()
 
 
+class FakeBeacon(_Selectable):
+    """The peer beacon's sockets: deliver(data, src, ttl) queues a datagram; sent records."""
+
+    def __init__(self, source: str = "198.18.0.11"):
+        super().__init__()
+        self.source = source
+        self.sent: list[bytes] = []
+        self.inbox: deque[tuple[bytes, str, int | None]] = deque()
+        self.closed = False
+
+    def deliver(self, data: bytes, src: str, ttl: int | None = 255) -> None:
+        self.inbox.append((data, src, ttl))
+        self._signal()
+
+    def recv(self):
+        if not self.inbox:
+            self._drain()
+            return None
+        return self.inbox.popleft()
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
 class FakeVips:
     def __init__(self, vips=("198.18.0.50/24",)):
         self.vips = list(vips)

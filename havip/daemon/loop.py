@@ -26,6 +26,8 @@ from havip.daemon.peers import Peers
 from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
+from havip.protocol import beacon as beacon_codec
+from havip.protocol.beacon import Refused
 from havip.daemon.ratelimit import RateLimiter
 from havip.model import (
     AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State,
@@ -49,14 +51,15 @@ class Adapters:
     milvus_probe: Any = None                # MilvusProbe
     lease: Any = None                       # StorageLease
     make_runner: Callable[..., Any] | None = None   # (on_change) -> CheckRunner
-    make_beacon: Callable[[], Any] | None = None    # -> Beacon (peer state on the link)
+    make_beacon: Callable[[str], Any] | None = None  # (source) -> Beacon (peer state on the link)
     extra_close: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Daemon:
     def __init__(self, cfg: Config, adapters: Adapters, *, log, clock: Callable[[], float] = time.monotonic,
                  metrics=None, on_transition: Callable[[dict], None] | None = None,
-                 notify: SdNotify | None = None, config_path: str | None = None):
+                 notify: SdNotify | None = None, config_path: str | None = None,
+                 wall: Callable[[], float] = time.time):
         self.cfg = cfg
         self.config_path = config_path
         self.ad = adapters
@@ -66,6 +69,10 @@ class Daemon:
         self.on_transition = on_transition
         self.notify = notify if notify is not None else SdNotify({})
         self.peers = Peers()
+        self.wall = wall                    # the beacon's timestamps (replay guard) need the wall clock
+        self.keyring, self.beacon_off = self._load_keyring(cfg)
+        self._beacon_ts = 0.0
+        self._beacon_log = RateLimiter(60.0, burst=5, max_keys=32)
         self.machine = sm.Machine()
         self.params = self._params("")
         self.sock = None
@@ -146,12 +153,28 @@ class Daemon:
             return
         self.executor.sock = self.sock
         self.params = self._params(self.sock.source)
-        if self.ad.make_beacon is not None and self.beacon is None:
-            try:
-                self.beacon = self.ad.make_beacon()
-            except HavipError as exc:
-                self.log.warning("beacon_failed", error=str(exc))
+        self._open_beacon()
         self.executor.warm()
+
+    def _open_beacon(self) -> None:
+        if self.ad.make_beacon is None or self.beacon is not None or self.keyring is None or self.sock is None:
+            return
+        try:
+            self.beacon = self.ad.make_beacon(self.sock.source)
+        except HavipError as exc:
+            self.log.warning("beacon_failed", error=str(exc))
+
+    def _load_keyring(self, cfg: Config):
+        """(Keyring or None, why the beacon is off or None)."""
+        from havip.net.beacon import load_keyring
+
+        if not cfg.beacon.configured:
+            return None, ("no beacon key configured (beacon.key_file): peers' state is not shown and "
+                          "`havipctl failover` on a master needs --force")
+        try:
+            return load_keyring(cfg.beacon), None
+        except HavipError as exc:
+            return None, f"{exc}; the beacon is off"
 
     def _close_socket(self) -> None:
         if self.beacon is not None:
@@ -248,15 +271,36 @@ class Daemon:
         return self.receiver.drops
 
     def _read_beacons(self) -> None:
-        now = self.clock()
-        for _ in range(32):
-            peer = self.beacon.recv()
-            if peer is False:
-                return
-            if peer is None or peer.vrid != self.cfg.virtual_router_id:
-                self.executor.counters["beacon_ignored"] += 1
+        now, wall = self.clock(), self.wall()
+        uni = self.cfg.unicast
+        allowed = frozenset(str(p) for p in uni.peers) if uni else None
+        own = frozenset(a for a in (self.sock.source if self.sock else "",
+                                    str(uni.source) if uni and uni.source else "") if a)
+        for _ in range(32):      # bounded, as for adverts
+            try:
+                got = self.beacon.recv()
+                if got is None:
+                    return
+                data, src, ttl = got
+                result = self.peers.receive_beacon(data, src, ttl, keyring=self.keyring,
+                                                   vrid=self.cfg.virtual_router_id, allowed=allowed, own=own,
+                                                   now=now, wall=wall)
+            except Exception as exc:  # noqa: BLE001 - a datagram must never stop the loop
+                self.peers.refused["internal_error"] += 1
+                self._input_error("beacon", exc)
                 continue
-            self.peers.heard_beacon(peer, now)
+            if isinstance(result, Refused):
+                self._beacon_refused(result, src)
+
+    def _beacon_refused(self, refused: Refused, src: str) -> None:
+        if self.metrics:
+            self.metrics.beacon_drops.labels(reason=refused.reason).inc()
+        # A peer with another key or a wrong clock is a misconfiguration worth a warning;
+        # the rest is noise from strangers: debug, and only a few lines a minute.
+        level = "warning" if refused.reason in ("bad_mac", "stale") else "debug"
+        if self._beacon_log.allow((refused.reason, src), self.clock()):
+            getattr(self.log, level)("beacon_refused", reason=refused.reason, detail=refused.detail, src=src,
+                                     count=self.peers.refused[refused.reason])
 
     def _send_beacon(self) -> None:
         now = self.clock()
@@ -264,14 +308,30 @@ class Daemon:
             return
         self._beacon_due = now + BEACON_INTERVAL
         m = self.machine
+        # Strictly increasing, even if the wall clock steps back: receivers refuse replays.
+        self._beacon_ts = max(self.wall(), self._beacon_ts + 1e-6)
+        data = beacon_codec.encode({
+            "instance": self.cfg.instance, "vrid": self.cfg.virtual_router_id, "state": str(m.state),
+            "priority": sm.effective_priority(m, self.params), "healthy": m.healthy, "paused": m.paused,
+            "container": str(m.container) if self.cfg.milvus else None},
+            keyring=self.keyring, src=self.beacon.source or (self.sock.source if self.sock else ""),
+            ts=self._beacon_ts)
         try:
-            self.beacon.send_all({
-                "instance": self.cfg.instance, "vrid": self.cfg.virtual_router_id, "state": str(m.state),
-                "priority": sm.effective_priority(m, self.params), "healthy": m.healthy, "paused": m.paused,
-                "container": str(m.container) if self.cfg.milvus else None})
+            self.beacon.send(data)
         except HavipError as exc:
             self.executor.counters["error_beacon"] += 1
             self.log.debug("beacon_send_failed", error=str(exc))
+
+    def _say_beacon(self) -> None:
+        from havip.net.beacon import key_file_warning
+
+        if self.beacon_off:
+            self.log.warning("beacon_off", reason=self.beacon_off)
+        elif self.keyring is not None:
+            self.log.info("beacon_on", auth="hmac-sha256", keys=len(self.keyring))
+        warning = key_file_warning(self.cfg.beacon)
+        if warning:
+            self.log.warning("beacon_key_exposed", reason=warning)
 
     def _check_link(self) -> None:
         st = self.ad.link.status()
@@ -295,6 +355,7 @@ class Daemon:
         self.log.info("starting", interface=self.cfg.interface, vrid=self.cfg.virtual_router_id,
                       priority=self.cfg.priority, version=self.cfg.version,
                       link=st.detail or ("up" if st.up else "down"))
+        self._say_beacon()
         if self.ad.lease is not None:
             from havip.runtime.lease import mount_warning
 
@@ -470,6 +531,17 @@ class Daemon:
         self.executor.set_config(cfg)
         self.params = self._params(self.params.address)
         self._beacon_due = 0.0
+        keyring, off = self._load_keyring(cfg)
+        if keyring is None and cfg.beacon.key_file and self.keyring is not None:
+            # An unreadable key file on reload keeps the running keys (say why).
+            self.log.error("beacon_keys_kept", reason=off)
+        else:
+            self.keyring, self.beacon_off = keyring, off
+            self._say_beacon()
+            if self.keyring is None and self.beacon is not None:
+                self.beacon.close()
+                self.beacon = None
+            self._open_beacon()
 
     # ------------------------------------------------------------------ status
 
@@ -497,6 +569,9 @@ class Daemon:
             "transitions": m.transitions,
             "drops": dict(self.drops),
             "input_errors": dict(self.input_errors),
+            "beacon": {"auth": "hmac-sha256" if self.keyring is not None else "off",
+                       "keys": len(self.keyring) if self.keyring is not None else 0,
+                       "warning": self.beacon_off, "refused": dict(self.peers.refused)},
             **self.peers.view(now),
             "container_timings": dict(self.executor.container_timings),
             "counters": dict(self.executor.counters),
