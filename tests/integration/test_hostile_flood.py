@@ -65,6 +65,12 @@ def test_flood_from_a_third_host_changes_nothing(topology, tmp_path, version, in
     try:
         d1.start()
         d2.start()
+        # The loop at a higher CPU priority than the flood, as a production host should run
+        # it (keepalived has vrrp_rt_priority for this): at VRRPv3 0.1 s a master stalled for
+        # 0.27 s by an unrelated busy process on a shared 2-core machine loses mastership,
+        # flood or not. What is tested here is havip's handling of the packets.
+        for d in (d1, d2):
+            os.setpriority(os.PRIO_PROCESS, d.proc.pid, -10)
         d1.wait_state("master", timeout=20)
         d2.wait_state("backup", timeout=20)
         # Both hear each other's signed beacon before the flood: the flood must not change that.
@@ -74,7 +80,7 @@ def test_flood_from_a_third_host_changes_nothing(topology, tmp_path, version, in
                                    auth_type=1 if version == 2 else 0, password=b"1111" if version == 2 else b""),
                             src=evil.addr, dst=GROUP)
         before = [_metrics(h) for h in (h1, h2)]
-        res = evil.run(sys.executable, str(FLOOD), "--iface", "eth0", "--src", evil.addr,
+        res = evil.run("nice", "-n", "10", sys.executable, str(FLOOD), "--iface", "eth0", "--src", evil.addr,
                        "--spoof", f"{h2.addr}", "--peers", f"{h1.addr},{h2.addr}", "--advert", good.hex(),
                        "--version", str(version), "--vrid", "51", "--adverts", str(PACKETS),
                        "--beacons", str(PACKETS), "--rate", str(RATE), "--seed", str(version),
@@ -86,7 +92,7 @@ def test_flood_from_a_third_host_changes_nothing(topology, tmp_path, version, in
         assert d1.running and d2.running, "a daemon died under the flood"
         assert d1.transitions()[n1:] == [] and d2.transitions()[n2:] == [], "the flood changed the election"
         assert holders([h1, h2], VIP) == ["h1"]
-        report = {"sent": sent}
+        report = {"sent": sent, "loadavg": os.getloadavg()}
         for name, b, a in (("h1", before[0], after[0]), ("h2", before[1], after[1])):
             drops = {r: a.get(f'havip_drops_total{{reason="{r}"}}', 0) - v for r, v in _by_reason(b, "havip_drops_total").items()}
             drops.update({r: v for r, v in _by_reason(a, "havip_drops_total").items() if r not in drops})

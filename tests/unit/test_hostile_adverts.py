@@ -117,3 +117,26 @@ def test_loud_drops_are_bounded_per_source_and_overall():
     assert r.drops == {"auth_mismatch": 10_000}
     assert 1 <= len(warnings) <= r.limiter.burst + 1         # + the one "suppressed" summary
     assert len(r.limiter) <= r.limiter.max_keys
+
+
+def test_a_strangers_low_advert_does_not_become_the_master_a_backup_reports():
+    """Seen in the lab flood: a valid priority-45 advert from a third host replaced the real
+    master in a backup's status and in its takeover reason."""
+    from tests.unit.test_daemon import make
+
+    d, sock, vips, link, clock, rt = make()
+    d.start()
+
+    def advert(src: str, prio: int) -> bytes:
+        return codec.encode(Advert(2, 51, prio, 1.0, ("198.18.0.50",), auth_type=1, password=b"1111"),
+                            src=src, dst="224.0.0.18")
+
+    sock.deliver(advert("198.18.0.21", 200), "198.18.0.21")
+    d.run_once()
+    sock.deliver(advert("198.18.0.99", 45), "198.18.0.99")
+    d.run_once()
+    assert d.status()["master"]["address"] == "198.18.0.21"
+    # Its own priority falling below ours is still seen (and preempted after the timer).
+    sock.deliver(advert("198.18.0.21", 50), "198.18.0.21")
+    d.run_once()
+    assert d.status()["master"]["priority"] == 50
