@@ -37,6 +37,8 @@ from havip.model import (
 BEACON_INTERVAL = 1.0   # seconds between peer beacons
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
 EXIT_LOOP_FAILED = 1    # the loop died of a bug: systemd's Restart=on-failure starts it again
+READ_PER_TURN = 64      # adverts read per turn of the loop
+READ_BEFORE_TAKEOVER = 4096
 
 
 @dataclass
@@ -194,7 +196,13 @@ class Daemon:
         self.machine = decision.machine
         if isinstance(event, Tick) and before.adver_deadline is not None and any(
                 isinstance(a, SendAdvert) for a in decision.actions):
-            self.lateness.append(now - before.adver_deadline)
+            late = now - before.adver_deadline
+            self.lateness.append(late)
+            if late > self.cfg.advert_interval and self._error_log.allow("advert_late", now):
+                # A backup declares us dead after 3 intervals: say so long before that.
+                self.log.warning("advert_late", late_ms=round(late * 1000, 1), interval=self.cfg.advert_interval,
+                                 consequence="the host or the loop is starved; a backup takes over after "
+                                             "3 intervals without an advert")
         self.executor.apply(decision.actions, now)
         if decision.transition:
             old, new = decision.transition
@@ -234,7 +242,8 @@ class Daemon:
 
     def _read_adverts(self) -> None:
         own = {self.sock.source}
-        for _ in range(64):   # bounded: a flood must not starve the timers
+        for _ in range(self._read_budget()):
+            # bounded: a flood must not starve the timers
             try:
                 pkt = self.sock.recv()
             except HavipError as exc:
@@ -255,6 +264,16 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - a bug costs this packet, not the daemon
                 self.receiver.drop(Drop(DropReason.INTERNAL_ERROR, repr(exc)[:200], str(pkt.src)), str(pkt.src))
                 self._input_error("advert", exc)
+
+    def _read_budget(self) -> int:
+        """Packets to read this turn: 64, so that a flood cannot delay our own adverts; but
+        a backup whose master-down timer is due reads the whole queue first (up to 4,096),
+        so that a master's advert queued behind a flood is seen before it takes over."""
+        m = self.machine
+        if m.state == State.BACKUP and m.master_down_deadline is not None \
+                and self.clock() >= m.master_down_deadline:
+            return READ_BEFORE_TAKEOVER
+        return READ_PER_TURN
 
     def _input_error(self, source: str, exc: BaseException) -> None:
         """An input whose handling raised: counted by input, logged with its traceback at

@@ -140,3 +140,29 @@ def test_a_strangers_low_advert_does_not_become_the_master_a_backup_reports():
     sock.deliver(advert("198.18.0.21", 50), "198.18.0.21")
     d.run_once()
     assert d.status()["master"]["priority"] == 50
+
+
+def test_a_backup_reads_the_whole_queue_before_it_takes_over():
+    """Seen in the lab flood at VRRPv3 0.1 s: the master's advert waited in the socket behind
+    flood packets while the backup, reading 64 a turn, let its master-down timer fire."""
+    from havip.model import State
+    from tests.unit.test_daemon import make
+
+    d, sock, vips, link, clock, rt = make()
+    d.start()
+
+    def advert(src: str, prio: int) -> bytes:
+        return codec.encode(Advert(2, 51, prio, 1.0, ("198.18.0.50",), auth_type=1, password=b"1111"),
+                            src=src, dst="224.0.0.18")
+
+    sock.deliver(advert("198.18.0.21", 200), "198.18.0.21")
+    d.run_once()
+    assert d.machine.state == State.BACKUP
+    clock.advance(3.0)                               # the master's next adverts are queued ...
+    for _ in range(500):
+        sock.deliver(b"\x21\x63\x01", "198.18.0.99")  # ... behind a flood
+    sock.deliver(advert("198.18.0.21", 200), "198.18.0.21")
+    clock.advance(0.7)                               # master-down (3 x 1 s + skew) is now due
+    d.run_once()
+    assert d.machine.state == State.BACKUP, d.machine.reason
+    assert d.drops["truncated"] == 500
