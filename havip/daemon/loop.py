@@ -427,17 +427,8 @@ class Daemon:
             end = time.monotonic() + limit
             while self.machine.state != State.STOPPED and time.monotonic() < end:
                 select.select([self._wake_r], [], [], 0.05)
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
-                while True:
-                    with self._lock:
-                        if not self._events:
-                            break
-                        ev = self._events.popleft()
-                    self.feed(ev)
+                self._drain_wake()
+                self._feed_posted()
                 self.feed(Tick())
         except Exception as again:  # noqa: BLE001 - fall back to the blunt cleanup below
             self.log.critical("handover_failed", error=repr(again)[:300], exc_info=again)
@@ -477,27 +468,34 @@ class Daemon:
         except InterruptedError:
             readable = []
         if self._wake_r in readable:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            self._drain_wake()
         if self.ad.link in readable and self.ad.link.drain():
             self._check_link()
         if self.sock is not None and self.sock in readable:
             self._read_adverts()
         if self.beacon is not None and self.beacon in readable:
             self._read_beacons()
-        while True:
-            with self._lock:
-                if not self._events:
-                    break
-                ev = self._events.popleft()
-            self.feed(ev)
+        self._feed_posted()
         self._run_calls()
         self.feed(Tick())
         self.executor.run_garp(self.clock())
         self._send_beacon()
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _feed_posted(self) -> None:
+        """Feed the events the workers posted, in order."""
+        while True:
+            with self._lock:
+                if not self._events:
+                    return
+                ev = self._events.popleft()
+            self.feed(ev)
 
     def _run_calls(self) -> None:
         while True:

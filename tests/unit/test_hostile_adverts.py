@@ -85,6 +85,12 @@ def test_the_receiver_drops_the_repro_packets_quietly():
     assert not [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
 
 
+def advert(src: str, prio: int) -> bytes:
+    """A valid v2 advert for the test config (VRID 51, password 1111) at `prio`."""
+    return codec.encode(Advert(2, 51, prio, 1.0, ("198.18.0.50",), auth_type=1, password=b"1111"),
+                        src=src, dst="224.0.0.18")
+
+
 def _bad_version_advert(src: str) -> bytes:
     return codec.encode(Advert(3, 51, 200, 1.0, ("198.18.0.50",)), src=src, dst="198.18.0.11")
 
@@ -127,10 +133,6 @@ def test_a_strangers_low_advert_does_not_become_the_master_a_backup_reports():
     d, sock, vips, link, clock, rt = make()
     d.start()
 
-    def advert(src: str, prio: int) -> bytes:
-        return codec.encode(Advert(2, 51, prio, 1.0, ("198.18.0.50",), auth_type=1, password=b"1111"),
-                            src=src, dst="224.0.0.18")
-
     sock.deliver(advert("198.18.0.21", 200), "198.18.0.21")
     d.run_once()
     sock.deliver(advert("198.18.0.99", 45), "198.18.0.99")
@@ -150,10 +152,6 @@ def test_a_backup_reads_the_whole_queue_before_it_takes_over():
 
     d, sock, vips, link, clock, rt = make()
     d.start()
-
-    def advert(src: str, prio: int) -> bytes:
-        return codec.encode(Advert(2, 51, prio, 1.0, ("198.18.0.50",), auth_type=1, password=b"1111"),
-                            src=src, dst="224.0.0.18")
 
     sock.deliver(advert("198.18.0.21", 200), "198.18.0.21")
     d.run_once()
