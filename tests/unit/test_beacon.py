@@ -258,3 +258,32 @@ def test_key_file_one_key_per_line(tmp_path):
     cfg = config.parse({**BASE, "beacon": {"key_file": str(tmp_path / "missing")}}, default_instance="t")
     with pytest.raises(AdapterError, match="cannot read"):
         load_keyring(cfg.beacon)
+
+
+def test_reload_rolls_the_keys_and_turns_the_beacon_on_and_off():
+    d, fb, clock, made = _daemon(None)
+    _master(d, clock)
+    assert d.beacon is None
+    on = config.parse({**BASE, "beacon": {"keys": ["n" * 32, KEY.decode()]}}, default_instance="t")
+    d.apply_config(on)
+    assert d.beacon is fb and d.keyring.keys == (b"n" * 32, KEY)
+    fb.deliver(encode(INFO, keyring=RING, src=H2, ts=NOW), H2)       # the peer still signs with the old key
+    clock.advance(0.1)
+    d.run_once()
+    assert d.status()["standby_peers"] == [H2]
+    assert decode(fb.sent[-1], Keyring([b"n" * 32])).src == H1          # we sign with the new one
+    d.apply_config(config.parse(BASE, default_instance="t"))
+    assert d.beacon is None and fb.closed and d.status()["beacon"]["auth"] == "off"
+
+
+def test_reload_with_an_unreadable_key_file_keeps_the_running_keys(tmp_path):
+    f = tmp_path / "beacon.key"
+    f.write_text(KEY.decode() + "\n")
+    d, fb, clock, made = _daemon({"key_file": str(f)})
+    _master(d, clock)
+    f.unlink()
+    with structlog.testing.capture_logs() as logs:
+        d.apply_config(config.parse({**BASE, "beacon": {"key_file": str(f)}, "priority": 120},
+                                    default_instance="t"))
+    assert d.keyring.keys == (KEY,) and d.beacon is fb
+    assert any(e["event"] == "beacon_keys_kept" for e in logs)
