@@ -23,12 +23,12 @@ from havip.config import Config
 from havip.core import machine as sm
 from havip.daemon.executor import Executor
 from havip.daemon.peers import Peers
+from havip.daemon.ratelimit import RateLimiter
 from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
 from havip.protocol import beacon as beacon_codec
 from havip.protocol.beacon import Refused
-from havip.daemon.ratelimit import RateLimiter
 from havip.model import (
     AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State,
     Tick,
@@ -512,17 +512,15 @@ class Daemon:
                 fut.set_exception(exc)
 
     def close(self) -> None:
-        if self._runner is not None:
-            self._runner.stop()
-        self.executor.close(wait=True, keep_lease=self._forced)
-        self._close_socket()
-        for fn in self.ad.extra_close:
+        """Stop the workers and close everything; each step is tried even if one fails."""
+        steps = [self._runner.stop] if self._runner is not None else []
+        steps += [lambda: self.executor.close(wait=True, keep_lease=self._forced), self._close_socket,
+                  *self.ad.extra_close, lambda: os.close(self._wake_r), lambda: os.close(self._wake_w)]
+        for fn in steps:
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - closing must go on
-                pass
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+            except Exception as exc:  # noqa: BLE001 - closing must go on
+                self.log.error("close_failed", error=repr(exc)[:300])
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)

@@ -11,7 +11,7 @@ import structlog
 
 from havip import config
 from havip.daemon.receive import Receiver
-from havip.model import Advert, Drop, DropReason
+from havip.model import Advert, Drop
 from havip.net.sock import Received
 from havip.protocol import codec
 from tests.fakes import FakeClock
