@@ -21,20 +21,18 @@ from typing import Any
 
 from havip.config import Config
 from havip.core import machine as sm
+from havip.daemon.beaconing import BeaconService
 from havip.daemon.executor import Executor
 from havip.daemon.peers import Peers
 from havip.daemon.ratelimit import RateLimiter
 from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
-from havip.protocol import beacon as beacon_codec
-from havip.protocol.beacon import Refused
 from havip.model import (
     AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State,
     Tick,
 )
 
-BEACON_INTERVAL = 1.0   # seconds between peer beacons
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
 EXIT_LOOP_FAILED = 1    # the loop died of a bug: systemd's Restart=on-failure starts it again
 READ_PER_TURN = 64      # adverts read per turn of the loop
@@ -71,21 +69,17 @@ class Daemon:
         self.on_transition = on_transition
         self.notify = notify if notify is not None else SdNotify({})
         self.peers = Peers()
-        self.wall = wall                    # the beacon's timestamps (replay guard) need the wall clock
-        self.keyring, self.beacon_off = self._load_keyring(cfg)
-        self._beacon_ts = 0.0
-        self._beacon_log = RateLimiter(60.0, burst=5, max_keys=32)
         self.machine = sm.Machine()
         self.params = self._params("")
         self.sock = None
-        self.beacon = None
-        self._beacon_due = 0.0
         self.receiver = Receiver(log=self.log, clock=clock, metrics=metrics)
         self.lateness: deque[float] = deque(maxlen=1000)
         # Inputs (advert, beacon, control) whose handling raised: counted, logged rate-limited.
         self.input_errors: Counter[str] = Counter()
         self._error_log = RateLimiter(60.0, burst=5, max_keys=16)
         self.failure: str | None = None
+        self.beacons = BeaconService(cfg, self.peers, make_beacon=adapters.make_beacon, log=self.log, clock=clock,
+                                     wall=wall, metrics=metrics, on_error=self._input_error)
         self.history: deque[dict] = deque(maxlen=50)
         self._events: deque[Event] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
@@ -155,33 +149,16 @@ class Daemon:
             return
         self.executor.sock = self.sock
         self.params = self._params(self.sock.source)
-        self._open_beacon()
+        self.beacons.open(self.sock.source)
         self.executor.warm()
 
-    def _open_beacon(self) -> None:
-        if self.ad.make_beacon is None or self.beacon is not None or self.keyring is None or self.sock is None:
-            return
-        try:
-            self.beacon = self.ad.make_beacon(self.sock.source)
-        except HavipError as exc:
-            self.log.warning("beacon_failed", error=str(exc))
-
-    def _load_keyring(self, cfg: Config):
-        """(Keyring or None, why the beacon is off or None)."""
-        from havip.net.beacon import load_keyring
-
-        if not cfg.beacon.configured:
-            return None, ("no beacon key configured (beacon.key_file): peers' state is not shown and "
-                          "`havipctl failover` on a master needs --force")
-        try:
-            return load_keyring(cfg.beacon), None
-        except HavipError as exc:
-            return None, f"{exc}; the beacon is off"
+    @property
+    def beacon(self):
+        """The peer beacon's socket, while it is open."""
+        return self.beacons.sock
 
     def _close_socket(self) -> None:
-        if self.beacon is not None:
-            self.beacon.close()
-            self.beacon = None
+        self.beacons.close()
         if self.sock is not None:
             self.sock.close()
         self.sock = None
@@ -220,7 +197,7 @@ class Daemon:
         elif decision.reason:
             self.log.info("decision", state=str(self.machine.state), reason=decision.reason)
         if decision.reason:
-            self._beacon_due = 0.0      # peers learn of a change at once, not a second later
+            self.beacons.due = 0.0      # peers learn of a change at once, not a second later
         self._sync_checks()
         return decision
 
@@ -289,68 +266,12 @@ class Daemon:
     def drops(self):
         return self.receiver.drops
 
-    def _read_beacons(self) -> None:
-        now, wall = self.clock(), self.wall()
-        uni = self.cfg.unicast
-        allowed = frozenset(str(p) for p in uni.peers) if uni else None
-        own = frozenset(a for a in (self.sock.source if self.sock else "",
-                                    str(uni.source) if uni and uni.source else "") if a)
-        for _ in range(32):      # bounded, as for adverts
-            try:
-                got = self.beacon.recv()
-                if got is None:
-                    return
-                data, src, ttl = got
-                result = self.peers.receive_beacon(data, src, ttl, keyring=self.keyring,
-                                                   vrid=self.cfg.virtual_router_id, allowed=allowed, own=own,
-                                                   now=now, wall=wall)
-            except Exception as exc:  # noqa: BLE001 - a datagram must never stop the loop
-                self.peers.refused["internal_error"] += 1
-                self._input_error("beacon", exc)
-                continue
-            if isinstance(result, Refused):
-                self._beacon_refused(result, src)
-
-    def _beacon_refused(self, refused: Refused, src: str) -> None:
-        if self.metrics:
-            self.metrics.beacon_drops.labels(reason=refused.reason).inc()
-        # A peer with another key or a wrong clock is a misconfiguration worth a warning;
-        # the rest is noise from strangers: debug, and only a few lines a minute.
-        level = "warning" if refused.reason in ("bad_mac", "stale") else "debug"
-        if self._beacon_log.allow((refused.reason, src), self.clock()):
-            getattr(self.log, level)("beacon_refused", reason=refused.reason, detail=refused.detail, src=src,
-                                     count=self.peers.refused[refused.reason])
-
     def _send_beacon(self) -> None:
-        now = self.clock()
-        if self.beacon is None or now < self._beacon_due:
-            return
-        self._beacon_due = now + BEACON_INTERVAL
         m = self.machine
-        # Strictly increasing, even if the wall clock steps back: receivers refuse replays.
-        self._beacon_ts = max(self.wall(), self._beacon_ts + 1e-6)
-        data = beacon_codec.encode({
+        self.beacons.send({
             "instance": self.cfg.instance, "vrid": self.cfg.virtual_router_id, "state": str(m.state),
             "priority": sm.effective_priority(m, self.params), "healthy": m.healthy, "paused": m.paused,
-            "container": str(m.container) if self.cfg.milvus else None},
-            keyring=self.keyring, src=self.beacon.source or (self.sock.source if self.sock else ""),
-            ts=self._beacon_ts)
-        try:
-            self.beacon.send(data)
-        except HavipError as exc:
-            self.executor.counters["error_beacon"] += 1
-            self.log.debug("beacon_send_failed", error=str(exc))
-
-    def _say_beacon(self) -> None:
-        from havip.net.beacon import key_file_warning
-
-        if self.beacon_off:
-            self.log.warning("beacon_off", reason=self.beacon_off)
-        elif self.keyring is not None:
-            self.log.info("beacon_on", auth="hmac-sha256", keys=len(self.keyring))
-        warning = key_file_warning(self.cfg.beacon)
-        if warning:
-            self.log.warning("beacon_key_exposed", reason=warning)
+            "container": str(m.container) if self.cfg.milvus else None}, self.sock.source if self.sock else "")
 
     def _check_link(self) -> None:
         st = self.ad.link.status()
@@ -374,7 +295,7 @@ class Daemon:
         self.log.info("starting", interface=self.cfg.interface, vrid=self.cfg.virtual_router_id,
                       priority=self.cfg.priority, version=self.cfg.version,
                       link=st.detail or ("up" if st.up else "down"))
-        self._say_beacon()
+        self.beacons.say()
         if self.ad.lease is not None:
             from havip.runtime.lease import mount_warning
 
@@ -426,6 +347,7 @@ class Daemon:
             limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
             end = time.monotonic() + limit
             while self.machine.state != State.STOPPED and time.monotonic() < end:
+                self.notify.kick(self.clock())      # systemd's watchdog: the handover is in progress
                 select.select([self._wake_r], [], [], 0.05)
                 self._drain_wake()
                 self._feed_posted()
@@ -461,7 +383,7 @@ class Daemon:
             fds.append(self.sock)
         if self.beacon is not None:
             fds.append(self.beacon)
-            deadline = min(deadline, self._beacon_due)
+            deadline = min(deadline, self.beacons.due)
         timeout = max(0.0, min(deadline - now, MAX_WAIT))
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
@@ -474,7 +396,7 @@ class Daemon:
         if self.sock is not None and self.sock in readable:
             self._read_adverts()
         if self.beacon is not None and self.beacon in readable:
-            self._read_beacons()
+            self.beacons.read(frozenset({self.sock.source}) if self.sock else frozenset())
         self._feed_posted()
         self._run_calls()
         self.feed(Tick())
@@ -545,18 +467,7 @@ class Daemon:
         self.cfg = cfg
         self.executor.set_config(cfg)
         self.params = self._params(self.params.address)
-        self._beacon_due = 0.0
-        keyring, off = self._load_keyring(cfg)
-        if keyring is None and cfg.beacon.key_file and self.keyring is not None:
-            # An unreadable key file on reload keeps the running keys (say why).
-            self.log.error("beacon_keys_kept", reason=off)
-        else:
-            self.keyring, self.beacon_off = keyring, off
-            self._say_beacon()
-            if self.keyring is None and self.beacon is not None:
-                self.beacon.close()
-                self.beacon = None
-            self._open_beacon()
+        self.beacons.set_config(cfg, self.sock.source if self.sock else None)
 
     # ------------------------------------------------------------------ status
 
@@ -584,9 +495,7 @@ class Daemon:
             "transitions": m.transitions,
             "drops": dict(self.drops),
             "input_errors": dict(self.input_errors),
-            "beacon": {"auth": "hmac-sha256" if self.keyring is not None else "off",
-                       "keys": len(self.keyring) if self.keyring is not None else 0,
-                       "warning": self.beacon_off, "refused": dict(self.peers.refused)},
+            "beacon": self.beacons.status(),
             **self.peers.view(now),
             "container_timings": dict(self.executor.container_timings),
             "counters": dict(self.executor.counters),

@@ -237,7 +237,7 @@ def test_a_datagram_that_makes_the_table_raise_is_counted_not_fatal():
         def receive_beacon(self, *a, **k):
             raise RecursionError("deep")
 
-    d.peers = Broken()
+    d.beacons.peers = Broken()
     fb.deliver(b"[" * 1000, EVIL)
     d.run_once()
     assert d.machine.state == State.MASTER and d.input_errors["beacon"] == 1
@@ -266,7 +266,7 @@ def test_reload_rolls_the_keys_and_turns_the_beacon_on_and_off():
     assert d.beacon is None
     on = config.parse({**BASE, "beacon": {"keys": ["n" * 32, KEY.decode()]}}, default_instance="t")
     d.apply_config(on)
-    assert d.beacon is fb and d.keyring.keys == (b"n" * 32, KEY)
+    assert d.beacon is fb and d.beacons.keyring.keys == (b"n" * 32, KEY)
     fb.deliver(encode(INFO, keyring=RING, src=H2, ts=NOW), H2)       # the peer still signs with the old key
     clock.advance(0.1)
     d.run_once()
@@ -285,5 +285,5 @@ def test_reload_with_an_unreadable_key_file_keeps_the_running_keys(tmp_path):
     with structlog.testing.capture_logs() as logs:
         d.apply_config(config.parse({**BASE, "beacon": {"key_file": str(f)}, "priority": 120},
                                     default_instance="t"))
-    assert d.keyring.keys == (KEY,) and d.beacon is fb
+    assert d.beacons.keyring.keys == (KEY,) and d.beacon is fb
     assert any(e["event"] == "beacon_keys_kept" for e in logs)
