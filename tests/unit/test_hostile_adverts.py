@@ -91,8 +91,9 @@ def advert(src: str, prio: int) -> bytes:
                         src=src, dst="224.0.0.18")
 
 
-def _bad_version_advert(src: str) -> bytes:
-    return codec.encode(Advert(3, 51, 200, 1.0, ("198.18.0.50",)), src=src, dst="198.18.0.11")
+# VRRPv3 with the message-only checksum (RFC 9568) is valid from any source: encoded once.
+BAD_VERSION = codec.encode(Advert(3, 51, 200, 1.0, ("198.18.0.50",)), src="198.18.0.21", dst="198.18.0.11",
+                           checksum="message")
 
 
 def test_unicast_non_peers_are_dropped_before_the_loud_version_check():
@@ -102,7 +103,7 @@ def test_unicast_non_peers_are_dropped_before_the_loud_version_check():
     with structlog.testing.capture_logs() as logs:
         for i in range(10_000):
             src = f"198.18.{100 + i // 250}.{1 + i % 250}"
-            r.handle(Received(_bad_version_advert(src), src, "198.18.0.11", 64), cfg, {"198.18.0.11"})
+            r.handle(Received(BAD_VERSION, src, "198.18.0.11", 64), cfg, {"198.18.0.11"})
     assert r.drops == {"not_a_peer": 10_000}
     assert not [e for e in logs if e["log_level"] == "warning"]
     assert len(r.limiter) == 0
@@ -113,11 +114,11 @@ def test_loud_drops_are_bounded_per_source_and_overall():
     cfg = _cfg()
     clock = FakeClock()
     r = Receiver(log=structlog.get_logger(), clock=clock)
+    raw = codec.encode(Advert(2, 51, 200, 1.0, ("198.18.0.50",), auth_type=1, password=b"nope"),
+                       src="198.18.0.21", dst="224.0.0.18")      # v2: the checksum does not cover the source
     with structlog.testing.capture_logs() as logs:
         for i in range(10_000):
             src = f"198.18.{100 + i // 250}.{1 + i % 250}"
-            raw = codec.encode(Advert(2, 51, 200, 1.0, ("198.18.0.50",), auth_type=1, password=b"nope"),
-                               src=src, dst="224.0.0.18")
             r.handle(Received(raw, src, "224.0.0.18", 255), cfg, {"198.18.0.11"})
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert r.drops == {"auth_mismatch": 10_000}
