@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 DEBS   := docker.io keepalived tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit lab demo lab-down bench soak install check clean
+.PHONY: all deps venv test unit fuzz lab demo lab-down bench soak install check clean
 
 all: test
 
@@ -33,6 +33,13 @@ test: deps venv
 
 unit: venv
 	$(PY) -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+# Hostile network input at full size (issue 9): 100,000 fuzzed adverts and 100,000 forged
+# beacons per timer (VRRPv2 1 s, VRRPv3 0.1 s) at a running pair, plus the unit fuzz suite.
+# `make test` runs the same tests with 5,000 of each.
+fuzz: deps venv
+	HAVIP_FUZZ_PACKETS=100000 $(PY) -m pytest -ra -s tests/unit/test_fuzz_network.py \
+	    tests/integration/test_hostile_flood.py $(PYTEST_ARGS)
 
 # The built-in lab: two hosts and a client in network namespaces, one dockerd and one
 # Milvus container per host, havip on both, a failover shown to a client.

@@ -48,6 +48,9 @@ class Metrics:
         self.adverts_received = Counter("havip_adverts_received", "VRRP packets received (before checks)",
                                         registry=r)
         self.drops = Counter("havip_drops", "Received packets dropped, by reason", ["reason"], registry=r)
+        self.input_errors = Counter("havip_input_errors", "Inputs whose handling raised (a bug; the loop went "
+                                    "on), by input: advert, beacon, control", ["input"], registry=r)
+        self.beacon_drops = Counter("havip_beacon_drops", "Peer beacons dropped, by reason", ["reason"], registry=r)
         self.check_ok = Gauge("havip_check_ok", "Last result of each check (1 ok, 0 failed)", ["check"],
                               registry=r)
         self.check_latency = Gauge("havip_check_latency_seconds", "Duration of the last run of each check",

@@ -35,6 +35,8 @@ class DropReason(enum.StrEnum):
     OWN_ADVERT = "own_advert"          # our own packet looped back
     BAD_FAMILY = "bad_family"          # IPv4 advert on an IPv6 instance or the reverse
     BAD_INTERVAL = "bad_interval"      # advert interval 0: a v3 backup would learn it (RFC 5798 6.4.2)
+    MALFORMED = "malformed"            # the decoder failed on it (a bug: logged, the packet dropped)
+    INTERNAL_ERROR = "internal_error"  # checking or acting on it raised (a bug: logged, the loop goes on)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ class FakeSocket(_Selectable):
         self.sent: list[tuple[bytes, str]] = []
         self.inbox: deque[Received] = deque()
         self.send_error: Exception | None = None
+        self.recv_error: Exception | None = None
         self.closed = False
 
     def send_to(self, payload: bytes, dst: str) -> None:
@@ -63,10 +64,41 @@ class FakeSocket(_Selectable):
         self._signal()
 
     def recv(self) -> Received | None:
+        if self.recv_error is not None:
+            self._drain()
+            raise self.recv_error
         if not self.inbox:
             self._drain()
             return None
         return self.inbox.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+class FakeBeacon(_Selectable):
+    """The peer beacon's sockets: deliver(data, src, ttl) queues a datagram; sent records."""
+
+    def __init__(self, source: str = "198.18.0.11"):
+        super().__init__()
+        self.source = source
+        self.sent: list[bytes] = []
+        self.inbox: deque[tuple[bytes, str, int | None]] = deque()
+        self.closed = False
+
+    def deliver(self, data: bytes, src: str, ttl: int | None = 255) -> None:
+        self.inbox.append((data, src, ttl))
+        self._signal()
+
+    def recv(self):
+        if not self.inbox:
+            self._drain()
+            return None
+        return self.inbox.popleft()
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
 
     def close(self) -> None:
         self.closed = True
@@ -119,8 +151,12 @@ class FakeLink(_Selectable):
         self.up = up
         self._signal()
 
+    drain_error: Exception | None = None     # set to make the loop itself fail (not an input path)
+
     def drain(self) -> bool:
         self._drain()
+        if self.drain_error is not None:
+            raise self.drain_error
         return True
 
     def status(self) -> LinkStatus:

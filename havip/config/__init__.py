@@ -38,6 +38,14 @@ SHOWN = 60          # characters of a value shown in an error line
 _SHOWN_DEPTH = 3    # nesting levels shown; deeper ones become {...} / [...]
 
 
+SECRET_KEYS = frozenset({"password", "keys"})     # never echoed: auth password, beacon keys
+
+
+def _is_secret(path: str) -> bool:
+    """A path under a secret key ('vrrp.password', 'beacon.keys[1]', 'beacon.keys.0')."""
+    return any(part.split("[", 1)[0] in SECRET_KEYS for part in path.split("."))
+
+
 def _show(value: object, path: str) -> str:
     """A value as the user would write it in YAML ('1111' is a string, 1111 a number).
 
@@ -46,7 +54,7 @@ def _show(value: object, path: str) -> str:
     """
     if value is _MISSING:
         return "(missing)"
-    if path.rsplit(".", 1)[-1] == "password" and value:
+    if _is_secret(path) and value:
         return "(hidden)"
     text = _flow(value, 0)
     return text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
@@ -214,7 +222,7 @@ class _Loader(yaml.SafeLoader):
             line = key_node.start_mark.line + 1
             if key_node.value in first:
                 shown = value_node.value if isinstance(value_node, yaml.ScalarNode) else "{...}"
-                shown = "(hidden)" if key_node.value == "password" else shown
+                shown = "(hidden)" if key_node.value in SECRET_KEYS else shown
                 self.duplicates.append(f"{_printable(str(key_node.value))}: {_printable(str(shown))[:60]}: "
                                        f"duplicate key on line {line} "
                                        f"(first on line {first[key_node.value]}); remove one")

@@ -12,7 +12,9 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationInfo, field_validator,
+)
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -234,6 +236,35 @@ class Notify(StrictModel):
     timeout: Seconds = 10.0
 
 
+def _beacon_key(value: str) -> str:
+    if len(value.encode()) < 16:
+        raise ValueError("must be at least 16 bytes; generate one with `openssl rand -hex 32`")
+    return value
+
+
+class Beacon(StrictModel):
+    """The peer beacon (havip.net.beacon, havip.protocol.beacon): signed with HMAC-SHA256.
+
+    Without a key the beacon is off (nothing sent, nothing listened to) and the daemon
+    says so at start and in status: an unauthenticated beacon could be forged by anyone
+    on the link. `keys` or `key_file` (one key per line): the first signs, all verify.
+    """
+
+    keys: Annotated[list[Annotated[str, AfterValidator(_beacon_key)]], Field(max_length=8)] = []
+    key_file: AbsPath | None = None
+
+    @field_validator("key_file")
+    @classmethod
+    def _one_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("keys"):
+            raise ValueError("give beacon.keys or beacon.key_file, not both")
+        return value
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.keys) or self.key_file is not None
+
+
 class Control(StrictModel):
     socket: AbsPath | None = None       # default /run/havip/INSTANCE.sock
 
@@ -262,6 +293,7 @@ class Config(StrictModel):
     notify: Notify = Notify()
     control: Control = Control()
     metrics: Metrics = Metrics()
+    beacon: Beacon = Beacon()
 
     @property
     def family(self) -> int:

@@ -327,6 +327,7 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
         return Decision(replace(m, master=view))
     eff = effective_priority(m, p)
     if m.state == State.BACKUP:
+        known = m.master
         m = replace(m, master=view)
         if a.priority == 0:
             # RFC 5798 6.4.2: the master resigned; take over after the skew time only.
@@ -339,7 +340,13 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
             if p.version == 3:
                 m = replace(m, master_adver_interval=a.interval)   # RFC 5798 6.4.2: learn it
             return Decision(replace(m, master_down_deadline=now + master_down(m, p)))
-        return Decision(m)  # lower priority and we preempt: let the timer run out
+        # Lower priority and we preempt: RFC 5798 6.4.2 discards it and lets the timer run
+        # out. It becomes the master we report only if it is the one we followed (its
+        # priority fell) or none is known: another router's low advert (a stranger on the
+        # link) must not replace the real master in status and in the takeover reason.
+        if known is not None and known.address != a.src and known.priority != 0:
+            return Decision(replace(m, master=known))
+        return Decision(m)
     # MASTER
     if a.priority == 0:
         # RFC 5798 6.4.3: answer a resignation at once so backups do not take over.

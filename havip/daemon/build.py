@@ -22,10 +22,10 @@ def real_adapters(cfg: Config) -> Adapters:
     vips = VipManager(cfg.interface, list(cfg.virtual_ipaddresses))
     announcer = Announcer(cfg.interface)
     link = LinkMonitor(cfg.interface)
-    def make_beacon():
+    def make_beacon(source: str):
         from havip.net.beacon import Beacon
 
-        return Beacon(cfg.interface, cfg.family, peers=[str(p) for p in uni.peers] if uni else None)
+        return Beacon(cfg.interface, cfg.family, source=source, peers=[str(p) for p in uni.peers] if uni else None)
 
     ad = Adapters(make_socket=make_socket, vips=vips, announcer=announcer, link=link, make_beacon=make_beacon,
                   extra_close=[vips.close, announcer.close, link.close])

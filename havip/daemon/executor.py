@@ -61,6 +61,10 @@ class Executor:
                 self.counters[f"error_{type(action).__name__}"] += 1
                 self.last_error = str(exc)
                 self.log.error("action_failed", action=type(action).__name__, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - an adapter's bug fails the action, like any failure
+                self.counters[f"error_{type(action).__name__}"] += 1
+                self.last_error = f"unexpected error: {exc!r}"[:300]
+                self.log.error("action_failed", action=type(action).__name__, error=self.last_error, exc_info=exc)
 
     def _apply_one(self, action: Action, now: float) -> None:
         match action:
@@ -271,6 +275,37 @@ class Executor:
             self.log.warning("hook_timeout", argv=argv, timeout=timeout)
         except OSError as exc:
             self.log.warning("hook_failed", argv=argv, error=str(exc))
+
+    def emergency_stop(self) -> None:
+        """The loop died and the machine could not hand over: do what `havip cleanup`
+        does, in its order. The VIP first (no write may reach a Milvus being stopped),
+        then the container, then the lease (only after a confirmed stop), then the
+        priority-0 advert so the backup takes over after its skew time."""
+        steps = [("DelVip", self._emergency_vip), ("StopContainer", self._emergency_container),
+                 ("SendAdvert", lambda: self.send_advert(0))]
+        stopped = True
+        for name, step in steps:
+            if name == "StopContainer" and self.runtime is None:
+                continue
+            if name == "SendAdvert" and not stopped:
+                continue                  # Milvus may still run: the backup must not start a second
+            try:
+                step()
+                self.log.warning("emergency_step_done", step=name)
+            except Exception as exc:  # noqa: BLE001 - every step is tried
+                stopped = stopped and name != "StopContainer"
+                self.counters[f"error_{name}"] += 1
+                self.log.critical("emergency_step_failed", step=name, error=repr(exc)[:300])
+
+    def _emergency_vip(self) -> None:
+        self.garp_due.clear()
+        self.vips.remove()
+        self.vip_attached = False
+
+    def _emergency_container(self) -> None:
+        self._cancel_start.set()
+        self.runtime.stop(timeout=min(self.cfg.milvus.stop_timeout, self.cfg.advert_interval))
+        self._release_lease_bounded()
 
     def close(self, wait: bool = True, *, keep_lease: bool = False) -> None:
         """Stop the workers. A lease still held was taken by an attempt whose answer came

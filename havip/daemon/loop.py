@@ -13,7 +13,7 @@ import select
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,17 +21,22 @@ from typing import Any
 
 from havip.config import Config
 from havip.core import machine as sm
+from havip.daemon.beaconing import BeaconService
 from havip.daemon.executor import Executor
 from havip.daemon.peers import Peers
+from havip.daemon.ratelimit import RateLimiter
 from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
 from havip.model import (
-    AdvertReceived, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
+    AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State,
+    Tick,
 )
 
-BEACON_INTERVAL = 1.0   # seconds between peer beacons
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
+EXIT_LOOP_FAILED = 1    # the loop died of a bug: systemd's Restart=on-failure starts it again
+READ_PER_TURN = 64      # adverts read per turn of the loop
+READ_BEFORE_TAKEOVER = 4096
 
 
 @dataclass
@@ -46,14 +51,15 @@ class Adapters:
     milvus_probe: Any = None                # MilvusProbe
     lease: Any = None                       # StorageLease
     make_runner: Callable[..., Any] | None = None   # (on_change) -> CheckRunner
-    make_beacon: Callable[[], Any] | None = None    # -> Beacon (peer state on the link)
+    make_beacon: Callable[[str], Any] | None = None  # (source) -> Beacon (peer state on the link)
     extra_close: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Daemon:
     def __init__(self, cfg: Config, adapters: Adapters, *, log, clock: Callable[[], float] = time.monotonic,
                  metrics=None, on_transition: Callable[[dict], None] | None = None,
-                 notify: SdNotify | None = None, config_path: str | None = None):
+                 notify: SdNotify | None = None, config_path: str | None = None,
+                 wall: Callable[[], float] = time.time):
         self.cfg = cfg
         self.config_path = config_path
         self.ad = adapters
@@ -66,10 +72,14 @@ class Daemon:
         self.machine = sm.Machine()
         self.params = self._params("")
         self.sock = None
-        self.beacon = None
-        self._beacon_due = 0.0
         self.receiver = Receiver(log=self.log, clock=clock, metrics=metrics)
         self.lateness: deque[float] = deque(maxlen=1000)
+        # Inputs (advert, beacon, control) whose handling raised: counted, logged rate-limited.
+        self.input_errors: Counter[str] = Counter()
+        self._error_log = RateLimiter(60.0, burst=5, max_keys=16)
+        self.failure: str | None = None
+        self.beacons = BeaconService(cfg, self.peers, make_beacon=adapters.make_beacon, log=self.log, clock=clock,
+                                     wall=wall, metrics=metrics, on_error=self._input_error)
         self.history: deque[dict] = deque(maxlen=50)
         self._events: deque[Event] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
@@ -139,17 +149,16 @@ class Daemon:
             return
         self.executor.sock = self.sock
         self.params = self._params(self.sock.source)
-        if self.ad.make_beacon is not None and self.beacon is None:
-            try:
-                self.beacon = self.ad.make_beacon()
-            except HavipError as exc:
-                self.log.warning("beacon_failed", error=str(exc))
+        self.beacons.open(self.sock.source)
         self.executor.warm()
 
+    @property
+    def beacon(self):
+        """The peer beacon's socket, while it is open."""
+        return self.beacons.sock
+
     def _close_socket(self) -> None:
-        if self.beacon is not None:
-            self.beacon.close()
-            self.beacon = None
+        self.beacons.close()
         if self.sock is not None:
             self.sock.close()
         self.sock = None
@@ -164,7 +173,13 @@ class Daemon:
         self.machine = decision.machine
         if isinstance(event, Tick) and before.adver_deadline is not None and any(
                 isinstance(a, SendAdvert) for a in decision.actions):
-            self.lateness.append(now - before.adver_deadline)
+            late = now - before.adver_deadline
+            self.lateness.append(late)
+            if late > self.cfg.advert_interval and self._error_log.allow("advert_late", now):
+                # A backup declares us dead after 3 intervals: say so long before that.
+                self.log.warning("advert_late", late_ms=round(late * 1000, 1), interval=self.cfg.advert_interval,
+                                 consequence="the host or the loop is starved; a backup takes over after "
+                                             "3 intervals without an advert")
         self.executor.apply(decision.actions, now)
         if decision.transition:
             old, new = decision.transition
@@ -182,7 +197,7 @@ class Daemon:
         elif decision.reason:
             self.log.info("decision", state=str(self.machine.state), reason=decision.reason)
         if decision.reason:
-            self._beacon_due = 0.0      # peers learn of a change at once, not a second later
+            self.beacons.due = 0.0      # peers learn of a change at once, not a second later
         self._sync_checks()
         return decision
 
@@ -204,49 +219,59 @@ class Daemon:
 
     def _read_adverts(self) -> None:
         own = {self.sock.source}
-        for _ in range(64):   # bounded: a flood must not starve the timers
+        for _ in range(self._read_budget()):
+            # bounded: a flood must not starve the timers
             try:
                 pkt = self.sock.recv()
             except HavipError as exc:
                 self.executor.counters["error_recv"] += 1
-                self.log.error("recv_failed", error=str(exc))
+                if self._error_log.allow("recv", self.clock()):
+                    self.log.error("recv_failed", error=str(exc), count=self.executor.counters["error_recv"])
+                return
+            except Exception as exc:  # noqa: BLE001 - an input must never stop the loop
+                self._input_error("advert", exc)
                 return
             if pkt is None:
                 return
-            advert = self.receiver.handle(pkt, self.cfg, own)
-            if advert is not None:
-                self.peers.heard_advert(pkt.src, self.clock())
-                self.feed(AdvertReceived(advert))
+            try:
+                advert = self.receiver.handle(pkt, self.cfg, own)
+                if advert is not None:
+                    self.peers.heard_advert(pkt.src, self.clock())
+                    self.feed(AdvertReceived(advert))
+            except Exception as exc:  # noqa: BLE001 - a bug costs this packet, not the daemon
+                self.receiver.drop(Drop(DropReason.INTERNAL_ERROR, repr(exc)[:200], str(pkt.src)), str(pkt.src))
+                self._input_error("advert", exc)
+
+    def _read_budget(self) -> int:
+        """Packets to read this turn: 64, so that a flood cannot delay our own adverts; but
+        a backup whose master-down timer is due reads the whole queue first (up to 4,096),
+        so that a master's advert queued behind a flood is seen before it takes over."""
+        m = self.machine
+        if m.state == State.BACKUP and m.master_down_deadline is not None \
+                and self.clock() >= m.master_down_deadline:
+            return READ_BEFORE_TAKEOVER
+        return READ_PER_TURN
+
+    def _input_error(self, source: str, exc: BaseException) -> None:
+        """An input whose handling raised: counted by input, logged with its traceback at
+        most once a minute per input (five lines a minute overall), never fatal."""
+        self.input_errors[source] += 1
+        if self.metrics:
+            self.metrics.input_errors.labels(input=source).inc()
+        if self._error_log.allow(source, self.clock()):
+            self.log.error("input_failed", input=source, error=repr(exc)[:300], count=self.input_errors[source],
+                           consequence="dropped; the loop goes on", exc_info=exc)
 
     @property
     def drops(self):
         return self.receiver.drops
 
-    def _read_beacons(self) -> None:
-        now = self.clock()
-        for _ in range(32):
-            peer = self.beacon.recv()
-            if peer is False:
-                return
-            if peer is None or peer.vrid != self.cfg.virtual_router_id:
-                self.executor.counters["beacon_ignored"] += 1
-                continue
-            self.peers.heard_beacon(peer, now)
-
     def _send_beacon(self) -> None:
-        now = self.clock()
-        if self.beacon is None or now < self._beacon_due:
-            return
-        self._beacon_due = now + BEACON_INTERVAL
         m = self.machine
-        try:
-            self.beacon.send_all({
-                "instance": self.cfg.instance, "vrid": self.cfg.virtual_router_id, "state": str(m.state),
-                "priority": sm.effective_priority(m, self.params), "healthy": m.healthy, "paused": m.paused,
-                "container": str(m.container) if self.cfg.milvus else None})
-        except HavipError as exc:
-            self.executor.counters["error_beacon"] += 1
-            self.log.debug("beacon_send_failed", error=str(exc))
+        self.beacons.send({
+            "instance": self.cfg.instance, "vrid": self.cfg.virtual_router_id, "state": str(m.state),
+            "priority": sm.effective_priority(m, self.params), "healthy": m.healthy, "paused": m.paused,
+            "container": str(m.container) if self.cfg.milvus else None}, self.sock.source if self.sock else "")
 
     def _check_link(self) -> None:
         st = self.ad.link.status()
@@ -270,6 +295,7 @@ class Daemon:
         self.log.info("starting", interface=self.cfg.interface, vrid=self.cfg.virtual_router_id,
                       priority=self.cfg.priority, version=self.cfg.version,
                       link=st.detail or ("up" if st.up else "down"))
+        self.beacons.say()
         if self.ad.lease is not None:
             from havip.runtime.lease import mount_warning
 
@@ -283,12 +309,54 @@ class Daemon:
             self._runner.start()
 
     def run(self) -> int:
-        self.start()
-        self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
-        while self.machine.state != State.STOPPED:
-            self.run_once()
-        self.close()
-        return 0
+        """Start, serve until stopped, close. The exit status is 0 after a clean stop and
+        EXIT_LOOP_FAILED when the loop died; either way the VIP and Milvus were handed over."""
+        try:
+            self.start()
+            self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
+        except Exception as exc:  # noqa: BLE001 - hand over below, then exit non-zero
+            self._fail_safe(exc)
+            self.close()
+            return EXIT_LOOP_FAILED
+        return self.serve()
+
+    def serve(self) -> int:
+        """The loop after start(). Whatever escapes it (a bug: inputs are caught one by one)
+        ends it as SIGTERM would, by handing over, and `close()` runs in any case."""
+        try:
+            while self.machine.state != State.STOPPED:
+                self.run_once()
+        except BaseException as exc:  # noqa: BLE001 - hand over, then exit non-zero
+            self._fail_safe(exc)
+        finally:
+            self.close()
+        return EXIT_LOOP_FAILED if self.failure else 0
+
+    def _fail_safe(self, exc: BaseException) -> None:
+        """The loop died: hand over exactly as on SIGTERM (the machine's Shutdown, driven by
+        a minimal loop that reads no input), or, if even that fails, do what `havip
+        cleanup` does: VIP off, container stopped, lease released, priority 0."""
+        self.failure = f"{type(exc).__name__}: {exc}"[:300]
+        self.log.critical("loop_failed", error=self.failure, exc_info=exc,
+                          consequence="handing over as on SIGTERM, then exiting with status 1")
+        try:
+            self.notify.stopping(f"loop failed: {self.failure}")
+            if self._shutdown_at is None:
+                self._shutdown_at = self.clock()
+                self.feed(Shutdown())
+            limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
+            end = time.monotonic() + limit
+            while self.machine.state != State.STOPPED and time.monotonic() < end:
+                self.notify.kick(self.clock())      # systemd's watchdog: the handover is in progress
+                select.select([self._wake_r], [], [], 0.05)
+                self._drain_wake()
+                self._feed_posted()
+                self.feed(Tick())
+        except Exception as again:  # noqa: BLE001 - fall back to the blunt cleanup below
+            self.log.critical("handover_failed", error=repr(again)[:300], exc_info=again)
+        if self.machine.state != State.STOPPED:
+            self._forced = True
+            self.executor.emergency_stop()
 
     def run_once(self) -> None:
         now = self.clock()
@@ -315,34 +383,41 @@ class Daemon:
             fds.append(self.sock)
         if self.beacon is not None:
             fds.append(self.beacon)
-            deadline = min(deadline, self._beacon_due)
+            deadline = min(deadline, self.beacons.due)
         timeout = max(0.0, min(deadline - now, MAX_WAIT))
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
             readable = []
         if self._wake_r in readable:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            self._drain_wake()
         if self.ad.link in readable and self.ad.link.drain():
             self._check_link()
         if self.sock is not None and self.sock in readable:
             self._read_adverts()
         if self.beacon is not None and self.beacon in readable:
-            self._read_beacons()
-        while True:
-            with self._lock:
-                if not self._events:
-                    break
-                ev = self._events.popleft()
-            self.feed(ev)
+            self.beacons.read(frozenset({self.sock.source}) if self.sock else frozenset())
+        self._feed_posted()
         self._run_calls()
         self.feed(Tick())
         self.executor.run_garp(self.clock())
         self._send_beacon()
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _feed_posted(self) -> None:
+        """Feed the events the workers posted, in order."""
+        while True:
+            with self._lock:
+                if not self._events:
+                    return
+                ev = self._events.popleft()
+            self.feed(ev)
 
     def _run_calls(self) -> None:
         while True:
@@ -354,21 +429,20 @@ class Daemon:
                 continue
             try:
                 fut.set_result(fn())
-            except Exception as exc:  # noqa: BLE001 - the caller gets it
+            except Exception as exc:  # noqa: BLE001 - the caller gets it; the loop goes on
+                self._input_error("control", exc)
                 fut.set_exception(exc)
 
     def close(self) -> None:
-        if self._runner is not None:
-            self._runner.stop()
-        self.executor.close(wait=True, keep_lease=self._forced)
-        self._close_socket()
-        for fn in self.ad.extra_close:
+        """Stop the workers and close everything; each step is tried even if one fails."""
+        steps = [self._runner.stop] if self._runner is not None else []
+        steps += [lambda: self.executor.close(wait=True, keep_lease=self._forced), self._close_socket,
+                  *self.ad.extra_close, lambda: os.close(self._wake_r), lambda: os.close(self._wake_w)]
+        for fn in steps:
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - closing must go on
-                pass
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+            except Exception as exc:  # noqa: BLE001 - closing must go on
+                self.log.error("close_failed", error=repr(exc)[:300])
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -393,7 +467,7 @@ class Daemon:
         self.cfg = cfg
         self.executor.set_config(cfg)
         self.params = self._params(self.params.address)
-        self._beacon_due = 0.0
+        self.beacons.set_config(cfg, self.sock.source if self.sock else None)
 
     # ------------------------------------------------------------------ status
 
@@ -420,6 +494,8 @@ class Daemon:
             "hold": m.hold,
             "transitions": m.transitions,
             "drops": dict(self.drops),
+            "input_errors": dict(self.input_errors),
+            "beacon": self.beacons.status(),
             **self.peers.view(now),
             "container_timings": dict(self.executor.container_timings),
             "counters": dict(self.executor.counters),

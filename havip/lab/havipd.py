@@ -126,12 +126,17 @@ class Havipd:
         return "\n".join(lines)
 
 
+# The lab pair's shared beacon key (a lab is throwaway; real hosts use beacon.key_file).
+LAB_BEACON_KEY = "havip-lab-beacon-key-not-secret"
+
+
 def vrrp_config(*, vrid: int = 51, priority: int, vips: list[str], version: int = 2,
                 interval: float = 1, password: str | None = "1111", **extra) -> dict:
-    """A havip config for lab host `eth0` in the classic pair's shape."""
+    """A havip config for lab host `eth0` in the classic pair's shape, beacon signed."""
     cfg = {"interface": "eth0", "virtual_router_id": vrid, "priority": priority, "version": version,
            "advert_interval": interval, "virtual_ipaddresses": vips,
-           "garp": {"delay": 0, "repeat": 2, "interval": 0.05, "refresh": 0}}
+           "garp": {"delay": 0, "repeat": 2, "interval": 0.05, "refresh": 0},
+           "beacon": {"keys": [LAB_BEACON_KEY]}}
     if version == 2 and password:
         cfg["authentication"] = {"type": "pass", "password": password}
     cfg.update(extra)

@@ -1,8 +1,8 @@
 """Receive checks that need the configuration (RFC 3768 7.1, RFC 5798 7.1).
 
 `codec.decode` has already checked what the bytes alone can tell (length, version and
-type fields, address count, checksum). `check` applies the rest, in the RFC's order, and
-returns the first Drop or None to accept. Decisions, compared with keepalived 2.2:
+type fields, address count, checksum). `check` applies the rest (strangers first, see
+_RULES) and returns the first Drop or None to accept. Decisions, compared with keepalived 2.2:
 
 * TTL: multicast adverts must arrive with TTL / hop limit 255 (RFC 5798 7.1 MUST): only
   a sender on the link can produce it. In unicast mode any TTL is accepted, as keepalived
@@ -144,8 +144,12 @@ def _interval(advert: Advert, cfg: Config, own: Set[str]) -> Verdict:
             f"ours {cfg.advert_interval:g}s (RFC 3768 7.1)")
 
 
+# The RFC lists TTL, version, checksum, VRID, auth, interval; the checks that need no
+# trust and say nothing (own address, unicast peer, TTL, family, VRID) come first, so a
+# stranger is counted as what it is (not_a_peer, bad_ttl, other_vrid) before any rule
+# that warns about a misconfigured peer (version, auth, interval) can run (issue 9).
 _RULES: tuple[Callable[[Advert, Config, Set[str]], Verdict], ...] = (
-    _own_advert, _ttl, _version, _family, _vrid, _peer, _auth, _interval,
+    _own_advert, _peer, _ttl, _family, _vrid, _version, _auth, _interval,
 )
 
 

@@ -1,9 +1,15 @@
 """VRRP advertisements on the wire, v2 (RFC 3768 5.1) and v3 (RFC 5798 5.1), via scapy.
 
-`encode` builds the VRRP payload (what follows the IP header); `decode` turns received
-payload bytes into an `Advert` or a `Drop` saying why not, and never raises. Only the
-structure is checked here (length, version, type, address count, checksum, family); the
-checks that need the configuration live in `havip.protocol.checks`.
+`encode` builds the VRRP payload (what follows the IP header) with scapy; `decode` turns
+received payload bytes into an `Advert` or a `Drop` saying why not, and never raises. Only
+the structure is checked here (length, version, type, address count, checksum, family);
+the checks that need the configuration live in `havip.protocol.checks`.
+
+Decode does not hand received bytes to scapy's parser: the fixed header is 8 bytes and
+the address list is `count` slices whose total the length check has already bounded, so
+the protocol itself bounds the work. scapy's VRRP layers refuse more than
+`conf.max_list_count` (100) addresses by raising, although the count field holds 255
+(RFC 5798 5.2.5), and one such packet used to stop the daemon.
 
 Layouts (offsets in bytes):
     0 version<<4 | type   1 VRID   2 priority   3 count of addresses
@@ -14,10 +20,11 @@ Layouts (offsets in bytes):
 from __future__ import annotations
 
 import ipaddress
+import struct
 from typing import Literal
 
-from scapy.layers.inet import IP, in4_chksum
-from scapy.layers.inet6 import IPv6, in6_chksum
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.vrrp import VRRP, VRRPv3
 from scapy.utils import checksum as inet_checksum
 
@@ -129,6 +136,14 @@ def decode(payload: bytes, *, src: str, dst: str, ttl: int | None, family: int) 
     `src`/`dst` come from the IP header (the v3 checksum covers them), `ttl` is the IPv4
     TTL or IPv6 hop limit (None when unknown), `family` is 4 or 6 (the socket's).
     """
+    try:
+        return _decode(payload, src=src, dst=dst, ttl=ttl, family=family)
+    except Exception as exc:  # noqa: BLE001 - a bug here must cost one packet, never the daemon
+        return _drop(DropReason.MALFORMED, f"could not be parsed ({type(exc).__name__}: {exc})"[:200],
+                     src if isinstance(src, str) else "")
+
+
+def _decode(payload: bytes, *, src: str, dst: str, ttl: int | None, family: int) -> Advert | Drop:
     payload = bytes(payload)
     src_ip = _parse_ip(src)
     shown = str(src_ip) if src_ip else str(src)
@@ -152,7 +167,13 @@ def decode_ipv4_packet(packet: bytes) -> Advert | Drop:
     TTL, source and destination are read from the header; the VRRP payload ends where the
     header's total length says (anything after it is link padding).
     """
-    packet = bytes(packet)
+    try:
+        return _decode_ipv4_packet(bytes(packet))
+    except Exception as exc:  # noqa: BLE001 - see decode
+        return _drop(DropReason.MALFORMED, f"could not be parsed ({type(exc).__name__}: {exc})"[:200])
+
+
+def _decode_ipv4_packet(packet: bytes) -> Advert | Drop:
     if len(packet) < IPV4_HEADER_LEN:
         return _drop(DropReason.TRUNCATED, f"{len(packet)} bytes is shorter than an IPv4 header")
     if packet[0] >> 4 != 4:
@@ -228,33 +249,44 @@ def _checksum_ok(payload: bytes, family: int, src: str, dst: str) -> bool:
     if payload[0] >> 4 == 2:
         return inet_checksum(payload) == 0
     if family == 6:
-        return in6_chksum(IPPROTO_VRRP, IPv6(src=src, dst=dst), payload) == 0
+        return inet_checksum(_pseudo_header(6, src, dst, len(payload)) + payload) == 0
     # v3 over IPv4: keepalived (by default) and RFC 5798 include the pseudo-header; Cisco,
     # Juniper and keepalived's v3_checksum_as_v2 leave it out, as RFC 9568 permits. Taking
     # either is safe: both are sums over the same bytes that anyone can recompute, so
     # neither authenticates the sender. They catch corruption, and a corrupted packet
     # matching the other variant by chance is as likely as it passing one checksum. What
     # protects the election is TTL 255 (on-link only) and, in unicast, the peer list.
-    return (in4_chksum(IPPROTO_VRRP, IP(src=src, dst=dst), payload) == 0
+    return (inet_checksum(_pseudo_header(4, src, dst, len(payload)) + payload) == 0
             or inet_checksum(payload) == 0)
 
 
+def _pseudo_header(family: int, src: str, dst: str, length: int) -> bytes:
+    """IPv4 (RFC 768) or IPv6 (RFC 8200 8.1) pseudo-header for upper-layer protocol 112."""
+    a, b = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    if family == 4:
+        return a + b + struct.pack("!BBH", 0, IPPROTO_VRRP, length)
+    return a + b + struct.pack("!I3xB", length, IPPROTO_VRRP)
+
+
 def _to_advert(payload: bytes, family: int, src: str, ttl: int | None) -> Advert | Drop:
-    """Build the Advert from a payload whose structure and checksum were verified."""
-    if payload[0] >> 4 == 2:
-        layer = VRRP(payload)
-        interval = float(layer.adv)
-        auth = (layer.auth1.to_bytes(4, "big") + layer.auth2.to_bytes(4, "big")).rstrip(b"\0")
-        auth_type = layer.authtype
+    """Build the Advert from a payload whose structure and checksum were verified.
+
+    `_check_structure` made len(payload) exactly what the count field says, so the
+    slices below are bounded by the protocol (at most 255 addresses).
+    """
+    first, vrid, priority, count = payload[0], payload[1], payload[2], payload[3]
+    version, size = first >> 4, ADDR_LEN[family]
+    if version == 2:
+        auth_type, interval = payload[4], float(payload[5])
+        auth = payload[HEADER_LEN + count * size:][:AUTH_LEN].rstrip(b"\0")
     else:
-        # The underlayer tells scapy whether the address list holds IPv4 or IPv6 addresses.
-        layer = VRRPv3(payload, _underlayer=IP() if family == 4 else IPv6())
-        interval, auth, auth_type = v3_centis_to_interval(layer.adv), b"", 0
+        centis = int.from_bytes(payload[4:6], "big") & 0x0FFF      # 4 reserved bits
+        interval, auth, auth_type = v3_centis_to_interval(centis), b"", 0
     if interval <= 0:
         # RFC 5798 6.4.2: a v3 backup adopts the master's interval; 0 would make its
         # Master_Down_Interval 0 and it would take over on every tick.
         return _drop(DropReason.BAD_INTERVAL, "advert interval is 0", src)
-    addresses = tuple(str(ipaddress.ip_address(a)) for a in layer.addrlist)
-    return Advert(version=layer.version, vrid=layer.vrid, priority=layer.priority,
-                  interval=interval, addresses=addresses, src=src, ttl=ttl,
-                  auth_type=auth_type, password=auth)
+    raw = payload[HEADER_LEN:HEADER_LEN + count * size]
+    addresses = tuple(str(ipaddress.ip_address(raw[i:i + size])) for i in range(0, len(raw), size))
+    return Advert(version=version, vrid=vrid, priority=priority, interval=interval,
+                  addresses=addresses, src=src, ttl=ttl, auth_type=auth_type, password=auth)

@@ -85,7 +85,8 @@ def test_check_table(cfg, advert, own, expected):
 
 
 def test_every_config_drop_reason_has_a_row():
-    structural = {R.TRUNCATED, R.BAD_TYPE, R.BAD_CHECKSUM, R.BAD_ADDR_COUNT, R.BAD_INTERVAL,
+    structural = {R.TRUNCATED, R.BAD_TYPE, R.BAD_CHECKSUM, R.BAD_ADDR_COUNT, R.BAD_INTERVAL, R.MALFORMED,
+                  R.INTERNAL_ERROR,
                   R.ADDRESS_MISMATCH}    # decided by codec.decode, or counted but accepted
     assert {c[4] for c in CASES} - {None} == set(DropReason) - structural
 

@@ -147,3 +147,15 @@ def test_check_config_refuses_a_vip_that_is_not_a_host_address(tmp_path, vip, ex
 def test_check_config_accepts_host_addresses_at_subnet_edges(tmp_path, vip):
     code, out = _check(tmp_path, GOOD_YAML.replace("198.18.0.50/24", vip))
     assert code == 0, out
+
+
+def test_check_config_never_echoes_a_beacon_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("interface: eth0\nvirtual_router_id: 51\npriority: 100\n"
+                   "virtual_ipaddresses: [198.18.0.50/24]\n"
+                   "beacon:\n  keys: [short-secret-0001x, 5]\n  keys: [dup-secret-00002]\n")
+    res = CliRunner().invoke(main, ["check-config", str(bad)])
+    assert res.exit_code == 2
+    assert "beacon.keys" in res.output or "keys" in res.output
+    assert "short-secret" not in res.output and "dup-secret" not in res.output, res.output
+    assert "(hidden)" in res.output

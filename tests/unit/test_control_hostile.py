@@ -214,12 +214,15 @@ def test_concurrent_status_requests_share_one_snapshot(server, daemon, sock_path
     real = daemon.status
     daemon.status = lambda: calls.append(1) or real()
     results: list[object] = []
+    server.loop_timeout = 15                # a slow CI machine must not turn the wait into timeouts
     daemon.hang.set()                       # the loop is busy while the burst arrives
     threads = [threading.Thread(target=lambda: results.append(
         client.request(sock_path, {"cmd": "status"}, 5)["status"]["state"])) for _ in range(50)]
     for t in threads:
         t.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10       # every request is in before the loop wakes up
+    while server._listener.connections < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
     daemon.hang.clear()
     for t in threads:
         t.join(10)

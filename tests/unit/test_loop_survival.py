@@ -1,0 +1,102 @@
+"""Issue 9: no input stops the loop, and a loop that dies anyway hands over as on SIGTERM.
+
+Over the fakes: an input whose handling raises is a counted drop and the daemon stays
+master; an exception outside the input paths ends the loop, but the VIP is removed,
+Milvus stopped, priority 0 sent, and the exit status says it failed.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from havip.daemon.loop import EXIT_LOOP_FAILED
+from havip.daemon.receive import Receiver
+from havip.model import State
+from tests.unit.test_daemon import _become_master, _priorities, make
+
+
+class _ExplodingReceiver(Receiver):
+    def handle(self, pkt, cfg, own):
+        super().handle(pkt, cfg, own)
+        raise KeyError("healthy")
+
+
+def test_an_advert_whose_handling_raises_is_a_counted_drop():
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    _become_master(d, clock)
+    d.receiver = _ExplodingReceiver(log=d.log, clock=clock)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(50):
+            sock.deliver(b"\x21\x33\x01\x01\x01\x01\x00\x00", "198.18.0.99")
+        d.run_once()
+    assert d.machine.state == State.MASTER and vips.attached and rt.running
+    assert d.input_errors["advert"] == 50
+    assert d.receiver.drops["internal_error"] == 50
+    assert d.status()["input_errors"] == {"advert": 50}
+    assert len([e for e in logs if e["event"] == "input_failed"]) == 1       # rate-limited
+
+
+def test_a_socket_that_raises_is_counted_and_the_loop_goes_on():
+    d, sock, vips, link, clock, rt = make()
+    _become_master(d, clock)
+    sock.recv_error = RuntimeError("recvmsg returned garbage")
+    sock.deliver(b"x", "198.18.0.99")
+    d.run_once()
+    sock.recv_error = None
+    clock.advance(1.0)
+    d.run_once()
+    assert d.machine.state == State.MASTER and d.input_errors["advert"] == 1
+
+
+def test_a_control_call_that_raises_answers_its_caller_and_is_counted():
+    d, sock, vips, link, clock, rt = make()
+    _become_master(d, clock)
+    fut = d.call(lambda: {}["missing"])
+    d.run_once()
+    assert isinstance(fut.exception(timeout=1), KeyError)
+    assert d.machine.state == State.MASTER and d.input_errors["control"] == 1
+
+
+def test_an_adapter_bug_fails_the_action_not_the_loop():
+    d, sock, vips, link, clock, rt = make()
+    d.start()
+    vips.error = RuntimeError("pyroute2 said something unexpected")
+    clock.advance(3.7)
+    d.run_once()
+    assert d.machine.state == State.MASTER
+    assert d.executor.counters["error_AddVip"] == 1
+    assert "unexpected error" in d.executor.last_error
+
+
+def test_a_loop_that_dies_hands_over_as_on_sigterm_and_exits_non_zero():
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    _become_master(d, clock)
+    assert vips.attached and rt.running
+    sent = len(sock.sent)
+    link.drain_error = RuntimeError("netlink monitor bug")
+    link.set(True)                                   # makes the link readable: the loop calls drain()
+    with structlog.testing.capture_logs() as logs:
+        status = d.serve()
+    assert status == EXIT_LOOP_FAILED != 0
+    assert not vips.attached and vips.calls[-1] == "remove"
+    assert not rt.running and rt.calls[-1] == "stop"
+    assert _priorities(sock)[sent:][-1] == 0          # resigned, as on SIGTERM
+    assert d.machine.state == State.STOPPED
+    assert any(e["event"] == "loop_failed" and "netlink monitor bug" in e["error"] for e in logs)
+    assert sock.closed
+
+
+def test_when_even_the_handover_fails_the_blunt_cleanup_runs():
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    _become_master(d, clock)
+
+    def broken_feed(event):
+        raise RuntimeError("the machine itself is broken")
+
+    d.feed = broken_feed                              # every step raises, Shutdown included
+    link.drain_error = RuntimeError("first failure")
+    link.set(True)
+    with structlog.testing.capture_logs():
+        assert d.serve() == EXIT_LOOP_FAILED
+    assert not vips.attached and not rt.running
+    assert _priorities(sock)[-1] == 0
