@@ -14,13 +14,15 @@ import time
 
 import click
 
+from havip.clihelp import Group
+
 DEFAULT_WORKDIR = "/var/tmp/havip-lab"
 workdir_option = click.option("--workdir", envvar="HAVIP_LAB_DIR", default=DEFAULT_WORKDIR, show_default=True,
                               type=click.Path(file_okay=False), help="Where the lab keeps its state, logs "
                               "and shared storage (keep it short: containerd's socket paths are limited).")
 
 
-@click.group()
+@click.group(cls=Group)
 def lab() -> None:
     """The two-host Milvus HA lab in network namespaces (needs root)."""
     if os.geteuid() != 0:
