@@ -30,7 +30,8 @@
 #   - pip: PIP_* variables pass through; /etc/pip.conf, /etc/xdg/pip/, ~/.config/pip/pip.conf,
 #     ~/.pip/pip.conf and $PIP_CONFIG_FILE are copied in; local paths they or PIP_* name
 #     (find-links folders, file:// indexes, constraint files) are bind-mounted read-only at
-#     the same path; the pip cache lives in $HAVIP_FRESH_CACHE/pip;
+#     the same path (for an index ending in /simple, its parent, where the files usually
+#     are); the pip cache lives in $HAVIP_FRESH_CACHE/pip;
 #   - CA: the bundle named by PIP_CERT, SSL_CERT_FILE or REQUESTS_CA_BUNDLE (default
 #     /etc/ssl/certs/ca-certificates.crt) is copied to the same path, and the local CAs in
 #     /usr/local/share/ca-certificates are copied too, so the bundle that ca-certificates
@@ -245,7 +246,8 @@ for f in "${pip_confs[@]}"; do
 done
 : > "$ROOT/srv/fresh/ro-paths"
 { cat "${pip_confs[@]}" 2>/dev/null | sed -n 's/^[^#;=]*=//p'; env | sed -n 's/^PIP_[A-Z_]*=//p'; } \
-    | tr ' \t,' '\n\n\n' | sed -e 's#^file://##' | grep '^/' | sort -u | while IFS= read -r p; do
+    | tr ' \t,' '\n\n\n' | sed -e 's#^file://##' -e 's#/*$##' -e 's#/simple$##' | grep '^/' | sort -u \
+    | while IFS= read -r p; do
         # A local path the settings name, not one the root has a copy of already.
         if [ -e "$p" ] && [ ! -e "$ROOT$p" ]; then echo "$p" >> "$ROOT/srv/fresh/ro-paths"; fi
     done
