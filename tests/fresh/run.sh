@@ -310,6 +310,9 @@ EOF
 
 # ---- phase: inside
 phase "inside: README steps, git clone, make demo, make test in a private mount namespace + chroot"
+# One run at a time on this machine: the runs share the apt archive cache (and its lock).
+exec 8>"$CACHE/run.lock"
+flock -w "$RUN_TIMEOUT" 8 || { echo "another fresh run holds $CACHE/run.lock" >&2; exit 1; }
 set +e
 timeout --kill-after=30 "$RUN_TIMEOUT" unshare --mount --propagation private --fork -- \
     env CACHE="$CACHE" bash "$SELF" --in-namespace "$ROOT" &
@@ -334,4 +337,4 @@ left=$(own_pids)
 if [ -d /var/run/netns ] && ls /var/run/netns | grep -q "^$LAB_PREFIX"; then
     echo "network namespaces of ours in this machine's /var/run/netns"; exit 1
 fi
-phase "fresh: ok (the README's steps work on a pristine Debian 12 with its own python3)"
+phase "fresh: ok in $(( ($(date +%s%N) - T0) / 1000000000 ))s (the README's steps work on a pristine Debian 12 with its own python3)"
