@@ -6,9 +6,9 @@
 #      uses (the first `deb` entry of /etc/apt/sources.list{,.d/*.list,.d/*.sources});
 #      the installed root is cached as a tarball in $HAVIP_FRESH_CACHE
 #      (/var/cache/havip-fresh), so a rerun unpacks it in seconds;
-#   2. the commands of the README's quick start that come before `make`, run verbatim
-#      (the apt-get line), then `git clone` of the current commit into /root/havip (root's
-#      home, mode 0700, as a newcomer would);
+#   2. the lines of the README's quick start that come before `make`, run verbatim (the
+#      apt-get line), then `git clone` of the current commit into /root/havip (root's home,
+#      mode 0700, as a newcomer would);
 #   3. `make demo`, then `make test` with CI=true and PYTEST_ARGS=$HAVIP_FRESH_PYTEST_ARGS
 #      (default: the unit tests, one Docker + Milvus test, and the havipctl refusal test
 #      that must work from a clone under /root), all with Debian's own python3.
@@ -270,15 +270,14 @@ fi
 git clone -q --bare --no-local "$REPO" "$ROOT/srv/havip.git"
 git -C "$ROOT/srv/havip.git" fetch -q "$REPO" "$COMMIT"
 
-# The README's quick start: the lines before `git clone` are what a newcomer runs first;
-# its `git clone <URL>` becomes a clone of the current commit.
+# The README's quick start (its ```sh blocks): the lines before the first `make` are what a
+# newcomer runs first, verbatim; its clone becomes a clone of the current commit.
 git -C "$REPO" show "$COMMIT:README.md" \
-    | awk '/^## Quick start/ {q=1} q && /^```sh/ {b=1; next} b && /^```/ {exit} b' \
+    | awk '/^## / {q = ($0 ~ /^## Quick start/)} q && /^```sh/ {b=1; next} b && /^```/ {b=0; next} q && b' \
     | sed -e 's/[[:space:]]#.*$//' -e '/^[[:space:]]*$/d' > "$WORK/quickstart"
-awk '/^(git clone|make)( |$)/ {exit} {print}' "$WORK/quickstart" > "$ROOT/srv/fresh/prereqs.sh"
-grep -qE '^git clone' "$WORK/quickstart" && grep -qE '^make demo' "$WORK/quickstart" \
-    && grep -qE '^make test' "$WORK/quickstart" \
-    || { echo "README.md's quick start lacks its 'git clone', 'make demo' or 'make test' line" >&2; exit 1; }
+awk '/^make( |$)/ {exit} !/^(git clone|cd) / {print}' "$WORK/quickstart" > "$ROOT/srv/fresh/prereqs.sh"
+grep -qE '^make demo' "$WORK/quickstart" && grep -qE '^make test' "$WORK/quickstart" \
+    || { echo "README.md's quick start lacks its 'make demo' or 'make test' line" >&2; exit 1; }
 echo "README quick start, run verbatim before make:"; sed 's/^/    /' "$ROOT/srv/fresh/prereqs.sh"
 
 cat > "$ROOT/srv/fresh/newcomer.sh" <<EOF
