@@ -41,6 +41,7 @@
 # to iterate on the script), HAVIP_FRESH_TIMEOUT (seconds for the run inside, default 2400).
 # Needs root, debootstrap, unshare, git and zstd. Exits non-zero naming the failed phase.
 set -euo pipefail
+{   # the whole script is read before it runs: editing it meanwhile cannot change a run
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SELF="$REPO/tests/fresh/run.sh"
@@ -337,3 +338,5 @@ if [ -d /var/run/netns ] && ls /var/run/netns | grep -q "^$LAB_PREFIX"; then
     echo "network namespaces of ours in this machine's /var/run/netns"; exit 1
 fi
 phase "fresh: ok in $(( ($(date +%s%N) - T0) / 1000000000 ))s (the README's steps work on a pristine Debian 12 with its own python3)"
+exit 0
+}
