@@ -159,10 +159,10 @@ echo "mirror: $MIRROR (host release: ${CODENAME:-unknown})"
 # ---- phase: base
 phase "base: a Debian 12 root (debootstrap, cached as a tarball)"
 mkdir -p "$CACHE/archives/partial" "$CACHE/pip"
-# apt's packages already on this machine, hard-linked (same file system) or copied once.
+# apt's packages already on this machine, hard-linked (when on the same file system): apt
+# in the root has its own cache and lock, and never deletes the machine's.
 if [ -d /var/cache/apt/archives ]; then
-    cp -n -l /var/cache/apt/archives/*.deb "$CACHE/archives/" 2>/dev/null \
-        || cp -n /var/cache/apt/archives/*.deb "$CACHE/archives/" 2>/dev/null || true
+    cp -n -l /var/cache/apt/archives/*.deb "$CACHE/archives/" 2>/dev/null || true
 fi
 ARCH=$(dpkg --print-architecture)
 KEY=$(echo "$BASE_VERSION $SUITE $ARCH $MIRROR" | sha256sum | cut -c1-12)
@@ -314,7 +314,7 @@ phase "inside: README steps, git clone, make demo, make test in a private mount 
 exec 8>"$CACHE/run.lock"
 flock -w "$RUN_TIMEOUT" 8 || { echo "another fresh run holds $CACHE/run.lock" >&2; exit 1; }
 set +e
-timeout --kill-after=30 "$RUN_TIMEOUT" unshare --mount --propagation private --fork -- \
+timeout --kill-after=30 "$RUN_TIMEOUT" unshare --mount --propagation private --fork --kill-child -- \
     env CACHE="$CACHE" bash "$SELF" --in-namespace "$ROOT" &
 NSPID=$!
 wait "$NSPID"
