@@ -104,6 +104,7 @@ cleanup() {
     local rc=$? left
     trap - EXIT INT TERM
     set +e
+    case "$PHASE" in inside:*) PHASE="inside: $(cat "$ROOT/srv/fresh/phase" 2>/dev/null || echo "mount setup")";; esac
     if [ -n "$NSPID" ] && kill -0 "$NSPID" 2>/dev/null; then kill -TERM "$NSPID" 2>/dev/null; fi
     left=$(own_pids)
     if [ -n "$left" ]; then
@@ -323,7 +324,6 @@ set -e
 NSPID=""
 inner=$(cat "$ROOT/srv/fresh/phase" 2>/dev/null || echo "mount setup")
 if [ "$rc" != 0 ] || [ "$inner" != done ]; then
-    PHASE="inside: $inner"
     echo "the run inside failed (exit $rc) in its phase '$inner'" >&2
     exit 1
 fi
