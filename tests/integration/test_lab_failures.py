@@ -85,3 +85,17 @@ def test_a_docker_api_error_is_shown_in_the_engine_s_words_and_nothing_is_left(w
     assert not mounts_under(workdir)
     assert "API listen on" in (workdir / "havip" / "dockerd-h1.log").read_text()   # the log outlives the lab
     assert not (workdir / "lab.json").exists() and not (workdir / "h1").exists()
+
+
+def test_a_switch_that_fails_to_come_up_removes_its_namespace():
+    require_root()
+    from havip.lab.netns import CommandFailed, Topology
+
+    class FailingSwitch(Topology):
+        def sw(self, *argv: str):
+            raise CommandFailed(2, list(argv), "", "Error: injected failure\n")
+
+    prefix = "hv" + secrets.token_hex(2)
+    with pytest.raises(CommandFailed, match="injected failure"):
+        FailingSwitch(prefix)
+    assert not namespaces(prefix)
