@@ -26,7 +26,8 @@
 # written here:
 #   - apt: the same sources (and the keyrings they name), the apt.conf.d files that set a
 #     proxy, CA or validity checks, and the packages already in /var/cache/apt/archives
-#     (hard-linked into our own cache, so apt in the root never deletes the machine's);
+#     (hard-linked into our own cache, so apt in the root never deletes the machine's); the
+#     package lists of the last run are kept in the cache, so `apt-get update` revalidates;
 #   - pip: PIP_* variables pass through; /etc/pip.conf, /etc/xdg/pip/, ~/.config/pip/pip.conf,
 #     ~/.pip/pip.conf and $PIP_CONFIG_FILE are copied in; local paths they or PIP_* name
 #     (find-links folders, file:// indexes, constraint files) are bind-mounted read-only at
@@ -69,6 +70,7 @@ if [ "${1:-}" = "--in-namespace" ]; then
     mount -t tmpfs -o mode=0755 tmpfs "$ROOT/run"
     mkdir -p "$ROOT/run/lock"
     mount --bind "$CACHE/archives" "$ROOT/var/cache/apt/archives"
+    mount --bind "$CACHE/lists" "$ROOT/var/lib/apt/lists"     # `apt-get update` only revalidates
     mkdir -p "$ROOT/root/.cache/pip"
     mount --bind "$CACHE/pip" "$ROOT/root/.cache/pip"
     while IFS= read -r p; do
@@ -159,7 +161,7 @@ echo "mirror: $MIRROR (host release: ${CODENAME:-unknown})"
 
 # ---- phase: base
 phase "base: a Debian 12 root (debootstrap, cached as a tarball)"
-mkdir -p "$CACHE/archives/partial" "$CACHE/pip"
+mkdir -p "$CACHE/archives/partial" "$CACHE/lists/partial" "$CACHE/pip"
 # apt's packages already on this machine, hard-linked (when on the same file system): apt
 # in the root has its own cache and lock, and never deletes the machine's.
 if [ -d /var/cache/apt/archives ]; then
