@@ -68,6 +68,7 @@ install: deps venv
 # The README's steps on a pristine Debian 12 root (debootstrap, cached), with Debian's
 # python3: make demo and part of make test. See tests/fresh/run.sh and docs/development.md.
 fresh:
+	@$(MAKE) --no-print-directory deps DEBS="debootstrap zstd git util-linux"
 	tests/fresh/run.sh
 
 clean:
