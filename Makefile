@@ -1,6 +1,7 @@
 # havip: one entry point for installing, testing, benchmarking and the lab.
 # Every target installs what it needs (Debian packages and a virtualenv), so a fresh
-# Debian machine needs nothing but `make` and root.
+# Debian 12 machine needs only root and what the README's quick start installs first
+# (make, git, ca-certificates).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ PY     := $(VENV)/bin/python
 DEBS   := docker.io keepalived tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz lab demo lab-down bench soak install check clean
+.PHONY: all deps venv test unit fuzz lab demo lab-down bench soak install check clean fresh
 
 all: test
 
@@ -20,7 +21,9 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# `deps` is an order-only prerequisite: it runs before the venv is made (Debian's python3
+# needs python3-venv for `-m venv`), even under `make -j`, without forcing a reinstall.
+$(VENV)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -73,6 +76,12 @@ install: deps venv
 	install -m 0644 systemd/havip@.service /etc/systemd/system/havip@.service
 	ln -sf $(abspath $(VENV))/bin/havip /usr/local/bin/havip
 	ln -sf $(abspath $(VENV))/bin/havipctl /usr/local/bin/havipctl
+
+# The README's steps on a pristine Debian 12 root (debootstrap, cached), with Debian's
+# python3: make demo and part of make test. See tests/fresh/run.sh and docs/development.md.
+fresh:
+	@$(MAKE) --no-print-directory deps DEBS="debootstrap zstd git util-linux"
+	tests/fresh/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from havip import config as config_mod
+from havip.clihelp import EPILOG_HAVIP, Group
 from havip.errors import ConfigError, HavipError
 
 EXIT_CONFIG = 2        # check-config: the file is invalid or unreadable; import-keepalived: cannot read or write
@@ -24,7 +25,7 @@ def _load_or_exit(path: str) -> config_mod.Config:
         sys.exit(EXIT_CONFIG)
 
 
-@click.group()
+@click.group(cls=Group, epilog=EPILOG_HAVIP)
 @click.version_option(package_name="havip")
 def main() -> None:
     """havip: high availability for Milvus (VRRP, VIP, container lifecycle)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from havip.clihelp import EPILOG_HAVIPCTL, Group
 from havip.control import client
 from havip.errors import ConfigError, ControlError
 
@@ -256,7 +257,7 @@ def render(st: dict) -> str:
 # ------------------------------------------------------------------ commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, epilog=EPILOG_HAVIPCTL, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-s", "--socket", "socket_opt", metavar="SOCKET",
               help="Control socket path, or an instance name (default: every instance on this host).")
 @click.version_option(package_name="havip")

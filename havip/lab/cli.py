@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 
 import click
+
+from havip.clihelp import Group
 
 DEFAULT_WORKDIR = "/var/tmp/havip-lab"
 workdir_option = click.option("--workdir", envvar="HAVIP_LAB_DIR", default=DEFAULT_WORKDIR, show_default=True,
@@ -20,7 +23,7 @@ workdir_option = click.option("--workdir", envvar="HAVIP_LAB_DIR", default=DEFAU
                               "and shared storage (keep it short: containerd's socket paths are limited).")
 
 
-@click.group()
+@click.group(cls=Group)
 def lab() -> None:
     """The two-host Milvus HA lab in network namespaces (needs root)."""
     if os.geteuid() != 0:
@@ -37,20 +40,63 @@ def _start(workdir: str):
     from havip.lab.milvuslab import MilvusLab
 
     prefix = os.environ.get("HAVIP_LAB_PREFIX", "hvl")     # tests give their own
-    lab_ = MilvusLab(workdir, prefix=prefix)
-    click.echo(f"Building the lab in {workdir}: namespaces {prefix}-h1, {prefix}-h2 and {prefix}-client on a bridge, "
-               f"a dockerd and a stopped Milvus container on each host, shared storage {lab_.shared}.")
+    return start_lab(MilvusLab(workdir, prefix=prefix))
+
+
+def start_lab(lab_, echo=click.echo):
+    """Bring `lab_` up; on any failure remove what was made and raise a ClickException
+    that says what failed, in the failing command's own words, and where the logs are."""
+    echo(f"Building the lab in {lab_.workdir}: namespaces {lab_.prefix}-h1, {lab_.prefix}-h2 and "
+         f"{lab_.prefix}-client on a bridge, a dockerd and a stopped Milvus container on each host, "
+         f"shared storage {lab_.shared}.")
     t0 = time.monotonic()
     try:
         lab_.up()
     except BaseException as exc:
-        click.echo("The lab did not come up; removing what was made.", err=True)
-        lab_.down()
-        if isinstance(exc, (RuntimeError, TimeoutError)):
-            raise click.ClickException(f"{exc} (logs: {workdir}/havip, {workdir}/h1/dockerd.log)") from None
-        raise
-    click.echo(f"Up in {time.monotonic() - t0:.1f}s.")
+        echo("The lab did not come up; removing what was made.", err=True)
+        raise failure("The lab did not come up", lab_, exc) from None
+    echo(f"Up in {time.monotonic() - t0:.1f}s.")
     return lab_
+
+
+def failure(what: str, lab_, exc: BaseException) -> click.ClickException:
+    """Take the lab down, then one ClickException: `what`, the cause, where the logs are.
+    A KeyboardInterrupt is re-raised once the lab is down."""
+    try:
+        lab_.down()
+        removed = "everything it made has been removed"
+    except Exception as down_exc:  # noqa: BLE001 - said, never hidden
+        removed = f"removing what it made failed too ({_cause(down_exc, lab_)}); run `havip lab down " \
+                  f"--workdir {lab_.workdir}`"
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+    return click.ClickException(f"{what}, and {removed}.\n  cause: {_cause(exc, lab_)}\n"
+                                f"  logs: {lab_.log_dir} (havip and dockerd of each host), "
+                                f"{lab_.workdir / 'client.log'}")
+
+
+def _cause(exc: BaseException, lab_) -> str:
+    """The failure in its own words; anything unexpected also goes, with its traceback,
+    to the lab's log folder."""
+    import docker.errors
+    import requests.exceptions
+
+    from havip.errors import HavipError
+    from havip.lab.netns import CommandFailed
+
+    if isinstance(exc, docker.errors.APIError):
+        return f"Docker engine: {exc.explanation or exc}"
+    if isinstance(exc, (CommandFailed, RuntimeError, TimeoutError, OSError, ValueError, HavipError,
+                        docker.errors.DockerException, requests.exceptions.RequestException)):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    try:
+        lab_.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(lab_.log_dir / "lab-error.log", "a") as f:
+            traceback.print_exception(exc, file=f)
+        where = f" (traceback in {lab_.log_dir / 'lab-error.log'})"
+    except OSError:
+        where = ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _show(lab_) -> None:
@@ -120,9 +166,17 @@ def demo(workdir: str, keep: bool) -> None:
         click.echo(f"Using the lab that is already up in {workdir} (it stays up).")
     try:
         run_demo(lab_, click.echo)
-    finally:
-        if made and not keep:
-            click.echo("\nTearing the lab down (--keep leaves it up).")
-            lab_.down()
-        elif made:
-            click.echo(f"\nThe lab stays up: havip lab status / down --workdir {workdir}")
+    except BaseException as exc:
+        if made:
+            click.echo("\nThe demo failed; tearing the lab down.", err=True)
+            raise failure("The demo failed", lab_, exc) from None
+        if isinstance(exc, Exception):      # the lab was up before: not ours to take down
+            raise click.ClickException(f"The demo failed; the lab that was already up stays up.\n"
+                                       f"  cause: {_cause(exc, lab_)}\n  logs: {lab_.log_dir}") from None
+        raise
+    if made and not keep:
+        click.echo("\nTearing the lab down (--keep leaves it up).")
+        lab_.down()
+    elif made:
+        click.echo(f"\nThe lab stays up: havip lab status / down --workdir {workdir}")
+    click.echo(f"Logs stay in {lab_.log_dir} (havip and dockerd of each host) and {lab_.workdir / 'client.log'}.")

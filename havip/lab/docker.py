@@ -210,12 +210,23 @@ def build_lab_image(dockerd: Dockerd, tag: str = LAB_IMAGE) -> str:
 
 def lab_binds(shared_dir: Path | str, *, prefix: str = sys.prefix, base_prefix: str = sys.base_prefix) -> list[str]:
     """The bind mounts that make the empty lab image run this machine's Python and
-    milvus-lite: system dirs and the interpreter read-only, the shared data read-write."""
-    binds = ["/usr:/usr:ro", "/etc:/etc:ro", f"{base_prefix}:{base_prefix}:ro"]
-    if prefix != base_prefix and not prefix.startswith(base_prefix.rstrip("/") + "/"):
-        binds.append(f"{prefix}:{prefix}:ro")
+    milvus-lite: system dirs and the interpreter read-only, the shared data read-write.
+
+    Each folder is mounted once: Docker refuses a second mount at the same point, and a
+    folder inside one already mounted comes with it (Debian's python3 has its base prefix
+    at /usr; a venv may live under /usr/local or inside another)."""
+    binds = [f"{p}:{p}:ro" for p in _outermost(["/usr", "/etc", base_prefix, prefix])]
     binds.append(f"{Path(shared_dir)}:{DATA_IN_CONTAINER}:rw")
     return binds
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """`paths` without duplicates and without those inside another one, parents first."""
+    kept: list[str] = []
+    for p in sorted({os.path.normpath(p) for p in paths}, key=lambda p: (p.count("/"), p)):
+        if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(p)
+    return kept
 
 
 def milvus_command(port: int = 19530, host_addr: str = "0.0.0.0", *, prefix: str = sys.prefix) -> list[str]:

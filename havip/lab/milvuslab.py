@@ -27,7 +27,7 @@ import docker
 import yaml
 
 from havip.lab.client import Client
-from havip.lab.docker import Dockerd, build_lab_image, create_milvus_container
+from havip.lab.docker import LAB_IMAGE, Dockerd, build_lab_image, create_milvus_container
 from havip.lab.havipd import Havipd, vrrp_config
 from havip.lab.netns import NETNS_DIR, Host, Topology, wait_for
 from havip.lab.sampler import Sampler  # noqa: F401 - part of this module's API
@@ -115,9 +115,11 @@ class _AdoptedTopology(Topology):
 class MilvusLab:
     """Two havip hosts, a client, two dockerds and one shared directory."""
 
-    def __init__(self, workdir: Path | str, prefix: str = "hvl", vrrp: tuple[int, float] = (2, 1)):
+    def __init__(self, workdir: Path | str, prefix: str = "hvl", vrrp: tuple[int, float] = (2, 1),
+                 image: str = LAB_IMAGE):
         self.workdir = Path(workdir)
         self.prefix = prefix
+        self.image = image                  # what the `milvus` containers run (built by build_lab_image)
         self.vrrp = vrrp                    # (version, advert_interval); the recipe's is (2, 1)
         self.shared = self.workdir / "shared"
         self.topo: Topology | None = None
@@ -144,9 +146,9 @@ class MilvusLab:
             d.start()
             self.save()
             build_lab_image(d)
-            create_milvus_container(d, CONTAINER, self.shared)
+            create_milvus_container(d, CONTAINER, self.shared, image=self.image)
             self.havipds[name] = Havipd(self.hosts[name], havip_config(HAVIP_HOSTS[name][1], d.url, self.shared, name, self.vrrp),
-                                        self.workdir / "havip", name=name)
+                                        self.log_dir, name=name)
         return self
 
     def _clear_workdir(self) -> None:
@@ -252,12 +254,21 @@ class MilvusLab:
                 pass
         if self.topo is not None:
             self.topo.close()
+        for name, d in self.dockerds.items():   # dockerd's log outlives its state, beside havip's
+            if d.log_path.exists():
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                shutil.move(d.log_path, self.log_dir / f"dockerd-{name}.log")
         for path in [*(d.workdir for d in self.dockerds.values()), self.shared]:
             if not _mounted_under(path):     # never delete through a mount left behind
                 shutil.rmtree(path, ignore_errors=True)
         (self.workdir / STATE_FILE).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ looking
+
+    @property
+    def log_dir(self) -> Path:
+        """havip's logs of each host, and dockerd's once the lab is down: kept by `down`."""
+        return self.workdir / "havip"
 
     def api(self, name: str, timeout: float = 5) -> docker.APIClient:
         """A Docker API client for host `name`'s engine (the caller closes it)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import time
@@ -22,8 +23,24 @@ from pathlib import Path
 NETNS_DIR = Path("/var/run/netns")
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A command the lab ran failed; its message carries the command's own stderr."""
+
+    def __str__(self) -> str:
+        said = " ".join(str(self.stderr or self.stdout or "").split()) or "(no output)"
+        return f"`{shlex.join(str(a) for a in self.cmd)}` exited with status {self.returncode}: {said}"
+
+
+def run(argv: list[str], *, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run with output captured as text; a failure raises CommandFailed."""
+    res = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if check and res.returncode != 0:
+        raise CommandFailed(res.returncode, argv, res.stdout, res.stderr)
+    return res
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+    return run(["ip", *args], check=check)
 
 
 def ns_pids(ns: str) -> list[int]:
@@ -58,8 +75,7 @@ class Host:
 
     def run(self, *argv: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
         """Run a command in this host's namespace and wait for it."""
-        return subprocess.run(ns_exec_argv(self.ns, list(argv)), check=check, capture_output=True,
-                              text=True, timeout=timeout, **kw)
+        return run(ns_exec_argv(self.ns, list(argv)), check=check, timeout=timeout, **kw)
 
     def popen(self, argv: list[str], **kw) -> subprocess.Popen:
         """Start a long-running command in this host's namespace; close() reaps it."""
@@ -116,16 +132,20 @@ class Topology:
         self.procs: list[subprocess.Popen] = []
         self._namespaces: list[str] = []
         self._cleanups: list = []
-        self._create_ns(self.switch)
-        self.sw("ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
-        # No multicast snooping: VRRP multicast must reach every port at once.
-        self.sw("ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
-        self.sw("ip", "link", "set", "br0", "up")
+        try:
+            self._create_ns(self.switch)
+            self.sw("ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
+            # No multicast snooping: VRRP multicast must reach every port at once.
+            self.sw("ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+            self.sw("ip", "link", "set", "br0", "up")
+        except BaseException:
+            self.close()                    # the caller never gets a handle to close
+            raise
 
     # ------------------------------------------------------------------ building
 
     def _create_ns(self, ns: str) -> None:
-        _ip("netns", "add", ns)
+        _ip("netns", "add", ns)             # fails if the name is taken: never adopt another's
         self._namespaces.append(ns)
         _ip("-n", ns, "link", "set", "lo", "up")
         # IPv6 DAD would delay addresses by a second or more; duplicate detection is
@@ -134,7 +154,7 @@ class Topology:
             subprocess.run(ns_exec_argv(ns, ["sysctl", "-qw", key]), check=False, capture_output=True)
 
     def sw(self, *argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(ns_exec_argv(self.switch, list(argv)), check=True, capture_output=True, text=True)
+        return run(ns_exec_argv(self.switch, list(argv)))
 
     def add_host(self, name: str, index: int, *, ipv6: bool = True) -> Host:
         """Add host `name` with address SUBNET.index/24 (and fd00:198:18::index/64)."""

@@ -41,6 +41,9 @@ def test_havip_lab_demo_runs_and_cleans_up():
                      "Tearing the lab down"):
             assert line in out, f"{line!r} not in the demo's output:\n{out[-3000:]}"
         assert "MISSING" not in out and "LOST" not in out
+        last = res.stdout.strip().splitlines()[-1]       # where the logs stay, said last
+        assert last.startswith(f"Logs stay in {workdir}/lab/havip "), last
+        assert {"h1.log", "h2.log", "dockerd-h1.log", "dockerd-h2.log"} <= set(os.listdir(f"{workdir}/lab/havip"))
     finally:
         left = [n for n in os.listdir(NETNS_DIR) if n.startswith(prefix)] if NETNS_DIR.exists() else []
         if left:   # the demo failed to tear down: do it ourselves, by our own ids
