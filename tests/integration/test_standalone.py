@@ -1,0 +1,115 @@
+"""The lab's real Milvus (2.3.5 standalone, havip.lab.standalone) on one namespace host:
+the image runs, havip's own CheckHealth client says healthy / refused / hung, the
+container's PID 1 forwards docker stop's SIGTERM (the issue saw a lab container whose
+PID 1 ignored it, so every stop waited for the SIGKILL), and a restart on the same data
+after a SIGKILL is healthy within the lab's start_timeout (the lab's session TTL).
+
+About 40 s: the image is built once per machine into the cache (~15 s the first time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from havip.lab.docker import Dockerd
+from havip.lab.milvuslab import STANDALONE_SETTINGS
+from havip.lab.netns import Topology
+from havip.lab.standalone import build_standalone_image, create_standalone_container, render_config
+from tests.conftest import REPO, require_binary, require_root
+
+pytestmark = [pytest.mark.root, pytest.mark.docker]
+
+WAIT = """
+import json, sys, time
+from havip.checks.milvus_grpc import check_health
+addr, budget, timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+t0 = time.monotonic()
+while True:                      # at least once
+    ok, last = check_health(addr, timeout)
+    if ok or time.monotonic() - t0 >= budget:
+        break
+    time.sleep(0.1)
+print(json.dumps({"ok": ok, "reason": last, "took": time.monotonic() - t0}))
+"""
+
+
+def ask(host, budget: float, timeout: float = 1.0) -> dict:
+    proc = host.run(sys.executable, "-c", WAIT, f"{host.addr}:19530", str(budget), str(timeout),
+                    timeout=budget + 60, check=False, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_render_config_fills_the_template_and_applies_overrides():
+    template = ("etcd:\n  endpoints: localhost:{{ etcd_port(int): 2379 }}\n  data:\n    dir: {{ etcd_data_dir }}\n"
+                "proxy:\n  ip:\n  port: {{ proxy_port(int): 19530 }}\ncommon:\n  session:\n    ttl: 30\n")
+    import yaml
+
+    doc = yaml.safe_load(render_config(template, {"common.session.ttl": 5, "grpc.client.maxBackoff": 1}))
+    assert doc["etcd"] == {"endpoints": "127.0.0.1:2379", "data": {"dir": "/data/etcd"}}
+    assert doc["proxy"] == {"ip": "", "port": 19530}          # an empty `ip:` stays empty, not null
+    assert doc["common"]["session"]["ttl"] == 5 and doc["grpc"]["client"]["maxBackoff"] == 1
+
+
+def test_standalone_serves_stops_on_sigterm_and_restarts_on_its_data():
+    require_root()
+    require_binary("dockerd")
+    work = Path(tempfile.mkdtemp(prefix="hvt", dir="/tmp"))
+    shared = work / "shared"
+    shared.mkdir()
+    try:
+        with Topology() as topo:
+            host = topo.add_host("h1", 11, ipv6=False)
+            d = Dockerd(host, work / "d")
+            topo.on_close(d.stop)
+            d.start()
+            build_standalone_image(d)
+            create_standalone_container(d, "milvus", shared, stop_timeout=30)
+            api = d._api(timeout=90)
+            assert api.inspect_container("milvus")["HostConfig"]["Init"] is True
+
+            refused = ask(host, 0)
+            assert refused["reason"] == f"Milvus at {host.addr}:19530 refused the connection (nothing listening)"
+            api.start("milvus")
+            up = ask(host, STANDALONE_SETTINGS["start_timeout"])
+            assert up["ok"], up
+            print(f"\ncold start: healthy after {up['took']:.1f}s")
+            assert {p.name for p in shared.iterdir()} >= {"etcd", "rocksmq"}   # the data is on the shared dir
+
+            pid = api.inspect_container("milvus")["State"]["Pid"]     # docker-init; Milvus is its child
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            milvus_pid = int(children[0])
+            os.kill(milvus_pid, signal.SIGSTOP)
+            try:
+                hung = ask(host, 0, timeout=1.0)
+            finally:
+                os.kill(milvus_pid, signal.SIGCONT)
+            assert (hung["ok"], hung["reason"]) == (False, "Milvus did not answer CheckHealth within 1.0s")
+
+            t0 = time.monotonic()
+            api.stop("milvus", timeout=30)
+            took = time.monotonic() - t0
+            code = api.inspect_container("milvus")["State"]["ExitCode"]
+            print(f"docker stop: {took:.2f}s, exit code {code}")
+            assert code != 137 and took < 25, (took, code)    # ended by SIGTERM, not by docker's SIGKILL
+
+            api.start("milvus")
+            assert ask(host, STANDALONE_SETTINGS["start_timeout"])["ok"]
+            api.kill("milvus")
+            api.wait("milvus", timeout=30)
+            api.start("milvus")
+            again = ask(host, STANDALONE_SETTINGS["start_timeout"])
+            assert again["ok"], again
+            print(f"restart after SIGKILL: healthy after {again['took']:.1f}s")
+            api.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
