@@ -115,7 +115,7 @@ class Client:
         return self._merge(self.request("traffic_stop"))
 
     def _merge(self, rep: dict) -> dict:
-        for start, n in rep["acked"]:
+        for start, n, *_ in rep["acked"]:
             self.acked.update(range(start, start + n))
         self.next_id = max(self.next_id, rep["next_id"])
         return rep

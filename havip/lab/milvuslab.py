@@ -85,6 +85,13 @@ def havip_config(priority: int, docker_url: str, shared: Path, name: str, vrrp: 
                       password="1111")
     cfg["milvus"] = {"container": CONTAINER, "docker": docker_url, "grpc": "127.0.0.1:19530",
                      "data_path": str(shared), "lease": {"holder": f"lab-{name}"}, **milvus_settings(kind)}
+    if kind == "standalone":
+        # No automatic failback on the real server: each one is a second outage as long as
+        # the takeover (~15 s here, about a minute with Milvus' default session TTL);
+        # `havipctl failover` moves Milvus back when the operator chooses
+        # (docs/milvus-standalone.md). The milvus-lite lab keeps keepalived's preemption,
+        # which its e2e matrix exercises.
+        cfg["preempt"] = False
     return cfg
 
 
