@@ -49,6 +49,29 @@ def ask(host, budget: float, timeout: float = 1.0) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture
+def lab_dir():
+    """A short work directory (containerd's socket paths) with `shared/`, removed after."""
+    require_root()
+    require_binary("dockerd")
+    work = Path(tempfile.mkdtemp(prefix="hvt", dir="/tmp"))
+    (work / "shared").mkdir()
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def standalone_host(topo: Topology, work: Path, name: str, index: int, stop_timeout: int = 10):
+    """A namespace host with its own dockerd, the standalone image and a stopped container
+    `milvus` on `work/shared`; (host, dockerd)."""
+    host = topo.add_host(name, index, ipv6=False)
+    d = Dockerd(host, work / name)
+    topo.on_close(d.stop)
+    d.start()
+    build_standalone_image(d)
+    create_standalone_container(d, "milvus", work / "shared", stop_timeout=stop_timeout)
+    return host, d
+
+
 def test_render_config_fills_the_template_and_applies_overrides():
     template = ("etcd:\n  endpoints: localhost:{{ etcd_port(int): 2379 }}\n  data:\n    dir: {{ etcd_data_dir }}\n"
                 "proxy:\n  ip:\n  port: {{ proxy_port(int): 19530 }}\ncommon:\n  session:\n    ttl: 30\n")
@@ -60,59 +83,47 @@ def test_render_config_fills_the_template_and_applies_overrides():
     assert doc["common"]["session"]["ttl"] == 5 and doc["grpc"]["client"]["maxBackoff"] == 1
 
 
-def test_standalone_serves_stops_on_sigterm_and_restarts_on_its_data():
-    require_root()
-    require_binary("dockerd")
-    work = Path(tempfile.mkdtemp(prefix="hvt", dir="/tmp"))
-    shared = work / "shared"
-    shared.mkdir()
-    try:
-        with Topology() as topo:
-            host = topo.add_host("h1", 11, ipv6=False)
-            d = Dockerd(host, work / "d")
-            topo.on_close(d.stop)
-            d.start()
-            build_standalone_image(d)
-            create_standalone_container(d, "milvus", shared, stop_timeout=30)
-            api = d._api(timeout=90)
-            assert api.inspect_container("milvus")["HostConfig"]["Init"] is True
+def test_standalone_serves_stops_on_sigterm_and_restarts_on_its_data(lab_dir):
+    shared = lab_dir / "shared"
+    with Topology() as topo:
+        host, d = standalone_host(topo, lab_dir, "h1", 11, stop_timeout=30)
+        api = d._api(timeout=90)
+        assert api.inspect_container("milvus")["HostConfig"]["Init"] is True
 
-            refused = ask(host, 0)
-            assert refused["reason"] == f"Milvus at {host.addr}:19530 refused the connection (nothing listening)"
-            api.start("milvus")
-            up = ask(host, STANDALONE_SETTINGS["start_timeout"])
-            assert up["ok"], up
-            print(f"\ncold start: healthy after {up['took']:.1f}s")
-            assert {p.name for p in shared.iterdir()} >= {"etcd", "rocksmq"}   # the data is on the shared dir
+        refused = ask(host, 0)
+        assert refused["reason"] == f"Milvus at {host.addr}:19530 refused the connection (nothing listening)"
+        api.start("milvus")
+        up = ask(host, STANDALONE_SETTINGS["start_timeout"])
+        assert up["ok"], up
+        print(f"\ncold start: healthy after {up['took']:.1f}s")
+        assert {p.name for p in shared.iterdir()} >= {"etcd", "rocksmq"}   # the data is on the shared dir
 
-            pid = api.inspect_container("milvus")["State"]["Pid"]     # docker-init; Milvus is its child
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            milvus_pid = int(children[0])
-            os.kill(milvus_pid, signal.SIGSTOP)
-            try:
-                hung = ask(host, 0, timeout=1.0)
-            finally:
-                os.kill(milvus_pid, signal.SIGCONT)
-            assert (hung["ok"], hung["reason"]) == (False, "Milvus did not answer CheckHealth within 1.0s")
+        pid = api.inspect_container("milvus")["State"]["Pid"]     # docker-init; Milvus is its child
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        milvus_pid = int(children[0])
+        os.kill(milvus_pid, signal.SIGSTOP)
+        try:
+            hung = ask(host, 0, timeout=1.0)
+        finally:
+            os.kill(milvus_pid, signal.SIGCONT)
+        assert (hung["ok"], hung["reason"]) == (False, "Milvus did not answer CheckHealth within 1.0s")
 
-            t0 = time.monotonic()
-            api.stop("milvus", timeout=30)
-            took = time.monotonic() - t0
-            code = api.inspect_container("milvus")["State"]["ExitCode"]
-            print(f"docker stop: {took:.2f}s, exit code {code}")
-            assert code != 137 and took < 25, (took, code)    # ended by SIGTERM, not by docker's SIGKILL
+        t0 = time.monotonic()
+        api.stop("milvus", timeout=30)
+        took = time.monotonic() - t0
+        code = api.inspect_container("milvus")["State"]["ExitCode"]
+        print(f"docker stop: {took:.2f}s, exit code {code}")
+        assert code != 137 and took < 25, (took, code)    # ended by SIGTERM, not by docker's SIGKILL
 
-            api.start("milvus")
-            assert ask(host, STANDALONE_SETTINGS["start_timeout"])["ok"]
-            api.kill("milvus")
-            api.wait("milvus", timeout=30)
-            api.start("milvus")
-            again = ask(host, STANDALONE_SETTINGS["start_timeout"])
-            assert again["ok"], again
-            print(f"restart after SIGKILL: healthy after {again['took']:.1f}s")
-            api.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        api.start("milvus")
+        assert ask(host, STANDALONE_SETTINGS["start_timeout"])["ok"]
+        api.kill("milvus")
+        api.wait("milvus", timeout=30)
+        api.start("milvus")
+        again = ask(host, STANDALONE_SETTINGS["start_timeout"])
+        assert again["ok"], again
+        print(f"restart after SIGKILL: healthy after {again['took']:.1f}s")
+        api.close()
 
 
 WRITE = """
@@ -148,43 +159,26 @@ else:
 """
 
 
-def test_acknowledged_unflushed_rows_survive_a_sigkill_and_a_takeover_by_another_host():
+def test_acknowledged_unflushed_rows_survive_a_sigkill_and_a_takeover_by_another_host(lab_dir):
     """Issue 11, item 2 at the Milvus level: rows acknowledged by insert alone (no flush),
     then `docker kill` (SIGKILL) at once, then the other host's container on the same data:
     every acknowledged row is readable (Strong). One trial per run: evidence, not proof."""
-    require_root()
-    require_binary("dockerd")
-    work = Path(tempfile.mkdtemp(prefix="hvt", dir="/tmp"))
-    shared = work / "shared"
-    shared.mkdir()
-    try:
-        with Topology() as topo:
-            hosts = [topo.add_host("h1", 11, ipv6=False), topo.add_host("h2", 21, ipv6=False)]
-            engines = []
-            for h in hosts:
-                d = Dockerd(h, work / h.name)
-                topo.on_close(d.stop)
-                d.start()
-                build_standalone_image(d)
-                create_standalone_container(d, "milvus", shared)
-                engines.append(d)
-            (h1, h2), (d1, d2) = hosts, engines
-            a1, a2 = d1._api(timeout=90), d2._api(timeout=90)
-            a1.start("milvus")
-            assert ask(h1, STANDALONE_SETTINGS["start_timeout"])["ok"]
-            w = h1.run(sys.executable, "-c", WRITE, f"http://{h1.addr}:19530", "2000", timeout=300, check=False)
-            assert w.returncode == 0, w.stderr[-2000:]
-            assert json.loads(w.stdout.strip().splitlines()[-1])["acked"] == 2000
-            a1.kill("milvus")                                  # at once, no flush, no grace
-            a1.wait("milvus", timeout=30)
-            a2.start("milvus")
-            up = ask(h2, STANDALONE_SETTINGS["start_timeout"])
-            assert up["ok"], up
-            r = h2.run(sys.executable, "-c", READ, f"http://{h2.addr}:19530", timeout=300, check=False)
-            res = json.loads(r.stdout.strip().splitlines()[-1])
-            assert res.get("ids") == list(range(2000)), res.get("error") or f"{len(res['ids'])} of 2000 rows"
-            print(f"\ntakeover after SIGKILL: healthy after {up['took']:.1f}s; 2000 of 2000 acknowledged rows read")
-            a1.close()
-            a2.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with Topology() as topo:
+        (h1, d1), (h2, d2) = standalone_host(topo, lab_dir, "h1", 11), standalone_host(topo, lab_dir, "h2", 21)
+        a1, a2 = d1._api(timeout=90), d2._api(timeout=90)
+        a1.start("milvus")
+        assert ask(h1, STANDALONE_SETTINGS["start_timeout"])["ok"]
+        w = h1.run(sys.executable, "-c", WRITE, f"http://{h1.addr}:19530", "2000", timeout=300, check=False)
+        assert w.returncode == 0, w.stderr[-2000:]
+        assert json.loads(w.stdout.strip().splitlines()[-1])["acked"] == 2000
+        a1.kill("milvus")                                  # at once, no flush, no grace
+        a1.wait("milvus", timeout=30)
+        a2.start("milvus")
+        up = ask(h2, STANDALONE_SETTINGS["start_timeout"])
+        assert up["ok"], up
+        r = h2.run(sys.executable, "-c", READ, f"http://{h2.addr}:19530", timeout=300, check=False)
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        assert res.get("ids") == list(range(2000)), res.get("error") or f"{len(res['ids'])} of 2000 rows"
+        print(f"\ntakeover after SIGKILL: healthy after {up['took']:.1f}s; 2000 of 2000 acknowledged rows read")
+        a1.close()
+        a2.close()
