@@ -25,6 +25,7 @@ import json
 import lzma
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -120,13 +121,21 @@ def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | Non
             return out
         bindir = work / f"bin-{MILVUS_VERSION}"
         if not (bindir / "milvus").exists():
-            bindir.mkdir(parents=True, exist_ok=True)
+            # Other labs may build at the same time: each unpacks into its own directory
+            # and renames it into place; the loser of the race drops its copy.
+            mine = work / f".bin-{MILVUS_VERSION}-{os.getpid()}"
+            shutil.rmtree(mine, ignore_errors=True)
+            mine.mkdir(parents=True)
             for name in zf.namelist():
                 if name.startswith("milvus/data/bin/") and name.endswith(".lzma"):
-                    (bindir / Path(name).stem).write_bytes(lzma.decompress(zf.read(name)))
-            (bindir / "milvus").chmod(0o755)
+                    (mine / Path(name).stem).write_bytes(lzma.decompress(zf.read(name)))
+            (mine / "milvus").chmod(0o755)
+            try:
+                mine.rename(bindir)
+            except OSError:
+                shutil.rmtree(mine, ignore_errors=True)
         glog = zf.read("milvus/data/glog.conf")
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     now = time.time()
     with tarfile.open(tmp, "w") as tar:
         def add_dir(name: str, mode: int = 0o755) -> None:
@@ -154,7 +163,7 @@ def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | Non
         add_bytes("etc/nsswitch.conf", b"hosts: files dns\n")
     tmp.replace(out)
     for stale in work.glob("milvus-*-rootfs-*.tar"):     # one image's worth of cache, not one per config
-        if stale != out:
+        if stale != out and time.time() - stale.stat().st_mtime > 3600:   # not one a running lab still imports
             stale.unlink(missing_ok=True)
     return out
 
