@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 DEBS   := docker.io keepalived tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz lab demo lab-down bench soak install check clean fresh
+.PHONY: all deps venv test unit fuzz lab demo lab-down bench bench-standalone soak install check clean fresh
 
 all: test
 
@@ -60,6 +60,13 @@ bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
+	$(MAKE) bench-standalone
+
+# The real Milvus standalone server: start-up and stop on shared data, and what an automatic
+# failback costs (docs/milvus-standalone.md is written from these figures).
+bench-standalone: deps venv
+	$(PY) bench/milvus_standalone.py --out docs/milvus-standalone-startup.json
+	$(PY) bench/milvus_failback.py --trials 2 --out docs/milvus-standalone-failback.json
 
 # The control socket under 1,000 concurrent clients, slow clients and garbage for 60 s
 # (the real daemon loop over fakes); figures to docs/security.md. A 10 s version runs in make test.

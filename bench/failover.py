@@ -216,7 +216,9 @@ def main() -> None:
             hv, ka = statistics.median(res["havip"]), statistics.median(res["keepalived"])
             rows.append((mode_name, fault, hv, ka, hv / ka, res, beyond))
     rest = [at_rest(t, args.rest_seconds) for t in ("havip", "keepalived")]
-    report = render(rows, rest, apply_ms, args.trials, args.rest_seconds)
+    from daemon_rss import measure as milvus_rss
+
+    report = render(rows, rest, apply_ms, args.trials, args.rest_seconds) + render_milvus_rss(milvus_rss())
     print(report)
     if args.out:
         Path(args.out).write_text(report)
@@ -278,6 +280,19 @@ def render(rows, rest, apply_ms, trials, rest_seconds) -> str:
             "up by slow work (a hung Docker engine, a hung Milvus) is a test:",
             "tests/integration/test_slow_work.py.", ""]
     return "\n".join(out)
+
+
+def render_milvus_rss(res: dict) -> str:
+    """The section for bench/daemon_rss.py's figures (havip with every Milvus check)."""
+    out = ["## After a Milvus takeover, every check loaded (havip)", "",
+           "The Milvus lab (bench/daemon_rss.py): h1's container killed, h2 takes over; Docker, gRPC",
+           "CheckHealth and storage-lease checks every 0.5 s on the master, the standby check on the",
+           "backup. Target: <= 90 MiB. The gRPC check is HTTP/2 by hand (h2 and protobuf, no grpcio,",
+           "no pymilvus: pymilvus loads pandas and numpy, 176 MiB; grpcio alone adds 16 MiB).", "",
+           "| host | role | RSS (MiB) | peak RSS (MiB) | numpy / pandas mapped |", "|---|---|---|---|---|"]
+    for name, r in res.items():
+        out.append(f"| {name} | {r['role']} | {r['rss_mib']:.1f} | {r['hwm_mib']:.1f} | {', '.join(r['heavy']) or 'no'} |")
+    return "\n".join(out + [""])
 
 
 if __name__ == "__main__":

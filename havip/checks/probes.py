@@ -15,17 +15,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import docker
 import docker.errors
 import requests.exceptions
 
 from havip.errors import HavipError
-
-if TYPE_CHECKING:   # grpc and pymilvus load in ~0.5 s: only when a Milvus probe runs
-    import grpc
-    from pymilvus.grpc_gen import milvus_pb2_grpc
 
 Clock = Callable[[], float]
 
@@ -253,78 +249,29 @@ def _probe_storage(path: str, require_mount: bool) -> tuple[bool, str]:
 
 
 class MilvusProbe:
-    """CheckHealth over one gRPC channel, recreated after any failure: a channel that
-    saw a refused connection backs off reconnecting for up to minutes."""
+    """Milvus' CheckHealth (havip.checks.milvus_grpc: HTTP/2 by hand, no pymilvus, no
+    grpcio), one fresh connection per check, so nothing goes stale between checks."""
 
     def __init__(self, addr: str, timeout: float, *, clock: Clock = time.monotonic):
         self.addr = addr
         self.timeout = timeout
         self.clock = clock
-        self._channel: grpc.Channel | None = None
-        self._stub: milvus_pb2_grpc.MilvusServiceStub | None = None
-        self._lock = threading.Lock()
-
-    def _get_stub(self) -> milvus_pb2_grpc.MilvusServiceStub:
-        import grpc
-        from pymilvus.grpc_gen import milvus_pb2_grpc
-
-        with self._lock:
-            if self._stub is None:
-                self._channel = grpc.insecure_channel(self.addr)
-                self._stub = milvus_pb2_grpc.MilvusServiceStub(self._channel)
-            return self._stub
 
     def reset(self) -> None:
-        """Drop the channel; the next check connects afresh."""
-        with self._lock:
-            channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            channel.close()
+        """Nothing to drop: every check connects afresh (kept for the probe interface)."""
 
     close = reset
 
     @check_name("grpc")
     def check(self, timeout: float | None = None) -> CheckResult:
         """CheckHealth with a deadline of `timeout` (default: the probe's)."""
+        from havip.checks.milvus_grpc import check_health   # h2 and protobuf: only once a probe runs
+
         timeout = self.timeout if timeout is None else timeout
         t0 = self.clock()
-        ok, reason = self._ask(timeout)
-        if not ok:
-            self.reset()
+        ok, reason = check_health(self.addr, timeout)
         now = self.clock()
         return CheckResult("grpc", ok, reason, now - t0, now)
-
-    def _ask(self, timeout: float) -> tuple[bool, str]:
-        import grpc
-        from pymilvus.grpc_gen import milvus_pb2
-
-        try:
-            reply = self._get_stub().CheckHealth(milvus_pb2.CheckHealthRequest(), timeout=timeout)
-        except grpc.RpcError as exc:
-            return False, self._describe_rpc_error(exc, timeout)
-        except Exception as exc:  # noqa: BLE001 - e.g. a malformed address; still a failed check
-            return False, f"Milvus at {self.addr} could not be asked: {exc}"
-        if reply.status.code or reply.status.error_code:
-            code = reply.status.code or reply.status.error_code
-            return False, f"Milvus answered CheckHealth with error {code}: {reply.status.reason or 'no reason given'}"
-        if not reply.isHealthy:
-            reasons = "; ".join(reply.reasons) or "no reason given"
-            return False, f"Milvus reports unhealthy: {reasons}"
-        return True, f"Milvus at {self.addr} is healthy"
-
-    def _describe_rpc_error(self, exc: grpc.RpcError, timeout: float) -> str:
-        import grpc
-
-        code = exc.code() if hasattr(exc, "code") else None
-        details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return f"Milvus did not answer CheckHealth within {fmt_seconds(timeout)}"
-        if "refused" in details.lower():
-            return f"Milvus at {self.addr} refused the connection (nothing listening)"
-        if code == grpc.StatusCode.UNAVAILABLE:
-            return f"Milvus at {self.addr} is unavailable: {details}"
-        name = code.name if code is not None else "error"
-        return f"Milvus CheckHealth failed with {name}: {details}"
 
 
 # ------------------------------------------------------------------ storage lease

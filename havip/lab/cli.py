@@ -18,6 +18,10 @@ import click
 from havip.clihelp import Group
 
 DEFAULT_WORKDIR = "/var/tmp/havip-lab"
+milvus_option = click.option("--milvus", "milvus", envvar="HAVIP_LAB_MILVUS", default="standalone", show_default=True,
+                              type=click.Choice(["standalone", "lite"]),
+                              help="standalone: the real Milvus 2.3.5 server (PyPI's milvus package, fetched once), "
+                                   "the recipe's deployment; lite: milvus-lite, starts in 1 s (the fast option).")
 workdir_option = click.option("--workdir", envvar="HAVIP_LAB_DIR", default=DEFAULT_WORKDIR, show_default=True,
                               type=click.Path(file_okay=False), help="Where the lab keeps its state, logs "
                               "and shared storage (keep it short: containerd's socket paths are limited).")
@@ -36,18 +40,19 @@ def _attach(workdir: str):
     return MilvusLab.attach(workdir)
 
 
-def _start(workdir: str):
+def _start(workdir: str, milvus: str):
     from havip.lab.milvuslab import MilvusLab
 
     prefix = os.environ.get("HAVIP_LAB_PREFIX", "hvl")     # tests give their own
-    return start_lab(MilvusLab(workdir, prefix=prefix))
+    return start_lab(MilvusLab(workdir, prefix=prefix, milvus=milvus))
 
 
 def start_lab(lab_, echo=click.echo):
     """Bring `lab_` up; on any failure remove what was made and raise a ClickException
     that says what failed, in the failing command's own words, and where the logs are."""
+    what = "Milvus 2.3.5 standalone" if lab_.milvus == "standalone" else "milvus-lite"
     echo(f"Building the lab in {lab_.workdir}: namespaces {lab_.prefix}-h1, {lab_.prefix}-h2 and "
-         f"{lab_.prefix}-client on a bridge, a dockerd and a stopped Milvus container on each host, "
+         f"{lab_.prefix}-client on a bridge, a dockerd and a stopped {what} container on each host, "
          f"shared storage {lab_.shared}.")
     t0 = time.monotonic()
     try:
@@ -112,14 +117,15 @@ def _show(lab_) -> None:
 
 @lab.command()
 @workdir_option
-def up(workdir: str) -> None:
+@milvus_option
+def up(workdir: str, milvus: str) -> None:
     """Build the lab and start havip on both hosts; it stays up until `havip lab down`."""
     existing = _attach(workdir)
     if existing is not None:
         click.echo(f"A lab is already up in {workdir}:")
         _show(existing)
         return
-    lab_ = _start(workdir)
+    lab_ = _start(workdir, milvus)
     _show(lab_)
     client_ns = lab_.hosts["client"].ns
     click.echo(f"\nTry: ip netns exec {client_ns} {sys.executable} -c \"from pymilvus import MilvusClient; "
@@ -153,15 +159,16 @@ def down(workdir: str) -> None:
 
 @lab.command()
 @workdir_option
+@milvus_option
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
-def demo(workdir: str, keep: bool) -> None:
+def demo(workdir: str, milvus: str, keep: bool) -> None:
     """Kill the master's Milvus while a client writes through the VIP, and watch."""
     from havip.lab.demo import run_demo
 
     lab_ = _attach(workdir)
     made = lab_ is None
     if made:
-        lab_ = _start(workdir)
+        lab_ = _start(workdir, milvus)
     else:
         click.echo(f"Using the lab that is already up in {workdir} (it stays up).")
     try:

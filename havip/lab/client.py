@@ -9,6 +9,7 @@ can Milvus, reached through the VIP, not find?
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -26,7 +27,8 @@ class ClientError(RuntimeError):
 class Client:
     """A long-lived pymilvus process in `host`, speaking line-JSON."""
 
-    def __init__(self, host: Host, uri: str, log_path: Path, *, collection: str = "havip_lab", dim: int = 8):
+    def __init__(self, host: Host, uri: str, log_path: Path, *, collection: str = "havip_lab", dim: int = 8,
+                 rpc_timeout: float = 2.0):
         self.uri = uri
         self.collection = collection
         self.dim = dim
@@ -34,7 +36,8 @@ class Client:
         self.acked: set[int] = set()
         self._log = open(log_path, "ab")
         self.proc = host.popen([sys.executable, "-m", "havip.lab.milvus_worker", uri],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True)
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                               env={**os.environ, "HAVIP_LAB_RPC_TIMEOUT": str(rpc_timeout)})
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._seq = 0
         threading.Thread(target=self._read, name="client-reader", daemon=True).start()
@@ -68,7 +71,7 @@ class Client:
     # ---------------------------------------------------------------- operations
 
     def create(self) -> None:
-        self.request("create", collection=self.collection, dim=self.dim)
+        self.request("create", wait=150, collection=self.collection, dim=self.dim)
 
     def insert(self, n: int, flush: bool = True) -> range:
         """Insert `n` new rows (fresh ids) and flush; the ids once acknowledged."""
@@ -112,7 +115,7 @@ class Client:
         return self._merge(self.request("traffic_stop"))
 
     def _merge(self, rep: dict) -> dict:
-        for start, n in rep["acked"]:
+        for start, n, *_ in rep["acked"]:
             self.acked.update(range(start, start + n))
         self.next_id = max(self.next_id, rep["next_id"])
         return rep

@@ -2,10 +2,15 @@
 
 `MilvusLab` makes a switch and three namespace hosts: `h1` (198.18.0.11, priority 110),
 `h2` (198.18.0.21, priority 91) and `client` (198.18.0.99). Each havip host gets its own
-dockerd, the lab image and a container `milvus` (milvus-lite's gRPC server on
-0.0.0.0:19530, host network, so it answers on the VIP too) that is created but not
-started; both containers mount the same directory, `WORKDIR/shared`, as /data: the
-shared storage. havip runs on both hosts with the recipe's VRRP settings.
+dockerd, a lab image and a container `milvus` on the host network (gRPC on 0.0.0.0:19530,
+so it answers on the VIP too) that is created but not started; both containers mount the
+same directory, `WORKDIR/shared`, as /data: the shared storage. havip runs on both hosts
+with the recipe's VRRP settings. Two Milvus kinds:
+
+- `standalone` (havip.lab.standalone): the real Milvus 2.3.5 standalone server, embedded
+  etcd, rocksmq and local storage all on the shared directory: the recipe's deployment;
+- `lite`: milvus-lite's gRPC server (starts in ~1 s, stops in ~5 s): the fast option,
+  for the fuller e2e matrix and the benchmarks measured with it.
 
 `up()` can be followed by `down()` in another process: what `down` needs (namespace
 names, pids) is kept in `WORKDIR/lab.json`, and `MilvusLab.attach(WORKDIR)` rebuilds
@@ -31,6 +36,7 @@ from havip.lab.docker import LAB_IMAGE, Dockerd, build_lab_image, create_milvus_
 from havip.lab.havipd import Havipd, vrrp_config
 from havip.lab.netns import NETNS_DIR, Host, Topology, wait_for
 from havip.lab.sampler import Sampler  # noqa: F401 - part of this module's API
+from havip.lab.standalone import STANDALONE_IMAGE, build_standalone_image, create_standalone_container
 
 VIP = "198.18.0.100"
 HAVIP_HOSTS = {"h1": (11, 110), "h2": (21, 91)}    # name: (address index, priority)
@@ -53,9 +59,26 @@ WORKDIR_ENTRIES = {STATE_FILE, STATE_FILE + ".tmp", "shared", "havip", "client.l
 # A SIGKILL loses nothing: milvus-lite's WAL keeps acknowledged rows.
 MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall": 2,
                    "start_timeout": 60, "stop_timeout": 10}
+# Against the real server (docs/milvus-standalone.md, measured on these 2-core machines):
+# healthy 2-4 s after a cold start, ~11 s after a takeover from a killed server with the
+# lab's session TTL of 5 s (54 s with Milvus' default 30 s), up to 24 s seen under load,
+# so start_timeout 60 s leaves room without turning a start that hangs into minutes.
+# CheckHealth fans out to every coordinator: 1 s deadline, not milvus-lite's 0.5 s. An
+# idle server ends on SIGTERM (through docker-init) in under a second, one under writes
+# did not within 10 s (Docker killed it) and every acknowledged row was there after the
+# kill: 5 s of grace, not a 10 s pause on every planned switchover.
+STANDALONE_SETTINGS = {"check_interval": 0.5, "check_timeout": 1.0, "rise": 2, "fall": 2,
+                       "start_timeout": 60, "stop_timeout": 5}
+KINDS = ("standalone", "lite")
 
 
-def havip_config(priority: int, docker_url: str, shared: Path, name: str, vrrp: tuple[int, float] = (2, 1)) -> dict:
+def milvus_settings(kind: str) -> dict:
+    """havip's `milvus:` timings for the lab's Milvus `kind`."""
+    return dict(STANDALONE_SETTINGS if kind == "standalone" else MILVUS_SETTINGS)
+
+
+def havip_config(priority: int, docker_url: str, shared: Path, name: str, vrrp: tuple[int, float] = (2, 1),
+                 kind: str = "lite") -> dict:
     """The recipe's keepalived settings (VRID 51, PASS 1111, advert 1 s) plus `milvus:`.
 
     The lab's hosts share one hostname (network namespaces only), so each names itself in
@@ -63,7 +86,14 @@ def havip_config(priority: int, docker_url: str, shared: Path, name: str, vrrp: 
     cfg = vrrp_config(vrid=51, priority=priority, vips=[f"{VIP}/24"], version=vrrp[0], interval=vrrp[1],
                       password="1111")
     cfg["milvus"] = {"container": CONTAINER, "docker": docker_url, "grpc": "127.0.0.1:19530",
-                     "data_path": str(shared), "lease": {"holder": f"lab-{name}"}, **MILVUS_SETTINGS}
+                     "data_path": str(shared), "lease": {"holder": f"lab-{name}"}, **milvus_settings(kind)}
+    if kind == "standalone":
+        # No automatic failback on the real server: each one is a second outage as long as
+        # the takeover (~15 s here, about a minute with Milvus' default session TTL);
+        # `havipctl failover` moves Milvus back when the operator chooses
+        # (docs/milvus-standalone.md). The milvus-lite lab keeps keepalived's preemption,
+        # which its e2e matrix exercises.
+        cfg["preempt"] = False
     return cfg
 
 
@@ -116,10 +146,13 @@ class MilvusLab:
     """Two havip hosts, a client, two dockerds and one shared directory."""
 
     def __init__(self, workdir: Path | str, prefix: str = "hvl", vrrp: tuple[int, float] = (2, 1),
-                 image: str = LAB_IMAGE):
+                 milvus: str = "lite", image: str | None = None):
+        if milvus not in KINDS:
+            raise ValueError(f"milvus: {milvus!r}: must be one of {', '.join(KINDS)}")
         self.workdir = Path(workdir)
         self.prefix = prefix
-        self.image = image                  # what the `milvus` containers run (built by build_lab_image)
+        self.milvus = milvus                # which Milvus the containers run (KINDS)
+        self.image = image                  # another image for the `milvus` containers (tests)
         self.vrrp = vrrp                    # (version, advert_interval); the recipe's is (2, 1)
         self.shared = self.workdir / "shared"
         self.topo: Topology | None = None
@@ -145,10 +178,15 @@ class MilvusLab:
             d = self.dockerds[name] = Dockerd(self.hosts[name], self.workdir / name)
             d.start()
             self.save()
-            build_lab_image(d)
-            create_milvus_container(d, CONTAINER, self.shared, image=self.image)
-            self.havipds[name] = Havipd(self.hosts[name], havip_config(HAVIP_HOSTS[name][1], d.url, self.shared, name, self.vrrp),
-                                        self.log_dir, name=name)
+            if self.milvus == "standalone":
+                build_standalone_image(d)
+                create_standalone_container(d, CONTAINER, self.shared, image=self.image or STANDALONE_IMAGE,
+                                            stop_timeout=int(STANDALONE_SETTINGS["stop_timeout"]))
+            else:
+                build_lab_image(d)
+                create_milvus_container(d, CONTAINER, self.shared, image=self.image or LAB_IMAGE)
+            cfg = havip_config(HAVIP_HOSTS[name][1], d.url, self.shared, name, self.vrrp, self.milvus)
+            self.havipds[name] = Havipd(self.hosts[name], cfg, self.log_dir, name=name)
         return self
 
     def _clear_workdir(self) -> None:
@@ -197,7 +235,7 @@ class MilvusLab:
     # ------------------------------------------------------------------ persistence
 
     def save(self) -> None:
-        st = {"prefix": self.prefix, "workdir": str(self.workdir),
+        st = {"prefix": self.prefix, "workdir": str(self.workdir), "milvus": self.milvus,
               "namespaces": list(self.topo._namespaces) if self.topo else [],
               "hosts": {n: {"ns": h.ns, "ipv4": h.ipv4, "port": h.port} for n, h in self.hosts.items()},
               "dockerd": {n: d.proc.pid for n, d in self.dockerds.items() if d.proc},
@@ -213,7 +251,7 @@ class MilvusLab:
             st = json.loads((Path(workdir) / STATE_FILE).read_text())
         except (OSError, ValueError):
             return None
-        lab = cls(st["workdir"], st["prefix"])
+        lab = cls(st["workdir"], st["prefix"], milvus=st.get("milvus", "lite"))
         lab._owns_workdir = True
         lab.topo = _AdoptedTopology(st["prefix"], st["namespaces"])
         for name, h in st["hosts"].items():
@@ -228,7 +266,7 @@ class MilvusLab:
                 d.proc = _Adopted(st["dockerd"][name], host.ns)
             conf = lab.workdir / "havip" / f"{name}.yaml"
             cfg = yaml.safe_load(conf.read_text()) if conf.exists() else \
-                havip_config(HAVIP_HOSTS[name][1], d.url, lab.shared, name)
+                havip_config(HAVIP_HOSTS[name][1], d.url, lab.shared, name, kind=lab.milvus)
             hd = lab.havipds[name] = Havipd(host, cfg, lab.workdir / "havip", name=name)
             if name in st["havipd"]:
                 hd.proc = _Adopted(st["havipd"][name], host.ns)
@@ -244,7 +282,7 @@ class MilvusLab:
         order = sorted(self.havipds.values(), key=lambda d: d.state() == "master")
         for d in order:
             try:
-                d.stop(timeout=MILVUS_SETTINGS["stop_timeout"] + 20)
+                d.stop(timeout=milvus_settings(self.milvus)["stop_timeout"] + 20)
             except Exception:  # noqa: BLE001 - a daemon that will not stop is killed
                 d.kill()
         for d in self.dockerds.values():
@@ -339,6 +377,7 @@ class MilvusLab:
 
     def client(self, **kw) -> "Client":
         """A pymilvus client process in the client namespace, talking to the VIP."""
+        kw.setdefault("rpc_timeout", 5.0 if self.milvus == "standalone" else 2.0)
         return Client(self.hosts[CLIENT[0]], f"http://{VIP}:19530", self.workdir / "client.log", **kw)
 
 

@@ -1,5 +1,5 @@
-"""The README's first command, `havip lab demo` (what `make demo` runs after installing):
-it builds the lab, kills the master's Milvus under a writing client, shows the failed host
+"""The README's first command, `havip lab demo` (what `make demo` runs after installing),
+on its default Milvus, the real 2.3.5 standalone server (~1.6 min): it builds the lab, kills the master's Milvus under a writing client, shows the failed host
 holding back and `havipctl failover` moving Milvus back, and tears everything down."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def test_havip_lab_demo_runs_and_cleans_up():
         out = res.stdout + res.stderr
         assert res.returncode == 0, out[-3000:]
         for line in (f"namespaces {prefix}-h1, {prefix}-h2 and {prefix}-client",
+                     "a stopped Milvus 2.3.5 standalone container on each host",    # the real server by default
                      "Fault: docker kill of the Milvus container on h1",
                      "giving up mastership",
                      "not preempting back: milvus failed here",

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -206,6 +207,11 @@ def test_container_killed(env):
                                "taking over after the skew time; taking the storage lease")
     assert t["detection"] < 0.5 * 2 + 0.3, t          # check_interval x fall, plus jitter
     assert set(unflushed) <= set(env.client.ids())
+    # Both daemons have now run every check and a takeover: neither mapped pandas' or
+    # numpy's libraries (pymilvus' package __init__ loads them; the daemon must not).
+    for name, d in env.lab.havipds.items():
+        maps = Path(f"/proc/{d.proc.pid}/maps").read_text()
+        assert not [ln for ln in maps.splitlines() if "/numpy" in ln or "/pandas" in ln], f"havip on {name}"
 
 
 def test_milvus_hung(env):

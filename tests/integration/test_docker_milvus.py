@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.root, pytest.mark.docker]
 PRELUDE = """
 import dataclasses, json, os, signal, sys, time
 from havip.checks.probes import MilvusProbe, DockerProbe
+from havip.checks.milvus_grpc import check_health
 from havip.runtime.container import ContainerRuntime
 A = json.loads(sys.argv[1])
 def out(**kw):
@@ -256,12 +257,15 @@ def test_milvus_probe_healthy_refused_hung_and_runtime_stop(lab, clean, shared):
     refused = in_ns(lab.b, "out(r=MilvusProbe(A['addr'], 1.0).check())", addr=f"{lab.b.addr}:19530")["r"]
     assert (refused["name"], refused["ok"]) == ("grpc", False)
     assert refused["reason"] == f"Milvus at {lab.b.addr}:19530 refused the connection (nothing listening)"
+    once = in_ns(lab.b, "out(r=check_health(A['addr'], 1.0))", addr=f"{lab.b.addr}:19530")["r"]
+    assert once == [False, refused["reason"]]
 
     create_milvus_container(lab.da, "m-a", shared)
     addr = f"{lab.a.addr}:19530"
     res = in_ns(lab.a, START_AND_WAIT, url=lab.da.url, name="m-a", addr=addr)
     print(f"\nstart -> healthy: {res['took']:.2f}s ({res['ready']['reason']})")
     assert res["ready"]["ok"], res["ready"]["reason"]
+    assert in_ns(lab.a, "out(r=check_health(A['addr'], 1.0))", addr=addr)["r"] == [True, f"Milvus at {addr} is healthy"]
 
     pid = lab.da._api().inspect_container("m-a")["State"]["Pid"]
     try:
