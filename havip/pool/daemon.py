@@ -1,0 +1,236 @@
+"""The pool's loop: check results in, membership decided, nginx re-rendered on change.
+
+Only the loop changes state. Member threads (havip.pool.checker) post results into a
+queue; `handle()` feeds them to `health.observe`; when the membership differs from
+the one nginx runs, `apply()` renders, has `nginx -t` check the render, and reloads. A
+render nginx refuses is never applied: it is logged, counted and shown in the status,
+and tried again only when the membership changes again. Every `status_every` seconds
+the loop reads the access log's new lines and writes the status file that `havipctl
+pool status` reads. The clock is injected; tests drive `handle`/`tick` with a fake one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from havip.errors import AdapterError
+from havip.pool import health
+from havip.pool.accesslog import Tail
+from havip.pool.config import PoolConfig, canonical
+from havip.pool.nginx import Nginx, NginxInvalid
+from havip.pool.probe import Result
+from havip.pool.render import render
+
+RETRY_AFTER = 5.0       # seconds before a failed nginx start or reload is tried again
+
+
+class PoolDaemon:
+    def __init__(self, cfg: PoolConfig, nginx: Nginx, *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, log=None, metrics=None, source: str = "pool.yaml",
+                 status_every: float = 1.0):
+        self.cfg, self.nginx, self.clock, self.wall = cfg, nginx, clock, wall
+        self.log = log or structlog.get_logger("havip.pool")
+        self.metrics = metrics
+        self.source = source
+        self.status_every = status_every
+        self.members = {m: health.Member(m) for m in cfg.read_nodes}
+        self.applied: dict[str, bool] | None = None     # the membership nginx runs
+        self.nginx_pid: int | None = None
+        self.reloads = 0
+        self.render_errors = 0
+        self.last_error: str | None = None
+        self.last_apply: float | None = None
+        self._failed_render: dict[str, bool] | None = None
+        self._retry_at: float | None = None     # a failed start/reload is retried; an invalid render is not
+        self.started = wall()
+        self.queue: queue.Queue[tuple[str, Result]] = queue.Queue()
+        self.stopping = threading.Event()
+        self.tail = Tail(nginx.prefix / "logs" / "access.log", reopen=nginx.reopen)
+        self._next_status = 0.0
+        self.reasons: list[str] = []     # every membership sentence, newest last (bounded)
+
+    # ---------------------------------------------------------------- decisions
+
+    def post(self, address: str, result: Result) -> None:
+        """From a member's thread: queue a result for the loop."""
+        self.queue.put((address, result))
+
+    def handle(self, address: str, result: Result) -> str | None:
+        """Feed one result; the membership sentence if the member joined or left."""
+        m = self.members.get(address)
+        if m is None:
+            return None
+        new, said = health.observe(m, result.ok, result.reason, self.clock(), self.cfg.check.rise,
+                                   self.cfg.check.fall, result.latency)
+        self.members[address] = new
+        if self.metrics is not None:
+            self.metrics.check(address, result)
+        if said:
+            self.log.info("member", member=address, healthy=new.healthy, reason=said)
+            self.reasons = (self.reasons + [f"{address} {said}"])[-20:]
+            if self.metrics is not None:
+                self.metrics.transition(address, new.healthy)
+        return said
+
+    def all_checked(self) -> bool:
+        return all(m.healthy is not None for m in self.members.values())
+
+    def membership(self) -> dict[str, bool]:
+        return health.membership(self.members)
+
+    # ---------------------------------------------------------------- nginx
+
+    def apply(self) -> bool:
+        """Render, test and (re)load nginx if the membership changed; True if nginx runs it."""
+        want = self.membership()
+        if want == self.applied:
+            return True
+        if want == self._failed_render and (self._retry_at is None or self.clock() < self._retry_at):
+            return False
+        text = render(self.cfg, want, source=self.source)
+        started = self.nginx_pid is not None and self.nginx.pid() == self.nginx_pid
+        try:
+            self.nginx.install(text)
+            if started:
+                self.nginx.reload()
+                what = "reloaded"
+            else:
+                self.nginx_pid = self.nginx.pid()
+                if self.nginx_pid is None:
+                    self.tail.skip_existing()
+                    self.nginx_pid = self.nginx.start()
+                    what = "started"
+                else:
+                    self.nginx.reload()    # an nginx left running by an earlier pool: adopt it
+                    what = "adopted and reloaded"
+        except NginxInvalid as exc:
+            return self._refused(want, f"rendered config refused by nginx -t, not applied: {exc}", "invalid")
+        except (AdapterError, OSError) as exc:
+            return self._refused(want, f"nginx could not apply the config: {exc}", "failed")
+        self.applied, self._failed_render, self.last_error = want, None, None
+        self.reloads += 1
+        self.last_apply = self.wall()
+        members = ", ".join(a for a, up in want.items() if up) or "none"
+        self.log.info("nginx", action=what, in_pool=members, pid=self.nginx_pid)
+        if self.metrics is not None:
+            self.metrics.reload("ok")
+        return True
+
+    def _refused(self, want: dict[str, bool], why: str, kind: str) -> bool:
+        self._failed_render = want
+        self._retry_at = self.clock() + RETRY_AFTER if kind == "failed" else None
+        self.render_errors += 1
+        self.last_error = why
+        self.log.error("nginx", error=why)
+        if self.metrics is not None:
+            self.metrics.reload(kind)
+        return False
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> dict:
+        now, wall = self.clock(), self.wall()
+        counts = self.tail.counts
+        members = []
+        for a, m in self.members.items():
+            key = canonical(a)
+            members.append({
+                "address": a, "healthy": m.healthy, "in_nginx": bool(self.applied and self.applied.get(a)),
+                "since_seconds": None if m.since is None else round(now - m.since, 3),
+                "reason": m.reason, "last_check": m.last_reason, "latency": m.last_latency,
+                "passes": m.passes, "fails": m.fails, "changes": m.changes,
+                "requests": counts.served.get(key, 0), "retried_elsewhere": counts.retried.get(key, 0)})
+        writer = canonical(self.cfg.writer)
+        return {
+            "instance": self.cfg.instance, "pid": os.getpid(), "updated": wall, "listen": self.cfg.listen,
+            "fallback": self.cfg.fallback, "read_methods": list(self.cfg.read_methods),
+            "check": {"kind": self.cfg.check.kind, "interval": self.cfg.check.interval,
+                      "timeout": self.cfg.check.timeout, "rise": self.cfg.check.rise, "fall": self.cfg.check.fall},
+            "members": members,
+            "healthy_members": sum(1 for m in self.members.values() if m.healthy),
+            "writer": {"address": self.cfg.writer, "requests": counts.served.get(writer, 0)},
+            "answered_unavailable": counts.local,
+            "nginx": {"pid": self.nginx_pid, "config": str(self.nginx.conf), "applies": self.reloads,
+                      "render_errors": self.render_errors, "last_error": self.last_error,
+                      "last_apply": self.last_apply, "in_sync": self.applied == self.membership()},
+            "recent": list(self.reasons),
+        }
+
+    def write_status(self) -> dict:
+        self.tail.poll()
+        st = self.status()
+        path = Path(self.cfg.state_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(st, sort_keys=True))
+        os.replace(tmp, path)
+        if self.metrics is not None:
+            self.metrics.observe(st)
+        return st
+
+    # ---------------------------------------------------------------- loop
+
+    def tick(self) -> None:
+        """Apply the membership if it changed; write the status when due."""
+        if self.all_checked() or self.applied is not None:
+            before = self.applied
+            if self.apply() and self.applied is not before:
+                self._next_status = 0.0       # show a membership change at once
+        if self.clock() >= self._next_status:
+            self._next_status = self.clock() + self.status_every
+            try:
+                self.write_status()
+            except OSError as exc:
+                self.log.error("status", error=f"cannot write {self.cfg.state_path}: {exc}")
+
+    def run(self, checkers: list, first_round: float | None = None) -> int:
+        """Run until stop(); start the member threads; stop nginx at the end."""
+        for c in checkers:
+            c.start()
+        # The first render waits for every member's first answer, at most one check timeout
+        # (plus slack): a node that has not answered by then starts outside the pool.
+        deadline = self.clock() + (first_round if first_round is not None else self.cfg.check.timeout + 1.0)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.handle(*self.queue.get(timeout=0.1))
+                    while True:
+                        self.handle(*self.queue.get_nowait())
+                except queue.Empty:
+                    pass
+                if not self.all_checked() and self.clock() >= deadline and self.applied is None:
+                    for a, m in self.members.items():
+                        if m.healthy is None:
+                            self.handle(a, Result(False, f"{a} did not answer its first check", 0.0, self.clock()))
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - a bug in one cycle must not end the pool
+                    self.log.exception("pool cycle failed")
+        finally:
+            for c in checkers:
+                c.stop()
+            try:
+                self.nginx.stop()
+            except (AdapterError, OSError) as exc:
+                self.log.error("nginx", error=f"stop: {exc}")
+            try:
+                Path(self.cfg.state_path).unlink(missing_ok=True)
+            except OSError:
+                pass
+        return 0
+
+    def stop(self, *_args) -> None:
+        self.stopping.set()
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)

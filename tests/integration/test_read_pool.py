@@ -1,0 +1,173 @@
+"""The read pool with real parts: Debian's nginx, milvus-lite read nodes and writer, pymilvus.
+
+One lab for the module (havip.lab.poollab): a writer, three read nodes holding the same
+collection, `havip pool run` with its nginx, and a client, each in its own network
+namespace. Checks every 0.5 s, rise 2, fall 2; nginx's read timeout 1 s; the client's
+search deadline 5 s. Each test runs 1,000 searches through the pool while something
+happens to a member, and asserts that none failed at the client.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from havip.lab.poollab import PoolLab
+from havip.lab.netns import wait_for
+from tests.conftest import require_binary, require_root
+
+pytestmark = [pytest.mark.root]
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_root()
+    require_binary("nginx")
+    work = Path(tempfile.mkdtemp(prefix="hvpool", dir="/tmp"))
+    pool_lab = PoolLab(work)
+    try:
+        t0 = time.monotonic()
+        pool_lab.up()
+        print(f"\nread-pool lab up in {time.monotonic() - t0:.1f}s")
+        yield pool_lab
+    finally:
+        pool_lab.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def go(lab, tmp_path):
+    return tmp_path / "go"
+
+
+def _out_bound(lab) -> float:
+    return lab.check["interval"] * lab.check["fall"] + 1.0
+
+
+def _back_bound(lab) -> float:
+    return lab.check["interval"] * lab.check["rise"] + 1.0
+
+
+def _searches(lab, tmp_path, go: Path, n: int = N, threads: int = 2):
+    out = tmp_path / "searches.json"
+    proc = lab.client_bg("searches", out, uri=lab.pool_uri, n=n, threads=threads, timeout=5.0, go_file=str(go))
+    return proc, out
+
+
+def _finish(proc, out: Path) -> dict:
+    proc.wait(180)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    return json.loads(out.read_text().strip().splitlines()[-1])
+
+
+def _wait_started(lab, go: Path, served_before: int, at_least: int = 100) -> None:
+    """Let the searches run until the pool has served `at_least` of them."""
+    go.touch()
+    wait_for(lambda: _served(lab) - served_before >= at_least, 60, interval=0.02, what="searches under way")
+
+
+def _served(lab) -> int:
+    st = lab.status()
+    return sum(m["requests"] for m in st["members"]) if st else 0
+
+
+def _requests(lab) -> dict[str, int]:
+    return {m["address"]: m["requests"] for m in lab.status()["members"]}
+
+
+def test_searches_spread_over_every_member(lab, tmp_path, go):
+    before = _requests(lab)
+    go.touch()
+    res = _finish(*_searches(lab, tmp_path, go, n=300))
+    assert res["failed"] == 0, res["errors"]
+    time.sleep(1.2)          # the status is rewritten every second
+    after = _requests(lab)
+    spread = {a: after[a] - before[a] for a in after}
+    assert all(v >= 30 for v in spread.values()), spread        # least_conn over 3: ~100 each
+
+
+def test_member_killed_during_1000_searches(lab, tmp_path, go):
+    proc, out = _searches(lab, tmp_path, go)
+    _wait_started(lab, go, _served(lab))
+    lab.kill("r2")
+    took = lab.wait_member("r2", False, 10)
+    assert took <= _out_bound(lab), f"r2 left the pool after {took:.2f}s"
+    m = lab.member("r2")
+    assert m["reason"].startswith("out of the pool: checks failed 2 times in a row: ") and "refused" in m["reason"]
+    res = _finish(proc, out)
+    assert res["ok"] == N and res["failed"] == 0, res["errors"]
+
+    lab.restart("r2")            # recovered: serving, with the collection loaded
+    took = lab.wait_member("r2", True, 10)
+    assert took <= _back_bound(lab), f"r2 came back after {took:.2f}s"
+    assert lab.member("r2")["reason"].startswith("back in the pool: checks passed 2 times in a row")
+
+
+def test_member_hung_during_1000_searches(lab, tmp_path, go):
+    proc, out = _searches(lab, tmp_path, go)
+    _wait_started(lab, go, _served(lab))
+    lab.signal("r3", signal.SIGSTOP)
+    try:
+        took = lab.wait_member("r3", False, 10)
+        assert took <= _out_bound(lab), f"r3 left the pool after {took:.2f}s"
+        assert "did not answer within 0.4s" in lab.member("r3")["reason"]
+        # The other members kept being checked while r3 hung.
+        others = [lab.member(n) for n in ("r1", "r2")]
+        assert all(o["healthy"] and o["fails"] == 0 for o in others), others
+        res = _finish(proc, out)
+    finally:
+        lab.signal("r3", signal.SIGCONT)
+    assert res["ok"] == N and res["failed"] == 0, res["errors"]
+    took = lab.wait_member("r3", True, 10)
+    assert took <= _back_bound(lab), f"r3 came back after {took:.2f}s"
+
+
+def test_inserts_reach_the_writer_only(lab):
+    counts = {n: lab.client("count", uri=lab.uri(n))["count"] for n in ("w", *lab.readers)}
+    lab.client("insert", uri=lab.pool_uri, start=100_000, n=25)
+    assert lab.client("count", uri=lab.uri("w"))["count"] == counts["w"] + 25
+    for n in lab.readers:
+        assert lab.client("count", uri=lab.uri(n))["count"] == counts[n]
+    time.sleep(1.2)
+    assert lab.status()["writer"]["requests"] > 0
+
+
+def test_nginx_reload_under_load_drops_no_rpc(lab, tmp_path, go):
+    proc, out = _searches(lab, tmp_path, go)
+    _wait_started(lab, go, _served(lab))
+    for _ in range(5):
+        lab.nginx_reload()
+        time.sleep(0.2)
+    res = _finish(proc, out)
+    assert res["ok"] == N and res["failed"] == 0, res["errors"]
+
+
+def test_havipctl_pool_status(lab):
+    table = subprocess.run([sys.executable, "-m", "havip.ctl", "pool", "status", "--state", str(lab.status_path)],
+                           capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0, table.stderr
+    for n in lab.readers:
+        assert lab.addr(n) in table.stdout
+    assert "3/3 read nodes healthy" in table.stdout
+    js = subprocess.run([sys.executable, "-m", "havip.ctl", "pool", "status", "--json", "--state",
+                         str(lab.status_path)], capture_output=True, text=True, timeout=30)
+    st = json.loads(js.stdout)
+    assert [m["healthy"] for m in st["members"]] == [True, True, True]
+
+
+def test_pool_process_maps_no_numpy_or_pandas(lab):
+    """numpy and pandas load C extensions: none in the running pool (pymilvus, pure Python,
+    is checked in tests/unit/test_pool_daemon.py on the same import path)."""
+    pid = lab.pool_proc.pid
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert "numpy" not in maps and "pandas" not in maps
