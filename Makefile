@@ -54,11 +54,15 @@ bench: deps venv
 check: venv
 	$(VENV)/bin/havip check-config conf/master.yaml
 	$(VENV)/bin/havip check-config conf/backup.yaml
+	$(VENV)/bin/havip pool check-config conf/pool.yaml
 
 install: deps venv
 	install -d /etc/havip
 	install -m 0644 conf/master.yaml conf/backup.yaml /etc/havip/
 	install -m 0644 systemd/havip@.service /etc/systemd/system/havip@.service
+	install -d /etc/havip/pool
+	[ -e /etc/havip/pool/pool.yaml ] || install -m 0644 conf/pool.yaml /etc/havip/pool/pool.yaml
+	install -m 0644 systemd/havip-pool.service /etc/systemd/system/havip-pool.service
 	ln -sf $(abspath $(VENV))/bin/havip /usr/local/bin/havip
 	ln -sf $(abspath $(VENV))/bin/havipctl /usr/local/bin/havipctl
 

@@ -14,7 +14,8 @@ import click
 from havip.errors import ConfigError
 
 EXIT_CONFIG = 2
-DEFAULT_CONFIG = "/etc/havip/pool.yaml"
+# Not /etc/havip/*.yaml: havipctl takes every YAML file there for a VRRP instance.
+DEFAULT_CONFIG = "/etc/havip/pool/pool.yaml"
 
 
 def _load(path: str):

@@ -1,4 +1,4 @@
-"""The read pool's configuration (/etc/havip/pool.yaml), validated as a whole.
+"""The read pool's configuration (/etc/havip/pool/pool.yaml), validated as a whole.
 
 Its own file, not a key of the VRRP instance's: the pool may run on the havip hosts
 behind the VIP or on a host of its own, and restarting it never touches a VIP. Every

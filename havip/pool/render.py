@@ -159,7 +159,7 @@ def _stub_status(cfg: PoolConfig) -> str:
 
 
 def render(cfg: PoolConfig, up: Mapping[str, bool], *, prefix: str | None = None,
-           source: str = "/etc/havip/pool.yaml") -> str:
+           source: str = "/etc/havip/pool/pool.yaml") -> str:
     """nginx.conf for `cfg` with the members in `up` (address -> healthy) in service."""
     up = {canonical(k): v for k, v in up.items()}
     up = {m: bool(up.get(canonical(m))) for m in cfg.read_nodes}
