@@ -106,7 +106,7 @@ def searches(uri: str, n: int, threads: int = 1, timeout: float = 5.0, go_file: 
                 c.search(COLLECTION, data=[vec(i + k)], limit=3, timeout=timeout)
                 ok, err = True, ""
             except Exception as exc:  # noqa: BLE001 - a failed search is what we count
-                ok, err = False, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                ok, err = False, describe(exc)
             dt = time.perf_counter() - t0
             with lock:
                 if ok:
@@ -124,6 +124,15 @@ def searches(uri: str, n: int, threads: int = 1, timeout: float = 5.0, go_file: 
         c.close()
     return {"ok": len(lat), "failed": len(errors), "errors": errors[:20], "latencies": lat,
             "began": began, "ended": ended}
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the gRPC status and message when there is one."""
+    code = getattr(exc, "code", None)
+    if callable(code) and callable(getattr(exc, "details", None)):
+        return f"{code().name}: {exc.details()}"[:200]
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def main() -> None:

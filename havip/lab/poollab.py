@@ -75,7 +75,7 @@ class PoolLab:
             self.hosts["client"] = self.topo.add_host("client", 99, ipv6=False)
             for name in ["w", *self.readers]:
                 self.start_milvus(name)
-            self.client("seed", uris=[self.uri(n) for n in ["w", *self.readers]], rows=self.rows, timeout=180)
+            self.client("seed", uris=[self.uri(n) for n in ["w", *self.readers]], rows=self.rows, wait=180)
             if self.with_pool:
                 self.start_pool()
         except BaseException:
@@ -118,10 +118,10 @@ class PoolLab:
 
     # ---------------------------------------------------------------- operations
 
-    def client(self, op: str, timeout: float = 120, **args) -> dict:
-        """Run one havip.lab.pool_client op in the client namespace; its JSON answer."""
+    def client(self, op: str, wait: float = 120, **args) -> dict:
+        """Run one havip.lab.pool_client op in the client namespace (within `wait` seconds)."""
         proc = self.hosts["client"].run(sys.executable, "-m", "havip.lab.pool_client", op, json.dumps(args),
-                                        check=False, timeout=timeout)
+                                        check=False, timeout=wait)
         if proc.returncode != 0:
             raise RuntimeError(f"pool_client {op} failed: {proc.stderr.strip()[-2000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -166,7 +166,7 @@ class PoolLab:
         """Start a killed node again on its data and load the collection (real Milvus
         reloads by itself; milvus-lite comes back with it released)."""
         self.start_milvus(name)
-        self.client("load", uri=self.uri(name))
+        self.client("load", uri=self.uri(name), wait=90)
 
     def nginx_reload(self) -> None:
         """SIGHUP nginx's master, as `nginx -s reload` does."""

@@ -106,3 +106,40 @@ def test_shipped_example_is_valid():
     from tests.conftest import REPO
 
     assert load(REPO / "conf" / "pool.yaml", resolve=lambda h: True, local=lambda h: False).read_nodes
+
+
+def test_check_config_cli_prints_every_problem_and_exits_2(tmp_path):
+    from click.testing import CliRunner
+
+    from havip.cli import main
+
+    f = tmp_path / "pool.yaml"
+    f.write_text("writer: 198.18.0.21:19530\nread_nodes: [198.18.0.31:19530, 198.18.0.31:19530]\n"
+                 "listen: 198.18.0.21:19530\n")
+    res = CliRunner().invoke(main, ["pool", "check-config", "--no-nginx", str(f)])
+    assert res.exit_code == 2
+    assert res.output.splitlines() == [
+        f"{f}: listen: 198.18.0.21:19530: clashes with writer (198.18.0.21:19530): the pool cannot listen on "
+        "the port Milvus listens on; use another port, e.g. 19540",
+        f"{f}: read_nodes.1: 198.18.0.31:19530: same address as read_nodes.0; list each read node once"]
+
+
+def test_check_config_cli_runs_nginx_t_on_the_render(tmp_path):
+    from click.testing import CliRunner
+
+    from havip.cli import main
+    from tests.conftest import REPO, require_binary
+
+    require_binary("nginx")
+    res = CliRunner().invoke(main, ["pool", "check-config", str(REPO / "conf" / "pool.yaml")])
+    assert res.exit_code == 0, res.output
+    assert res.output.endswith("ok (instance pool, 2 read nodes, writer 192.168.1.104:19530, listen 0.0.0.0:19540)\n")
+
+
+def test_havipctl_pool_status_not_running(tmp_path):
+    from click.testing import CliRunner
+
+    from havip.ctl import main
+
+    res = CliRunner().invoke(main, ["pool", "status", "--state", str(tmp_path / "none.json")])
+    assert res.exit_code == 3 and "not running: no status file" in res.output
