@@ -60,11 +60,25 @@ def seed(uris: list[str], rows: int = 1000, wait: float = 90) -> dict:
     return {"seeded": uris}
 
 
-def load(uri: str, wait: float = 60) -> dict:
-    c = _connect(uri, time.monotonic() + wait)
-    c.load_collection(COLLECTION)
-    c.close()
-    return {}
+def load(uri: str, within: float = 60) -> dict:
+    """Load the collection, each attempt on a fresh connection with a 10 s deadline: a
+    milvus-lite restarted after a SIGKILL sometimes leaves the first call unanswered."""
+    deadline = time.monotonic() + within
+    attempts, last = 0, ""
+    while time.monotonic() < deadline:
+        attempts += 1
+        try:
+            c = _connect(uri, deadline)
+            try:
+                c.load_collection(COLLECTION, timeout=10)
+            finally:
+                c.close()
+            return {"attempts": attempts}
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last = describe(exc)
+            print(f"load {uri}: attempt {attempts}: {last}", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+    raise TimeoutError(f"{uri}: collection not loaded within {within}s ({attempts} attempts; last: {last})")
 
 
 def insert(uri: str, start: int, n: int) -> dict:

@@ -165,8 +165,15 @@ class PoolLab:
     def restart(self, name: str) -> None:
         """Start a killed node again on its data and load the collection (real Milvus
         reloads by itself; milvus-lite comes back with it released)."""
-        self.start_milvus(name)
-        self.client("load", uri=self.uri(name), wait=90)
+        for attempt in (1, 2):
+            self.start_milvus(name)
+            try:
+                self.client("load", uri=self.uri(name), wait=90, within=40)
+                return
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if attempt == 2:
+                    raise
+                self.kill(name)     # milvus-lite restarted after a SIGKILL can wedge: once more
 
     def nginx_reload(self) -> None:
         """SIGHUP nginx's master, as `nginx -s reload` does."""

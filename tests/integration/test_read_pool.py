@@ -86,9 +86,10 @@ def _requests(lab) -> dict[str, int]:
 
 
 def test_searches_spread_over_every_member(lab, tmp_path, go):
+    """One client connection (pymilvus keeps one): its calls still reach every member."""
     before = _requests(lab)
     go.touch()
-    res = _finish(*_searches(lab, tmp_path, go, n=300))
+    res = _finish(*_searches(lab, tmp_path, go, n=300, threads=1))
     assert res["failed"] == 0, res["errors"]
     time.sleep(1.2)          # the status is rewritten every second
     after = _requests(lab)
@@ -133,9 +134,12 @@ def test_member_hung_during_1000_searches(lab, tmp_path, go):
 
 
 def test_inserts_reach_the_writer_only(lab):
+    """Small and large inserts (60,000 rows, about 2.5 MB: nginx's default 1m body limit
+    would answer 413) land on the writer, never on a read node."""
     counts = {n: lab.client("count", uri=lab.uri(n))["count"] for n in ("w", *lab.readers)}
     lab.client("insert", uri=lab.pool_uri, start=100_000, n=25)
-    assert lab.client("count", uri=lab.uri("w"))["count"] == counts["w"] + 25
+    lab.client("insert", uri=lab.pool_uri, start=200_000, n=60_000)
+    assert lab.client("count", uri=lab.uri("w"))["count"] == counts["w"] + 60_025
     for n in lab.readers:
         assert lab.client("count", uri=lab.uri(n))["count"] == counts[n]
     time.sleep(1.2)
@@ -171,3 +175,34 @@ def test_pool_process_maps_no_numpy_or_pandas(lab):
     pid = lab.pool_proc.pid
     maps = Path(f"/proc/{pid}/maps").read_text()
     assert "numpy" not in maps and "pandas" not in maps
+
+
+def test_the_recipe_s_stream_proxy_pins_a_client_to_one_node(lab):
+    """The finding the pool answers: `stream` balances TCP connections, so the 300 calls of
+    one pymilvus client all go to the node its one connection was sent to."""
+    from string import Template
+
+    from tests.unit.test_pool_render import RECIPE
+
+    prefix = lab.workdir / "recipe"
+    prefix.mkdir(exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(Template((RECIPE / "recipe-fixed.conf.tmpl").read_text()).substitute(
+        prefix=str(prefix), listen="0.0.0.0:19585",
+        servers="\n".join(f"        server {lab.addr(n)};" for n in lab.readers)))
+    nginx = require_binary("nginx")
+    proc = lab.hosts["p"].popen([nginx, "-c", str(conf), "-p", f"{prefix}/", "-g", "daemon off;"],
+                                stderr=subprocess.DEVNULL)
+    try:
+        uri = f"http://{lab.hosts['p'].addr}:19585"
+        wait_for(lambda: lab.client("searches", uri=uri, n=1, threads=1)["ok"] == 1, 30, interval=0.2,
+                 what="the recipe's nginx answering")
+        res = lab.client("searches", uri=uri, n=300, threads=1)
+        assert res["ok"] == 300
+        sessions = wait_for(lambda: (prefix / "access.log").read_text().splitlines(), 10, what="stream log")
+        # One line per TCP session: the probe's, and the 300 searches' one connection.
+        assert len(sessions) == 2
+        assert all(len(line.split('"')[1].split(",")) == 1 for line in sessions)
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        proc.wait(10)

@@ -212,3 +212,34 @@ def test_the_pool_daemon_never_imports_pymilvus_numpy_or_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_prometheus_metrics_per_member(tmp_path):
+    from prometheus_client import generate_latest
+
+    from havip.pool.status import PoolMetrics
+
+    clock, ng, metrics = Clock(), FakeNginx(tmp_path), PoolMetrics("pool")
+    d = PoolDaemon(_cfg(tmp_path), ng, clock=clock, metrics=metrics)
+    for a in (A, B):
+        d.handle(a, _ok(clock))
+    for _ in range(3):
+        d.handle(C, _ok(clock, False, "refused"))
+    d.tick()
+    text = generate_latest(metrics.registry).decode()
+    assert f'havip_pool_member_up{{instance="pool",member="{A}"}} 1.0' in text
+    assert f'havip_pool_member_up{{instance="pool",member="{C}"}} 0.0' in text
+    assert f'havip_pool_member_transitions_total{{instance="pool",member="{C}",to="out"}} 1.0' in text
+    assert 'havip_pool_nginx_applies_total{instance="pool",result="ok"} 1.0' in text
+
+
+def test_access_log_moved_aside_when_large(tmp_path):
+    from havip.pool.accesslog import Tail
+
+    log = tmp_path / "access.log"
+    reopened = []
+    tail = Tail(log, reopen=lambda: reopened.append(1), max_bytes=100)
+    log.write_text(f"1.0 /x {A} 200 0 0.001\n" * 5)
+    assert tail.poll().served[A] == 5 and reopened == [1] and (tmp_path / "access.log.1").exists()
+    log.write_text(f"1.0 /x {B} 200 0 0.001\n")         # nginx reopened a fresh file
+    assert tail.poll().served == {A: 5, B: 1}
