@@ -42,7 +42,7 @@ from string import Template
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from havip.lab.netns import wait_for  # noqa: E402
-from havip.lab.poollab import MILVUS_PORT, PoolLab  # noqa: E402
+from havip.lab.poollab import PoolLab  # noqa: E402
 from havip.pool.config import parse  # noqa: E402
 from havip.pool.render import render  # noqa: E402
 

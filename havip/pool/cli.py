@@ -85,6 +85,7 @@ def run(file: str, log_level: str, log_format: str) -> None:
     """Run the pool in the foreground: checks, nginx, status (systemd: havip-pool.service)."""
     from havip import logs
     from havip.pool.checker import MemberChecker
+    from havip.pool.config import load
     from havip.pool.daemon import PoolDaemon
     from havip.pool.nginx import Nginx
     from havip.pool.probe import GrpcCheck
@@ -100,12 +101,15 @@ def run(file: str, log_level: str, log_format: str) -> None:
         except OSError as exc:
             log.error("startup_failed", error=f"metrics.listen {cfg.metrics.listen}: {exc}")
             sys.exit(1)
-    checkers = [MemberChecker(m, GrpcCheck(m, cfg.check.kind, cfg.check.timeout,
-                                                  collections=tuple(cfg.check.collections), db=cfg.check.db), cfg.check.interval, daemon.post)
-                for m in cfg.read_nodes]
+
+    def make_checker(address: str, c) -> MemberChecker:
+        check = GrpcCheck(address, c.check.kind, c.check.timeout, collections=tuple(c.check.collections),
+                          db=c.check.db)
+        return MemberChecker(address, check, c.check.interval, daemon.post)
+
     daemon.install_signals()
     log.info("starting", members=list(cfg.read_nodes), writer=cfg.writer, listen=cfg.listen)
-    code = daemon.run(checkers)
+    code = daemon.run(make_checker, reload_config=lambda: load(file))
     metrics.close()
     sys.exit(code)
 

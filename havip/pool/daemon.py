@@ -54,6 +54,10 @@ class PoolDaemon:
         self.started = wall()
         self.queue: queue.Queue[tuple[str, Result]] = queue.Queue()
         self.stopping = threading.Event()
+        self._reload_requested = threading.Event()
+        self._checkers: dict[str, object] = {}
+        self._make_checker = None
+        self._first_deadline = float("inf")
         self.tail = Tail(nginx.prefix / "logs" / "access.log", reopen=nginx.reopen)
         self._next_status = 0.0
         self.reasons: list[str] = []     # every membership sentence, newest last (bounded)
@@ -192,22 +196,23 @@ class PoolDaemon:
             except OSError as exc:
                 self.log.error("status", error=f"cannot write {self.cfg.state_path}: {exc}")
 
-    def run(self, checkers: list, first_round: float | None = None) -> int:
-        """Run until stop(); start the member threads; stop nginx at the end."""
-        for c in checkers:
+    def run(self, make_checker: Callable[[str, PoolConfig], object],
+            reload_config: Callable[[], PoolConfig] | None = None) -> int:
+        """Run until stop(): one checker thread per member (`make_checker(address, cfg)`),
+        SIGHUP re-reads the config (`reload_config`); stop nginx at the end."""
+        self._make_checker = make_checker
+        self._checkers = {a: make_checker(a, self.cfg) for a in self.cfg.read_nodes}
+        for c in self._checkers.values():
             c.start()
-        # The first render waits for every member's first answer, at most one check timeout
-        # (plus slack): a node that has not answered by then starts outside the pool.
-        deadline = self.clock() + (first_round if first_round is not None else self.cfg.check.timeout + 1.0)
+        self._first_round()
         try:
             while not self.stopping.is_set():
-                try:
-                    self.handle(*self.queue.get(timeout=0.1))
-                    while True:
-                        self.handle(*self.queue.get_nowait())
-                except queue.Empty:
-                    pass
-                if not self.all_checked() and self.clock() >= deadline and self.applied is None:
+                self._drain()
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    if reload_config is not None:
+                        self._reload(reload_config)
+                if not self.all_checked() and self.clock() >= self._first_deadline:
                     for a, m in self.members.items():
                         if m.healthy is None:
                             self.handle(a, Result(False, f"{a} did not answer its first check", 0.0, self.clock()))
@@ -216,7 +221,7 @@ class PoolDaemon:
                 except Exception:  # noqa: BLE001 - a bug in one cycle must not end the pool
                     self.log.exception("pool cycle failed")
         finally:
-            for c in checkers:
+            for c in self._checkers.values():
                 c.stop()
             try:
                 self.nginx.stop()
@@ -228,9 +233,71 @@ class PoolDaemon:
                 pass
         return 0
 
+    def _first_round(self) -> None:
+        # A new member's first render waits for its first answer, at most one check
+        # timeout (plus slack): a node that has not answered by then starts outside.
+        self._first_deadline = self.clock() + self.cfg.check.timeout + 1.0
+
+    def _drain(self) -> None:
+        try:
+            self.handle(*self.queue.get(timeout=0.1))
+            while True:
+                self.handle(*self.queue.get_nowait())
+        except queue.Empty:
+            pass
+
+    # ---------------------------------------------------------------- SIGHUP
+
+    def _reload(self, reload_config: Callable[[], PoolConfig]) -> None:
+        from havip.errors import ConfigError
+
+        try:
+            cfg = reload_config()
+        except ConfigError as exc:
+            self.last_error = "new config refused, the old one kept: " + "; ".join(exc.problems)
+            self.log.error("reload", error=self.last_error)
+            return
+        said = self.reconfigure(cfg)
+        self.log.info("reload", result=said)
+
+    def reconfigure(self, cfg: PoolConfig) -> str:
+        """Apply a new config: members added or removed, checks restarted if they changed,
+        nginx re-rendered. Keys that name the running nginx or files need a restart."""
+        fixed = ("instance", "nginx.binary", "nginx.prefix", "status_file", "metrics")
+        changed = [k for k in fixed if _get(cfg, k) != _get(self.cfg, k)]
+        if changed:
+            self.last_error = f"new config not applied: {', '.join(changed)} change only with a restart"
+            return self.last_error
+        old, self.cfg = self.cfg, cfg
+        restart_all = cfg.check != old.check
+        for a in list(self._checkers):
+            if restart_all or a not in cfg.read_nodes:
+                self._checkers.pop(a).stop()
+        self.members = {a: self.members.get(a) or health.Member(a) for a in cfg.read_nodes}
+        for a in cfg.read_nodes:
+            if a not in self._checkers:
+                self._checkers[a] = self._make_checker(a, cfg)
+                self._checkers[a].start()
+        self._first_round()
+        self.applied, self._failed_render, self.last_error = None, None, None     # render afresh
+        return (f"config reloaded: {len(cfg.read_nodes)} read nodes"
+                + (", checks restarted" if restart_all else ""))
+
     def stop(self, *_args) -> None:
         self.stopping.set()
+
+    def request_reload(self, *_args) -> None:
+        """SIGHUP: only records the wish; the loop re-reads the config."""
+        self._reload_requested.set()
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+
+def _get(cfg: PoolConfig, dotted: str) -> object:
+    value: object = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value

@@ -156,6 +156,28 @@ def test_nginx_reload_under_load_drops_no_rpc(lab, tmp_path, go):
     assert res["ok"] == N and res["failed"] == 0, res["errors"]
 
 
+def test_sighup_takes_a_member_out_of_the_config_and_back(lab, tmp_path):
+    import yaml
+
+    cfg_path = lab.workdir / "pool" / "pool.yaml"
+    full = cfg_path.read_text()
+    cfg = yaml.safe_load(full)
+    cfg["read_nodes"] = [lab.addr("r1"), lab.addr("r2")]
+    try:
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        lab.pool_proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: (st := lab.status()) and len(st["members"]) == 2 and st["nginx"]["in_sync"], 10,
+                 interval=0.05, what="r3 gone from the pool")
+        conf = (lab.workdir / "pool" / "nginx" / "nginx.conf").read_text()
+        assert lab.addr("r3") not in conf and lab.addr("r1") in conf
+        res = lab.client("searches", uri=lab.pool_uri, n=200, threads=1)
+        assert res["ok"] == 200
+    finally:
+        cfg_path.write_text(full)
+        lab.pool_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: lab._all_in() and len(lab.status()["members"]) == 3, 10, interval=0.05, what="r3 back")
+
+
 def test_havipctl_pool_status(lab):
     table = subprocess.run([sys.executable, "-m", "havip.ctl", "pool", "status", "--state", str(lab.status_path)],
                            capture_output=True, text=True, timeout=30)

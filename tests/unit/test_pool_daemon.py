@@ -243,3 +243,49 @@ def test_access_log_moved_aside_when_large(tmp_path):
     assert tail.poll().served[A] == 5 and reopened == [1] and (tmp_path / "access.log.1").exists()
     log.write_text(f"1.0 /x {B} 200 0 0.001\n")         # nginx reopened a fresh file
     assert tail.poll().served == {A: 5, B: 1}
+
+
+class FakeChecker:
+    def __init__(self, address, cfg):
+        self.address, self.interval = address, cfg.check.interval
+        self.started = self.stopped = False
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        self.stopped = True
+
+
+def test_sighup_reconfigures_members_and_reloads_nginx(tmp_path):
+    clock, ng = Clock(), FakeNginx(tmp_path)
+    d = PoolDaemon(_cfg(tmp_path), ng, clock=clock)
+    d._make_checker = FakeChecker
+    d._checkers = {a: FakeChecker(a, d.cfg) for a in (A, B, C)}
+    old = dict(d._checkers)
+    for a in (A, B, C):
+        d.handle(a, _ok(clock))
+    d.tick()
+    D = "198.18.0.34:19530"
+    said = d.reconfigure(parse({"writer": "198.18.0.21:19530", "read_nodes": [A, B, D],
+                                "status_file": str(tmp_path / "st.json"),
+                                "check": {"interval": 0.5, "timeout": 0.4, "rise": 2, "fall": 3}},
+                               local=lambda h: False))
+    assert said == "config reloaded: 3 read nodes"
+    assert old[C].stopped and not old[A].stopped and d._checkers[D].started
+    assert d.members[A].healthy and d.members[D].healthy is None
+    d.tick()
+    assert ng.calls == ["install", "start"]          # D not checked yet: nothing rendered
+    d.handle(D, _ok(clock))
+    d.tick()
+    assert ng.calls == ["install", "start", "install", "reload"]
+    assert f"server {D} " in ng.installed[-1] and f"server {C} " not in ng.installed[-1]
+
+
+def test_sighup_refuses_keys_that_need_a_restart(tmp_path):
+    clock, ng = Clock(), FakeNginx(tmp_path)
+    d = PoolDaemon(_cfg(tmp_path), ng, clock=clock)
+    d._make_checker, d._checkers = FakeChecker, {}
+    said = d.reconfigure(_cfg(tmp_path, nginx={"prefix": "/srv/elsewhere"}))
+    assert said == "new config not applied: nginx.prefix change only with a restart"
+    assert d.cfg.nginx.prefix == "/var/lib/havip/pool"
