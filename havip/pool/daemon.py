@@ -58,6 +58,8 @@ class PoolDaemon:
         self._checkers: dict[str, object] = {}
         self._make_checker = None
         self._first_deadline = float("inf")
+        self.cycle_errors = 0
+        self._next_cycle_log = 0.0
         self.tail = Tail(nginx.prefix / "logs" / "access.log", reopen=nginx.reopen)
         self._next_status = 0.0
         self.reasons: list[str] = []     # every membership sentence, newest last (bounded)
@@ -166,6 +168,7 @@ class PoolDaemon:
             "nginx": {"pid": self.nginx_pid, "config": str(self.nginx.conf), "applies": self.reloads,
                       "render_errors": self.render_errors, "last_error": self.last_error,
                       "last_apply": self.last_apply, "in_sync": self.applied == self.membership()},
+            "cycle_errors": self.cycle_errors, "bad_log_lines": counts.bad_lines,
             "recent": list(self.reasons),
         }
 
@@ -219,7 +222,10 @@ class PoolDaemon:
                 try:
                     self.tick()
                 except Exception:  # noqa: BLE001 - a bug in one cycle must not end the pool
-                    self.log.exception("pool cycle failed")
+                    self.cycle_errors += 1
+                    if self.clock() >= self._next_cycle_log:      # logged at most every 10 s, all counted
+                        self._next_cycle_log = self.clock() + 10.0
+                        self.log.exception("pool cycle failed", count=self.cycle_errors)
         finally:
             for c in self._checkers.values():
                 c.stop()
