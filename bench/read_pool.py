@@ -275,10 +275,11 @@ NOTES = """## Reading the numbers
 - Throughput on this machine is bound by its cores, shared with the three milvus-lite
   servers, nginx and the client: a second and third member add little here. On real
   hosts each read node brings its own CPUs.
-- In a member kill, a search the killed member was answering fails over inside nginx
-  (`grpc_next_upstream error timeout non_idempotent`, one retry on another member); with
-  the stream proxy the client's connection is cut, and only pymilvus' own retry on
-  UNAVAILABLE (within its 5 s deadline) hides it, at the cost of the slow searches counted.
+- In a member kill, nginx sends to another member the calls it could not send to the
+  dead one (refused connection); a call already in flight on it is answered at once with
+  UNAVAILABLE (nginx streams gRPC request bodies, so it cannot resend one), and pymilvus
+  retries it within its deadline. With the stream proxy the client's whole connection is
+  cut, and pymilvus' retry (and reconnect) hides that too.
 - The issue's target for the pool's overhead is at most 1 ms of median over direct. The
   like-for-like row is "havip pool, r1 only" (the same node, one nginx hop more: HTTP/2
   and gRPC terminated and re-originated, which per-call balancing, method routing and
@@ -291,9 +292,10 @@ NOTES = """## Reading the numbers
   clients slow calls rather than errors here; a hung member is where its clients fail.
 - A hung member (SIGSTOP: the kernel still accepts connections, nobody answers) is what
   a TCP proxy cannot see at all: every call on a connection pinned to it waits for the
-  client's deadline. In havip's pool a read sent to it is retried on another member
-  after nginx's read timeout (1 s here), and the member leaves the pool after
-  interval x fall (about 1 s), so later reads do not go there at all.
+  client's deadline. In havip's pool a read sent to it is answered UNAVAILABLE after
+  nginx's read timeout (1 s here, the slow searches counted), which pymilvus retries on a
+  healthy member, and the member leaves the pool after interval x fall (about 1 s), so
+  later reads do not go there at all.
 """
 
 

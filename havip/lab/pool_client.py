@@ -96,7 +96,11 @@ def count(uri: str) -> dict:
     return {"count": res[0]["count(*)"]}
 
 
-def searches(uri: str, n: int, threads: int = 1, timeout: float = 5.0, go_file: str | None = None) -> dict:
+def searches(uri: str, n: int, threads: int = 1, timeout: float = 5.0, go_file: str | None = None,
+             retries: bool = True) -> dict:
+    """`retries=False`: pymilvus' own retry off (retry_times=0, and no deadline, which
+    pymilvus would turn into a retry budget), so every failed RPC counts: only for paths
+    that bound every call themselves (havip's pool: nginx's read timeout)."""
     conns = [client(uri, timeout) for _ in range(threads)]
     for c in conns:
         c.search(COLLECTION, data=[vec(1)], limit=3)        # warm: connection and schema cache
@@ -117,7 +121,10 @@ def searches(uri: str, n: int, threads: int = 1, timeout: float = 5.0, go_file: 
                 i = left[0]
             t0 = time.perf_counter()
             try:
-                c.search(COLLECTION, data=[vec(i + k)], limit=3, timeout=timeout)
+                if retries:
+                    c.search(COLLECTION, data=[vec(i + k)], limit=3, timeout=timeout)
+                else:
+                    c.search(COLLECTION, data=[vec(i + k)], limit=3, retry_times=0)
                 ok, err = True, ""
             except Exception as exc:  # noqa: BLE001 - a failed search is what we count
                 ok, err = False, describe(exc)

@@ -6,9 +6,12 @@ there, is explained in docs/read-pool.md; in short:
 
 - `http {}` with an HTTP/2 listener: gRPC is HTTP/2, and `grpc_pass` exists only in
   `http {}` (nginx 1.22 on Debian 12 spells it `listen ... http2`);
-- one `location =` per read method, to the read upstream, where a failed or timed-out
-  read is retried once on another member (`non_idempotent`: gRPC calls are POSTs, and
-  only reads are safe to send twice); everything else goes to the writer, never retried;
+- one `location =` per read method, to the read upstream, where a read that could not
+  reach its member (refused, connect timeout) goes to another one; `non_idempotent` is
+  allowed there only (gRPC calls are POSTs, and only reads are safe to send twice),
+  though nginx resends no gRPC call once its body went out (it streams gRPC bodies): such
+  a call is answered UNAVAILABLE at once and clients retry it. Everything else goes to
+  the writer, never retried;
 - the read upstream has a `zone` (passive failures are shared by every worker) and
   `keepalive` (no TCP+HTTP/2 handshake per call); a member whose active checks failed
   is `down`; the writer is its `backup`, or, with `fallback: unavailable`, a read with
@@ -82,7 +85,7 @@ $read_servers
     server {
         listen $listen http2;
 
-        # Reads (from Milvus' proto, havip.pool.methods): the pool, one retry elsewhere.
+        # Reads (from Milvus' proto, havip.pool.methods): the pool; one more member if unreachable.
 $read_locations
 
         # Everything else changes state or must see it: the writer, never retried.

@@ -2,9 +2,12 @@
 
 One lab for the module (havip.lab.poollab): a writer, three read nodes holding the same
 collection, `havip pool run` with its nginx, and a client, each in its own network
-namespace. Checks every 0.5 s, rise 2, fall 2; nginx's read timeout 1 s; the client's
-search deadline 5 s. Each test runs 1,000 searches through the pool while something
-happens to a member, and asserts that none failed at the client.
+namespace. Checks every 0.5 s, rise 2, fall 2; nginx's read timeout 1 s; the client is pymilvus
+with a 5 s deadline. Each test runs 1,000 searches through the pool while something
+happens to a member, and asserts that none failed at the client. One test turns
+pymilvus' retry off to show what nginx itself does with a call in flight on a member
+that dies: it cannot resend it (it streams gRPC request bodies), and answers it at
+once with UNAVAILABLE, never a hang.
 """
 
 from __future__ import annotations
@@ -58,9 +61,12 @@ def _back_bound(lab) -> float:
     return lab.check["interval"] * lab.check["rise"] + 1.0
 
 
-def _searches(lab, tmp_path, go: Path, n: int = N, threads: int = 2):
+def _searches(lab, tmp_path, go: Path, n: int = N, threads: int = 2, retries: bool = True):
+    """pymilvus as it comes (it retries UNAVAILABLE within its 5 s deadline), or with its
+    retry off: then a call nginx fails is a failed search."""
     out = tmp_path / "searches.json"
-    proc = lab.client_bg("searches", out, uri=lab.pool_uri, n=n, threads=threads, timeout=5.0, go_file=str(go))
+    proc = lab.client_bg("searches", out, uri=lab.pool_uri, n=n, threads=threads, timeout=5.0, go_file=str(go),
+                         retries=retries)
     return proc, out
 
 
@@ -145,6 +151,23 @@ def test_member_hung_during_1000_searches(lab, tmp_path, go):
     assert res["ok"] == N and res["failed"] == 0, res["errors"]
     took = lab.wait_member("r3", True, 10)
     assert took <= _back_bound(lab), f"r3 came back after {took:.2f}s"
+
+
+def test_a_call_in_flight_on_a_killed_member_fails_fast_without_client_retry(lab, tmp_path, go):
+    """nginx retries on another member what it could not send (refused connection), but not
+    a call already sent: with pymilvus' retry off, at most the calls in flight at the kill
+    (one per connection) fail, each at once with UNAVAILABLE; every other call succeeds."""
+    proc, out = _searches(lab, tmp_path, go, retries=False)
+    _wait_started(lab, go, _served(lab))
+    lab.kill("r1")
+    lab.wait_member("r1", False, 10)
+    res = _finish(proc, out)
+    try:
+        assert res["failed"] <= 2 and res["ok"] == N - res["failed"], res["errors"]
+        assert all("UNAVAILABLE" in e[1] for e in res["errors"]), res["errors"]
+    finally:
+        lab.restart("r1")
+        lab.wait_member("r1", True, 10)
 
 
 def test_inserts_reach_the_writer_only(lab):
