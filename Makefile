@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEBS   := docker.io keepalived tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
+DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test unit fuzz lab demo lab-down bench bench-standalone soak install check clean fresh
@@ -60,6 +60,7 @@ bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
+	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
 	$(MAKE) bench-standalone
 
 # The real Milvus standalone server: start-up and stop on shared data, and what an automatic
@@ -76,11 +77,15 @@ soak: venv
 check: venv
 	$(VENV)/bin/havip check-config conf/master.yaml
 	$(VENV)/bin/havip check-config conf/backup.yaml
+	$(VENV)/bin/havip pool check-config conf/pool.yaml
 
 install: deps venv
 	install -d /etc/havip
 	install -m 0644 conf/master.yaml conf/backup.yaml /etc/havip/
 	install -m 0644 systemd/havip@.service /etc/systemd/system/havip@.service
+	install -d /etc/havip/pool
+	[ -e /etc/havip/pool/pool.yaml ] || install -m 0644 conf/pool.yaml /etc/havip/pool/pool.yaml
+	install -m 0644 systemd/havip-pool.service /etc/systemd/system/havip-pool.service
 	ln -sf $(abspath $(VENV))/bin/havip /usr/local/bin/havip
 	ln -sf $(abspath $(VENV))/bin/havipctl /usr/local/bin/havipctl
 

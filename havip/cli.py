@@ -238,5 +238,14 @@ def _add_lab() -> None:
 _add_lab()
 
 
+def _add_pool() -> None:
+    from havip.pool.cli import pool
+
+    main.add_command(pool, "pool")
+
+
+_add_pool()
+
+
 if __name__ == "__main__":
     main()

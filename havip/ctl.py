@@ -388,5 +388,15 @@ def resume(socket_opt: str | None) -> None:
     _intent(socket_opt, "resume")
 
 
+def _add_pool() -> None:
+    # The read pool has its own status file and code path (havip.pool.cli).
+    from havip.pool.cli import ctl_pool
+
+    main.add_command(ctl_pool, "pool")
+
+
+_add_pool()
+
+
 if __name__ == "__main__":
     main()

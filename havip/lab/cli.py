@@ -161,8 +161,15 @@ def down(workdir: str) -> None:
 @workdir_option
 @milvus_option
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
-def demo(workdir: str, milvus: str, keep: bool) -> None:
+@click.option("--pool", "pool", is_flag=True, help="The read pool instead: read nodes, havip pool and nginx "
+              "(docs/read-pool.md); its own workdir unless HAVIP_LAB_DIR is set.")
+def demo(workdir: str, milvus: str, keep: bool, pool: bool) -> None:
     """Kill the master's Milvus while a client writes through the VIP, and watch."""
+    if pool:
+        from havip.lab.pool_demo import run_pool_demo
+
+        run_pool_demo(os.environ.get("HAVIP_LAB_DIR"), os.environ.get("HAVIP_LAB_PREFIX"), click.echo, keep)
+        return
     from havip.lab.demo import run_demo
 
     lab_ = _attach(workdir)
