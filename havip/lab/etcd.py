@@ -1,0 +1,149 @@
+"""An etcd cluster in the lab: Debian's etcd-server (3.4), one member per namespace.
+
+Each member runs in a lab host's namespace (the havip hosts, plus a witness host of its
+own so that losing one havip host keeps the quorum), listens on that host's address,
+and keeps its data in its own directory under the test's work directory. Members are
+started, killed and restarted by their own pid; the topology's close() reaps whatever
+is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from havip.lab.netns import Host, wait_for
+
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+
+
+def etcd_binary() -> str | None:
+    return shutil.which("etcd") or next((p for p in ("/usr/bin/etcd",) if os.access(p, os.X_OK)), None)
+
+
+def etcdctl_binary() -> str | None:
+    return shutil.which("etcdctl") or next((p for p in ("/usr/bin/etcdctl",) if os.access(p, os.X_OK)), None)
+
+
+@dataclass
+class Member:
+    name: str
+    host: Host
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.host.addr}:{CLIENT_PORT}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host.addr}:{PEER_PORT}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class EtcdCluster:
+    """Members named after their hosts; `endpoints` is what havip's config lists."""
+
+    def __init__(self, hosts: list[Host], workdir: Path, *, heartbeat_ms: int = 100, election_ms: int = 1000):
+        self.workdir = Path(workdir)
+        self.token = "havip-" + secrets.token_hex(4)
+        self.heartbeat_ms, self.election_ms = heartbeat_ms, election_ms
+        self.members = [Member(f"etcd-{h.name}", h, self.workdir / f"etcd-{h.name}.data",
+                               self.workdir / f"etcd-{h.name}.log") for h in hosts]
+        self.binary = etcd_binary() or "/usr/bin/etcd"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    def member(self, host_name: str) -> Member:
+        return next(m for m in self.members if m.host.name == host_name)
+
+    def _argv(self, m: Member) -> list[str]:
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        return [self.binary, "--name", m.name, "--data-dir", str(m.data_dir),
+                "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
+                "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+                "--initial-cluster", initial, "--initial-cluster-token", self.token,
+                "--initial-cluster-state", "new", "--heartbeat-interval", str(self.heartbeat_ms),
+                "--election-timeout", str(self.election_ms), "--logger", "zap", "--log-outputs", "stderr"]
+
+    def start(self, timeout: float = 30) -> "EtcdCluster":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for m in self.members:
+            self.start_member(m, wait=False)
+        self.wait_quorum(timeout)
+        return self
+
+    def start_member(self, m: Member, *, wait: bool = True) -> None:
+        """Start (or restart, on its existing data) one member."""
+        if m.running:
+            return
+        log = open(m.log_path, "ab")
+        m.proc = m.host.popen(self._argv(m), stdout=log, stderr=log)
+        log.close()
+        if wait:
+            wait_for(lambda: self.healthy(m), 20, interval=0.1, what=f"{m.name} healthy")
+
+    def kill(self, m: Member) -> None:
+        """SIGKILL one member, by its own pid."""
+        if m.running:
+            os.killpg(m.proc.pid, signal.SIGKILL)
+            m.proc.wait(10)
+
+    def ctl(self, *args: str, via: Member | None = None, check: bool = False,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        """etcdctl (v3 API) in a member's namespace, against every endpoint."""
+        via = via or next((m for m in self.members if m.running), self.members[0])
+        argv = ["env", "ETCDCTL_API=3", *(f"{k}={v}" for k, v in (env or {}).items()),
+                etcdctl_binary() or "etcdctl", "--endpoints", ",".join(self.endpoints),
+                "--dial-timeout", "1s", "--command-timeout", "2s", *args]
+        return via.host.run(*argv, check=check, timeout=20)
+
+    def healthy(self, m: Member) -> bool:
+        r = m.host.run(etcdctl_binary() or "etcdctl", "--endpoints", m.client_url, "--dial-timeout", "1s",
+                       "--command-timeout", "1s", "endpoint", "health", check=False, timeout=10)
+        return r.returncode == 0 and "is healthy" in (r.stdout + r.stderr)
+
+    def wait_quorum(self, timeout: float = 30) -> None:
+        def ok():
+            r = self.ctl("endpoint", "status", "-w", "json")
+            if r.returncode and not r.stdout:
+                return False
+            try:
+                rows = json.loads(r.stdout or "[]")
+            except json.JSONDecodeError:
+                return False
+            return any(row.get("Status", {}).get("leader") for row in rows) and self.ctl(
+                "put", "/havip-lab/probe", "ok").returncode == 0
+        wait_for(ok, timeout, interval=0.2, what="an etcd quorum")
+
+    def get(self, key: str) -> dict | None:
+        """The key as etcd has it: value and lease id (hex), or None."""
+        r = self.ctl("get", key, "-w", "json")
+        if r.returncode:
+            raise RuntimeError(f"etcdctl get {key}: {r.stderr.strip()}")
+        kvs = json.loads(r.stdout).get("kvs") or []
+        if not kvs:
+            return None
+        import base64
+
+        kv = kvs[0]
+        return {"value": base64.b64decode(kv["value"]).decode(), "lease": f"{int(kv.get('lease', 0)):x}",
+                "create_revision": kv.get("create_revision")}
+
+    def close(self) -> None:
+        for m in self.members:
+            self.kill(m)
