@@ -78,7 +78,8 @@ class EtcdCluster:
                 "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                 "--initial-cluster", initial, "--initial-cluster-token", self.token,
                 "--initial-cluster-state", "new", "--heartbeat-interval", str(self.heartbeat_ms),
-                "--election-timeout", str(self.election_ms), "--logger", "zap", "--log-outputs", "stderr"]
+                "--election-timeout", str(self.election_ms), "--pre-vote",
+                "--logger", "zap", "--log-outputs", "stderr"]
 
     def start(self, timeout: float = 30) -> "EtcdCluster":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ class EtcdCluster:
         via = via or next((m for m in self.members if m.running), self.members[0])
         argv = ["env", "ETCDCTL_API=3", *(f"{k}={v}" for k, v in (env or {}).items()),
                 etcdctl_binary() or "etcdctl", "--endpoints", ",".join(self.endpoints),
-                "--dial-timeout", "1s", "--command-timeout", "2s", *args]
+                "--dial-timeout", "1s", "--command-timeout", "3s", *args]
         return via.host.run(*argv, check=check, timeout=20)
 
     def healthy(self, m: Member) -> bool:
@@ -130,17 +131,26 @@ class EtcdCluster:
                 "put", "/havip-lab/probe", "ok").returncode == 0
         wait_for(ok, timeout, interval=0.2, what="an etcd quorum")
 
-    def get(self, key: str) -> dict | None:
-        """The key as etcd has it: value and lease id (hex), or None."""
-        r = self.ctl("get", key, "-w", "json")
-        if r.returncode:
-            raise RuntimeError(f"etcdctl get {key}: {r.stderr.strip()}")
-        kvs = json.loads(r.stdout).get("kvs") or []
-        if not kvs:
-            return None
+    def get(self, key: str, via: Member | None = None, timeout: float = 10) -> dict | None:
+        """The key as etcd has it: value and lease id (hex), or None. Retried for up to
+        `timeout`: a read during an election (or on a loaded machine) may time out."""
         import base64
 
-        kv = kvs[0]
+        def read():
+            r = self.ctl("get", key, "-w", "json", via=via)
+            if r.returncode:
+                errors.append(r.stderr.strip()[-300:])
+                return None
+            kvs = json.loads(r.stdout).get("kvs") or []
+            return {"kvs": kvs}
+        errors: list[str] = []
+        try:
+            got = wait_for(read, timeout, interval=0.2, what=f"etcdctl get {key}")
+        except TimeoutError:
+            raise RuntimeError(f"etcdctl get {key}: {errors[-1] if errors else 'no answer'}") from None
+        if not got["kvs"]:
+            return None
+        kv = got["kvs"][0]
         return {"value": base64.b64decode(kv["value"]).decode(), "lease": f"{int(kv.get('lease', 0)):x}",
                 "create_revision": kv.get("create_revision")}
 
