@@ -40,9 +40,11 @@ class Member:
     log_path: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
+    scheme: str = "http"
+
     @property
     def client_url(self) -> str:
-        return f"http://{self.host.addr}:{CLIENT_PORT}"
+        return f"{self.scheme}://{self.host.addr}:{CLIENT_PORT}"
 
     @property
     def peer_url(self) -> str:
@@ -56,12 +58,17 @@ class Member:
 class EtcdCluster:
     """Members named after their hosts; `endpoints` is what havip's config lists."""
 
-    def __init__(self, hosts: list[Host], workdir: Path, *, heartbeat_ms: int = 100, election_ms: int = 1000):
+    def __init__(self, hosts: list[Host], workdir: Path, *, heartbeat_ms: int = 100, election_ms: int = 1000,
+                 tls: "TestCA | None" = None):
+        """`tls`: serve clients over https with certificates from this CA, and require
+        client certificates from it."""
         self.workdir = Path(workdir)
+        self.tls = tls
         self.token = "havip-" + secrets.token_hex(4)
         self.heartbeat_ms, self.election_ms = heartbeat_ms, election_ms
         self.members = [Member(f"etcd-{h.name}", h, self.workdir / f"etcd-{h.name}.data",
-                               self.workdir / f"etcd-{h.name}.log") for h in hosts]
+                               self.workdir / f"etcd-{h.name}.log", scheme="https" if tls else "http")
+                        for h in hosts]
         self.binary = etcd_binary() or "/usr/bin/etcd"
 
     @property
@@ -79,7 +86,20 @@ class EtcdCluster:
                 "--initial-cluster", initial, "--initial-cluster-token", self.token,
                 "--initial-cluster-state", "new", "--heartbeat-interval", str(self.heartbeat_ms),
                 "--election-timeout", str(self.election_ms), "--pre-vote",
-                "--logger", "zap", "--log-outputs", "stderr"]
+                "--logger", "zap", "--log-outputs", "stderr", *self._tls_args(m)]
+
+    def _tls_args(self, m: Member) -> list[str]:
+        if not self.tls:
+            return []
+        cert, key = self.tls.server(m.host.addr)
+        return ["--cert-file", str(cert), "--key-file", str(key), "--client-cert-auth",
+                "--trusted-ca-file", str(self.tls.ca)]
+
+    def _ctl_tls(self) -> list[str]:
+        if not self.tls:
+            return []
+        cert, key = self.tls.client
+        return ["--cacert", str(self.tls.ca), "--cert", str(cert), "--key", str(key)]
 
     def start(self, timeout: float = 30) -> "EtcdCluster":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -110,12 +130,12 @@ class EtcdCluster:
         via = via or next((m for m in self.members if m.running), self.members[0])
         argv = ["env", "ETCDCTL_API=3", *(f"{k}={v}" for k, v in (env or {}).items()),
                 etcdctl_binary() or "etcdctl", "--endpoints", ",".join(self.endpoints),
-                "--dial-timeout", "1s", "--command-timeout", "3s", *args]
+                "--dial-timeout", "1s", "--command-timeout", "3s", *self._ctl_tls(), *args]
         return via.host.run(*argv, check=check, timeout=20)
 
     def healthy(self, m: Member) -> bool:
         r = m.host.run(etcdctl_binary() or "etcdctl", "--endpoints", m.client_url, "--dial-timeout", "1s",
-                       "--command-timeout", "1s", "endpoint", "health", check=False, timeout=10)
+                       "--command-timeout", "1s", *self._ctl_tls(), "endpoint", "health", check=False, timeout=10)
         return r.returncode == 0 and "is healthy" in (r.stdout + r.stderr)
 
     def wait_quorum(self, timeout: float = 30) -> None:
@@ -157,3 +177,40 @@ class EtcdCluster:
     def close(self) -> None:
         for m in self.members:
             self.kill(m)
+
+
+class TestCA:
+    """A throwaway CA (openssl) for the lab's TLS etcd: server certificates for member
+    addresses and one client certificate; short-lived, under the test's directory."""
+
+    __test__ = False      # not a pytest class
+
+    def __init__(self, workdir: Path, name: str = "havip-lab-ca"):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.ca, self.ca_key = self.dir / f"{name}.pem", self.dir / f"{name}.key"
+        self._openssl("req", "-x509", *self._ec(self.ca_key), "-out", str(self.ca), "-days", "2",
+                      "-subj", f"/CN={name}")
+        self.client = self._issue("havip-client", None)
+
+    @staticmethod
+    def _ec(key: Path) -> list[str]:
+        return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key)]
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=self.dir)
+
+    def _issue(self, cn: str, ip: str | None) -> tuple[Path, Path]:
+        cert, key, csr = (self.dir / f"{self.name}-{cn}.{ext}" for ext in ("pem", "key", "csr"))
+        if cert.exists():
+            return cert, key
+        self._openssl("req", *self._ec(key), "-out", str(csr), "-subj", f"/CN={cn}")
+        ext = self.dir / f"{cn}.ext"
+        ext.write_text(f"subjectAltName=IP:{ip}\n" if ip else "extendedKeyUsage=clientAuth\n")
+        self._openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.ca_key),
+                      "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+        return cert, key
+
+    def server(self, ip: str) -> tuple[Path, Path]:
+        return self._issue(f"etcd-{ip}", ip)

@@ -46,6 +46,8 @@ def _why(exc: Exception) -> str:
     if "CERTIFICATE_VERIFY_FAILED" in text:
         m = re.search(r"certificate verify failed: ([^(')\"]+)", text)
         return f"TLS certificate verify failed ({(m[1] if m else 'unknown issuer').strip()}): is the CA right?"
+    if "alert bad certificate" in text or "certificate required" in text:
+        return "TLS: etcd rejected our client certificate (none given, or not signed by its CA: milvus.lease.cert, key)"
     if "SSL" in text or "TLS" in text:
         m = re.search(r"\[SSL[^\]]*\] ([^(')\"]+)", text)
         return f"TLS error: {m[1].strip() if m else text[:120]}"
@@ -171,9 +173,21 @@ def _detail(exc: Exception) -> str:
 
 
 def _client(url: str, *, ca, cert, key):
+    import requests
     from etcd3gw.client import Etcd3Client
 
+    class Session(requests.Session):
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own
+        # `verify` (it only looks at the per-request value); the configured CA must win.
+        def merge_environment_settings(self, url, proxies, stream, verify, cert_):
+            return super().merge_environment_settings(url, proxies, stream,
+                                                      self.verify if verify is None else verify, cert_)
+
+    session = Session()
+    if ca:
+        session.verify = ca
+    if cert and key:
+        session.cert = (cert, key)
     u = urlsplit(url)
     host = (u.hostname or "").strip("[]")
-    return Etcd3Client(host=host, port=u.port or 2379, protocol=u.scheme, ca_cert=ca, cert_key=key,
-                       cert_cert=cert, api_path=API_PATH)
+    return Etcd3Client(host=host, port=u.port or 2379, protocol=u.scheme, api_path=API_PATH, session=session)

@@ -79,6 +79,11 @@ class Site:
         for (s1, e1, n1), (s2, e2, n2) in zip(runs, runs[1:]):
             assert s2 >= e1, f"two Milvus at once: {n1} ran {s1:.3f}-{e1:.3f}, {n2} started at {s2:.3f}"
 
+    def start_all(self, serving: str = "h1") -> None:
+        for n in self.nodes.values():
+            n.daemon.start()
+        self.wait_serving(serving)
+
     def starts(self, name: str) -> int:
         return len(self.nodes[name].milvus_runs())
 
@@ -159,9 +164,7 @@ def _fenced_in_time(node: Node, d: Havipd) -> None:
 
 def test_three_hosts_the_holder_dies_the_highest_remaining_takes_the_key(site_factory):
     site = site_factory([("h1", 11, 120), ("h2", 21, 110), ("h3", 41, 100)], witness=False)
-    for n in site.nodes.values():
-        n.daemon.start()
-    site.wait_serving("h1")
+    site.start_all()
     assert site.holder().endswith("/h1")
     assert [d.daemon.state() for d in site.nodes.values()] == ["master", "backup", "backup"]
     n2, n3 = len(site.nodes["h2"].daemon.transitions()), len(site.nodes["h3"].daemon.transitions())
@@ -181,9 +184,7 @@ def test_three_hosts_the_holder_dies_the_highest_remaining_takes_the_key(site_fa
 
 def test_etcd_members_lost_one_changes_nothing_two_fence_then_quorum_brings_milvus_back(site_factory):
     site = site_factory([("h1", 11, 120), ("h2", 21, 110)])
-    for n in site.nodes.values():
-        n.daemon.start()
-    site.wait_serving("h1")
+    site.start_all()
     d1, d2 = site.nodes["h1"].daemon, site.nodes["h2"].daemon
     t1, t2 = len(d1.transitions()), len(d2.transitions())
     cl = site.cluster
@@ -210,9 +211,7 @@ def test_etcd_members_lost_one_changes_nothing_two_fence_then_quorum_brings_milv
 def test_holder_cut_from_the_etcd_majority_fences_and_the_peer_takes_the_key(site_factory):
     require_binary("iptables")
     site = site_factory([("h1", 11, 120), ("h2", 21, 110)])
-    for n in site.nodes.values():
-        n.daemon.start()
-    site.wait_serving("h1")
+    site.start_all()
     n2 = len(site.nodes["h2"].daemon.transitions())
     h1, h2, w = site.nodes["h1"].host, site.nodes["h2"].host, site.hosts[-1]
     _cut_tcp(h1, h2, w)                      # h1 keeps VRRP with h2, loses etcd's majority
@@ -236,9 +235,7 @@ def test_holder_cut_from_the_etcd_majority_fences_and_the_peer_takes_the_key(sit
 
 def test_hosts_cut_from_each_other_both_masters_one_key_holder(site_factory):
     site = site_factory([("h1", 11, 120), ("h2", 21, 110)])
-    for n in site.nodes.values():
-        n.daemon.start()
-    site.wait_serving("h1")
+    site.start_all()
     h1, h2 = site.nodes["h1"].host, site.nodes["h2"].host
     n2 = len(site.nodes["h2"].daemon.transitions())
     h1.isolate()

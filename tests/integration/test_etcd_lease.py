@@ -164,3 +164,32 @@ def test_a_stale_key_of_our_own_is_released_by_a_fresh_process(etcd):
     said = a1.call("fresh", "release")
     assert said and "left by this host's earlier run" in said
     assert cluster.get(KEY) is None
+
+
+def test_tls_right_ca_and_client_certificate_or_a_clear_error(topology, tmp_path):
+    require_root()
+    require_binary("etcd")
+    require_binary("openssl")
+    from havip.lab.etcd import EtcdCluster, TestCA
+
+    h1 = topology.add_host("h1", 11, ipv6=False)
+    ca, wrong = TestCA(tmp_path / "ca"), TestCA(tmp_path / "wrong", name="someone-else-ca")
+    cluster = EtcdCluster([h1], tmp_path / "etcd", tls=ca)
+    topology.on_close(cluster.close)
+    cluster.start()
+    assert cluster.endpoints == [f"https://{h1.addr}:2379"]
+    cert, key = ca.client
+    a1 = Agent(h1)
+    try:
+        new_lease(a1, "wrong", cluster.endpoints, "h1/havip", ca=str(wrong.ca), cert=str(cert), key_file=str(key))
+        with pytest.raises(Exception, match=r"TLS certificate verify failed \(.*\): is the CA right\?"):
+            a1.call("wrong", "acquire")
+        new_lease(a1, "nocert", cluster.endpoints, "h1/havip", ca=str(ca.ca))
+        with pytest.raises(Exception, match="etcd unreachable: https://.*TLS: etcd rejected our client certificate"):
+            a1.call("nocert", "acquire")        # etcd wants a client certificate
+        new_lease(a1, "good", cluster.endpoints, "h1/havip", ca=str(ca.ca), cert=str(cert), key_file=str(key))
+        assert a1.call("good", "acquire")["ok"]
+        assert cluster.get(KEY)["value"] == "h1/havip"
+        assert a1.call("good", "release").startswith("etcd leader key")
+    finally:
+        a1.close()
