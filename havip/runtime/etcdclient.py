@@ -46,11 +46,15 @@ def _why(exc: Exception) -> str:
     if "CERTIFICATE_VERIFY_FAILED" in text:
         m = re.search(r"certificate verify failed: ([^(')\"]+)", text)
         return f"TLS certificate verify failed ({(m[1] if m else 'unknown issuer').strip()}): is the CA right?"
-    if "alert bad certificate" in text or "certificate required" in text:
+    low = text.lower()
+    if any(w in low for w in ("bad certificate", "bad_certificate", "certificate required", "certificate_required")):
         return "TLS: etcd rejected our client certificate (none given, or not signed by its CA: milvus.lease.cert, key)"
+    if "EOF occurred in violation of protocol" in text:
+        return ("TLS: etcd ended the handshake (does it want a client certificate signed by its CA? "
+                "milvus.lease.cert, key)")
     if "SSL" in text or "TLS" in text:
-        m = re.search(r"\[SSL[^\]]*\] ([^(')\"]+)", text)
-        return f"TLS error: {m[1].strip() if m else text[:120]}"
+        m = re.search(r"\[SSL[^\]]*\] ([^(')\"]+)", text) or re.search(r"SSLError\((?:SSLError\()?[^,]*,? ?'?([^'\")]+)", text)
+        return f"TLS error: {m[1].strip() if m else text[-160:]}"
     m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
     if m:
         return m[1].strip().lower()
