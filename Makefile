@@ -51,6 +51,7 @@ bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
+	$(PY) bench/etcd_lease.py --out docs/benchmarks-etcd.md
 
 check: venv
 	$(VENV)/bin/havip check-config conf/master.yaml

@@ -1,6 +1,6 @@
 """havip daemons with the etcd lease: real havip in network namespaces, a real
 three-member etcd cluster (Debian's etcd-server), a fake Docker engine and fake Milvus
-per host (tests/integration/fakeengine.py, which logs every start and stop exactly, so
+per host (havip/lab/fakeengine.py, which logs every start and stop exactly, so
 "never two Milvus" is checked on the whole timeline, not sampled).
 
 VRRPv3 at 0.2 s and an etcd lease of 5 s (keep-alive every 0.5 s, 0.5 s per request,
@@ -11,115 +11,27 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
-from havip.lab.havipd import Havipd, holders, vrrp_config, wait_vip
+from havip.lab.etcdsite import KEY, VIP, Node, Site, build_site
+from havip.lab.havipd import Havipd, holders, wait_vip
 from havip.lab.netns import Host, wait_for
-from tests.conftest import REPO, require_binary, require_root
+from tests.conftest import require_binary, require_root
 
 pytestmark = [pytest.mark.root]
 
-VIP = "198.18.0.50"
 TTL, RENEW, REQ, MARGIN = 5, 0.5, 0.5, 1.5
-KEY = "/service/havip/51/leader"
 
 
-@dataclass
-class Node:
-    host: Host
-    daemon: Havipd
-    engine_log: Path
-    engine: subprocess.Popen | None = None
-
-    def milvus_runs(self) -> list[tuple[float, float | None]]:
-        """[(start, stop or None)] from the fake engine's exact log."""
-        runs: list[tuple[float, float | None]] = []
-        if not self.engine_log.exists():
-            return runs
-        for line in self.engine_log.read_text().splitlines():
-            e = json.loads(line)
-            if e["event"] == "start":
-                runs.append((e["at"], None))
-            elif runs and runs[-1][1] is None:
-                runs[-1] = (runs[-1][0], e["at"])
-        return runs
-
-    def running(self) -> bool:
-        runs = self.milvus_runs()
-        return bool(runs) and runs[-1][1] is None
-
-
-@dataclass
-class Site:
-    cluster: object
-    nodes: dict[str, Node]
-    hosts: list[Host] = field(default_factory=list)
-
-    def holder(self) -> str | None:
-        got = self.cluster.get(KEY, via=self.cluster.members[-1])     # the witness: never cut here
-        return got["value"] if got else None
-
-    def wait_serving(self, name: str, timeout: float = 20) -> None:
-        n = self.nodes[name]
-        wait_for(lambda: n.running() and n.host.has_address(VIP), timeout, interval=0.05,
-                 what=f"{name} to run Milvus and hold the VIP ({n.daemon.tail(5)})")
-
-    def never_two_milvus(self) -> None:
-        runs = sorted((s, e if e is not None else float("inf"), name)
-                      for name, n in self.nodes.items() for s, e in n.milvus_runs())
-        for (s1, e1, n1), (s2, e2, n2) in zip(runs, runs[1:]):
-            assert s2 >= e1, f"two Milvus at once: {n1} ran {s1:.3f}-{e1:.3f}, {n2} started at {s2:.3f}"
-
-    def start_all(self, serving: str = "h1") -> None:
-        for n in self.nodes.values():
-            n.daemon.start()
-        self.wait_serving(serving)
-
-    def starts(self, name: str) -> int:
-        return len(self.nodes[name].milvus_runs())
-
-
-def _site(topology, tmp_path, names_prios: list[tuple[str, int, int]], witness: bool):
+def _site(topology, tmp_path, names_prios: list[tuple[str, int, int]], witness: bool) -> Site:
     require_root()
     require_binary("etcd")
     require_binary("etcdctl")
-    from havip.lab.etcd import EtcdCluster
-
-    hosts = [topology.add_host(n, i, ipv6=False) for n, i, _ in names_prios]
-    members = hosts + ([topology.add_host("w", 31, ipv6=False)] if witness else [])
-    cluster = EtcdCluster(members, tmp_path / "etcd")
-    topology.on_close(cluster.close)
-    cluster.start()
-    short = Path(tempfile.mkdtemp(prefix="hv", dir="/tmp"))      # unix socket paths are short
-    topology.on_close(lambda: shutil.rmtree(short, ignore_errors=True))
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    nodes = {}
-    for (name, _, prio), host in zip(names_prios, hosts):
-        sock = short / f"{name}.sock"
-        log = tmp_path / f"{name}-milvus.log"
-        engine = host.popen([sys.executable, "-m", "tests.integration.fakeengine", str(sock), str(log)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
-        assert engine.stdout.readline().strip() == "ready"
-        cfg = vrrp_config(priority=prio, vips=[f"{VIP}/24"], version=3, interval=0.2)
-        cfg["milvus"] = {
-            "container": "milvus", "docker": f"unix://{sock}", "grpc": "127.0.0.1:19530", "data_path": str(shared),
-            "check_interval": 0.2, "check_timeout": 0.5, "rise": 1, "fall": 2, "start_timeout": 10,
-            "stop_timeout": 1,
-            "lease": {"backend": "etcd", "endpoints": cluster.endpoints, "ttl": TTL, "renew_interval": RENEW,
-                      "request_timeout": REQ, "fence_margin": MARGIN}}
-        nodes[name] = Node(host, Havipd(host, cfg, tmp_path), log, engine)
-    site = Site(cluster, nodes, members)
-    return site
+    return build_site(topology, tmp_path, names_prios, witness=witness,
+                      etcd={"ttl": TTL, "renew_interval": RENEW, "request_timeout": REQ, "fence_margin": MARGIN})
 
 
 @pytest.fixture
@@ -168,7 +80,7 @@ def test_three_hosts_the_holder_dies_the_highest_remaining_takes_the_key(site_fa
     assert site.holder().endswith("/h1")
     assert [d.daemon.state() for d in site.nodes.values()] == ["master", "backup", "backup"]
     n2, n3 = len(site.nodes["h2"].daemon.transitions()), len(site.nodes["h3"].daemon.transitions())
-    h1 = site.nodes["h1"]
+    h1, s3 = site.nodes["h1"], site.starts("h3")
     h1.daemon.kill()                         # a crash; systemd's ExecStopPost= runs cleanup
     out = h1.daemon.cleanup()
     assert out.returncode == 0, out.stderr
@@ -177,7 +89,7 @@ def test_three_hosts_the_holder_dies_the_highest_remaining_takes_the_key(site_fa
     assert site.holder().endswith("/h2")
     assert site.nodes["h2"].daemon.wait_state("master", timeout=1, after=n2)
     assert site.nodes["h3"].daemon.transitions()[n3:] == []           # h3 never moved
-    assert site.starts("h3") == 0
+    assert site.starts("h3") == s3
     assert holders(site.hosts, VIP) == ["h2"]
     site.never_two_milvus()
 
@@ -186,12 +98,12 @@ def test_etcd_members_lost_one_changes_nothing_two_fence_then_quorum_brings_milv
     site = site_factory([("h1", 11, 120), ("h2", 21, 110)])
     site.start_all()
     d1, d2 = site.nodes["h1"].daemon, site.nodes["h2"].daemon
-    t1, t2 = len(d1.transitions()), len(d2.transitions())
+    t1, t2, s1, s2 = len(d1.transitions()), len(d2.transitions()), site.starts("h1"), site.starts("h2")
     cl = site.cluster
     cl.kill(cl.member("w"))                  # one of three: nothing changes
     time.sleep(TTL + 1)
     assert d1.transitions()[t1:] == [] and d2.transitions()[t2:] == []
-    assert site.nodes["h1"].running() and site.starts("h1") == 1
+    assert site.nodes["h1"].running() and site.starts("h1") == s1
     cl.kill(cl.member("h2"))                 # two of three: no keep-alive can be answered
     fenced = d1.wait_state("fault", timeout=TTL + 5, after=t1)
     assert "cannot prove the etcd lease" in fenced["reason"] and "fencing" in fenced["reason"]
@@ -200,7 +112,7 @@ def test_etcd_members_lost_one_changes_nothing_two_fence_then_quorum_brings_milv
     # Without a quorum nobody starts Milvus, whoever is VRRP master.
     time.sleep(TTL + 1)
     assert not any(n.running() for n in site.nodes.values())
-    assert site.starts("h2") == 0
+    assert site.starts("h2") == s2
     cl.start_member(cl.member("h2"))
     cl.start_member(cl.member("w"))
     wait_for(lambda: any(n.running() for n in site.nodes.values()), 30, interval=0.1,
@@ -237,7 +149,7 @@ def test_hosts_cut_from_each_other_both_masters_one_key_holder(site_factory):
     site = site_factory([("h1", 11, 120), ("h2", 21, 110)])
     site.start_all()
     h1, h2 = site.nodes["h1"].host, site.nodes["h2"].host
-    n2 = len(site.nodes["h2"].daemon.transitions())
+    n2, s2 = len(site.nodes["h2"].daemon.transitions()), site.starts("h2")
     h1.isolate()
     h2.isolate()                             # each reaches the witness, not the other
     site.nodes["h2"].daemon.wait_state("master", timeout=5, after=n2)
@@ -246,7 +158,7 @@ def test_hosts_cut_from_each_other_both_masters_one_key_holder(site_factory):
     time.sleep(TTL + 1)
     assert site.nodes["h1"].daemon.state() == "master" and site.nodes["h2"].daemon.state() == "master"
     assert site.holder().endswith("/h1")
-    assert holders(site.hosts, VIP) == ["h1"] and site.starts("h2") == 0
+    assert holders(site.hosts, VIP) == ["h1"] and site.starts("h2") == s2
     h1.isolate(False)
     h2.isolate(False)
     site.nodes["h2"].daemon.wait_state("backup", timeout=5, after=n2 + 1)

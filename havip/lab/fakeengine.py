@@ -1,6 +1,6 @@
 """A fake Docker engine with one fake Milvus container, for havip daemons in the lab.
 
-Run inside a host's namespace as `python -m tests.integration.fakeengine SOCKET LOG
+Run inside a host's namespace as `python -m havip.lab.fakeengine SOCKET LOG
 [PORT]`. It serves the few Docker API calls havip makes (version, inspect, start, stop,
 kill, logs) on the unix socket SOCKET; "starting" the container opens a gRPC server on
 127.0.0.1:PORT in that namespace that answers Milvus' CheckHealth as healthy, and
