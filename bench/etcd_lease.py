@@ -35,7 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from havip.lab.etcdsite import build_site  # noqa: E402
-from havip.lab.netns import Topology, wait_for  # noqa: E402
+from havip.lab.netns import Topology  # noqa: E402
+from milvus_failover import _revision  # noqa: E402 - bench/ is on sys.path (this script's folder)
 
 ETCD = {"ttl": 5, "renew_interval": 0.5, "request_timeout": 0.5, "fence_margin": 1.5}
 INTERVAL = 0.2
@@ -93,15 +94,6 @@ def jitter(lease: str, workdir: Path) -> dict:
             site.kill_all()
 
 
-def _git(*args: str) -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def _machine() -> str:
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -123,8 +115,7 @@ def report(results: dict, jit: dict, trials: int) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmark: the file lease against the etcd lease", "",
-        f"Run {now} on {_machine()}; commit {_git('log', '-1', '--format=%h')}"
-        f"{' (with uncommitted changes)' if _git('status', '--porcelain', '--', 'havip') else ''}.",
+        f"Run {now} on {_machine()}; {_revision()}.",
         f"`make bench` runs `python bench/etcd_lease.py --out docs/benchmarks-etcd.md` ({trials} trials per cell, "
         "file and etcd alternating, each in fresh namespaces).", "",
         f"Lab: two havip hosts, VRRPv3 at {INTERVAL} s, fake Docker engine and fake Milvus per host (exact start "

@@ -89,8 +89,13 @@ class EtcdLease:
     def acquire(self) -> LeaseResult:
         """Take the key without waiting; say who has it when we cannot."""
         with self._lock:
-            if self._lease_id is not None:
+            if self._lease_id is not None and self._lost is None:
                 return LeaseResult(True, f"etcd leader key {self.key} already held (lease {self._lease_id:x})")
+            if self._lease_id is not None:
+                # Lost and not yet released: that lease proves nothing any more. Start over.
+                self._stop_keepalive()
+                stale, self._lease_id = self._lease_id, None
+                self._revoke_quietly(stale)
             sent = self.clock()
             grant = self._gw.call("lease/grant", {"TTL": self.ttl}, deadline=self._deadline())
             lease_id, ttl = int(grant.get("ID") or 0), int(grant.get("TTL") or 0)

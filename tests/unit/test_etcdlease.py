@@ -166,6 +166,22 @@ def test_an_expired_lease_is_lost_at_once():
     a.close()
 
 
+def test_a_lost_lease_is_never_reported_held_again():
+    etcd = FakeEtcd()
+    lost = []
+    a = lease(etcd, on_lost=lost.append)
+    assert a.acquire().ok
+    etcd.leases.clear()
+    etcd.kv.clear()
+    t0 = time.monotonic()
+    while not lost and time.monotonic() < t0 + 1:
+        time.sleep(0.01)
+    res = a.acquire()                                            # a fresh lease and key, not "already held"
+    assert res.ok and "taken (lease" in res.reason and a.view()["state"] == "held"
+    a.renew()
+    a.close()
+
+
 def test_a_dead_endpoint_is_skipped_and_the_next_remembered():
     etcd = FakeEtcd()
     etcd.down = {EPS[0]}
