@@ -95,14 +95,16 @@ class Site:
 
 def build_site(topo: Topology, workdir: Path, names_prios: list[tuple[str, int, int]], *, witness: bool = True,
                lease: str = "etcd", etcd: dict | None = None, vrrp: tuple[int, float] = (3, 0.2),
-               milvus: dict | None = None) -> Site:
+               milvus: dict | None = None, start_etcd: bool | None = None) -> Site:
     """Hosts (name, address index, priority) with havip, fake engines and (for the etcd
-    lease) an etcd member each, plus a witness member; nothing started but etcd."""
+    lease, or with start_etcd) an etcd member each, plus a witness member; nothing
+    started but etcd."""
     workdir = Path(workdir)
+    start_etcd = lease == "etcd" if start_etcd is None else start_etcd
     hosts = [topo.add_host(n, i, ipv6=False) for n, i, _ in names_prios]
-    members = hosts + ([topo.add_host("w", 31, ipv6=False)] if witness and lease == "etcd" else [])
+    members = hosts + ([topo.add_host("w", 31, ipv6=False)] if witness and start_etcd else [])
     cluster = None
-    if lease == "etcd":
+    if start_etcd:
         cluster = EtcdCluster(members, workdir / "etcd")
         topo.on_close(cluster.close)
         cluster.start()
@@ -122,6 +124,6 @@ def build_site(topo: Topology, workdir: Path, names_prios: list[tuple[str, int, 
             "container": "milvus", "docker": f"unix://{sock}", "grpc": "127.0.0.1:19530", "data_path": str(shared),
             "check_interval": 0.2, "check_timeout": 0.5, "rise": 1, "fall": 2, "start_timeout": 10,
             "stop_timeout": 1, **(milvus or {}),
-            "lease": {"backend": "etcd", "endpoints": cluster.endpoints, **(etcd or {})} if cluster else True}
+            "lease": {"backend": "etcd", "endpoints": cluster.endpoints, **(etcd or {})} if lease == "etcd" else True}
         nodes[name] = Node(host, Havipd(host, cfg, workdir), log)
     return Site(cluster, nodes, members)
