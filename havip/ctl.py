@@ -156,27 +156,13 @@ def _master_line(st: dict) -> str:
             f"last seen {_dur(m.get('last_seen_seconds_ago'))} ago")
 
 
-def _etcd_lease_line(lease: dict) -> str:
-    key = lease.get("key")
-    if lease.get("held_here"):
-        lost = f"; LOST: {lease.get('last_error')}" if lease.get("state") == "lost" else ""
-        return (f"etcd {key}: held by this host ({lease.get('holder')}, lease {lease.get('lease_id')}, "
-                f"ttl left {lease.get('ttl_left')}s via {lease.get('endpoint')}){lost}")
-    if lease.get("known") is False:
-        return f"etcd {key}: not touched by this host yet"
-    err = f"; last error: {lease['last_error']}" if lease.get("last_error") else ""
-    if not lease.get("holder"):
-        return f"etcd {key}: free{err}"
-    return f"etcd {key}: held by {lease.get('holder')} (lease {lease.get('lease_id')}){err}"
-
-
 def _lease_line(lease: dict | None) -> str:
     if not lease:
         return "none"
-    if lease.get("backend") == "etcd":
-        return _etcd_lease_line(lease)
     if lease.get("error"):
         return f"{lease.get('path')}: cannot read: {lease['error']}"
+    if lease.get("backend") == "etcd":
+        return _etcd_lease_line(lease)
     if lease.get("known") is False:
         return f"not touched by this host yet ({lease.get('path')})"
     if lease.get("held_here"):
@@ -350,3 +336,17 @@ def resume(socket_opt: str | None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _etcd_lease_line(lease: dict) -> str:
+    key = lease.get("key")
+    if lease.get("held_here"):
+        lost = f"; LOST: {lease.get('last_error')}" if lease.get("state") == "lost" else ""
+        return (f"etcd {key}: held by this host ({lease.get('holder')}, lease {lease.get('lease_id')}, "
+                f"ttl left {lease.get('ttl_left')}s via {lease.get('endpoint')}){lost}")
+    if lease.get("known") is False:
+        return f"etcd {key}: not touched by this host yet"
+    err = f"; last error: {lease['last_error']}" if lease.get("last_error") else ""
+    if not lease.get("holder"):
+        return f"etcd {key}: free{err}"
+    return f"etcd {key}: held by {lease.get('holder')} (lease {lease.get('lease_id')}){err}"
