@@ -334,10 +334,6 @@ def resume(socket_opt: str | None) -> None:
     _intent(socket_opt, "resume")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _etcd_lease_line(lease: dict) -> str:
     key = lease.get("key")
     if lease.get("held_here"):
@@ -350,3 +346,7 @@ def _etcd_lease_line(lease: dict) -> str:
     if not lease.get("holder"):
         return f"etcd {key}: free{err}"
     return f"etcd {key}: held by {lease.get('holder')} (lease {lease.get('lease_id')}){err}"
+
+
+if __name__ == "__main__":
+    main()
