@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEBS   := docker.io keepalived tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv \
-          etcd-server etcd-client iptables
+          etcd-server etcd-client iptables openssl
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test unit lab demo lab-down bench install check clean
