@@ -6,7 +6,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
+DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 iputils-ping procps util-linux \
+          psmisc systemd python3-venv etcd-server etcd-client iptables openssl
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test unit fuzz lab demo lab-down bench bench-standalone soak install check clean fresh
@@ -60,6 +61,7 @@ bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
+	$(PY) bench/etcd_lease.py --out docs/benchmarks-etcd.md
 	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
 	$(MAKE) bench-standalone
 

@@ -119,7 +119,20 @@ def cleanup(file: str) -> None:
         except HavipError as exc:
             click.echo(f"container {cfg.milvus.container}: {exc}", err=True)
             failed = True
-        if not failed and cfg.milvus.lease_path:
+        if not failed and cfg.milvus.lease.enabled and cfg.milvus.lease.backend == "etcd":
+            # Our Milvus is confirmed stopped: revoke the etcd lease we left, so the peer
+            # need not wait out its ttl.
+            from havip.daemon.build import etcd_lease
+
+            try:
+                lease = etcd_lease(cfg)
+                said = lease.release()
+                lease.close()
+                click.echo(said or f"etcd leader key {lease.key}: not held by this host")
+            except HavipError as exc:
+                click.echo(f"etcd lease: {exc}", err=True)
+                failed = True
+        elif not failed and cfg.milvus.lease_path:
             # Our Milvus is confirmed stopped: the peer need not wait out orphan_timeout.
             from havip.runtime.lease import StorageLease, holder_for   # light: cleanup is on the clock
 

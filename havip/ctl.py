@@ -197,6 +197,8 @@ def _lease_line(lease: object) -> str:
         return "none"
     if lease.get("error"):
         return f"{lease.get('path')}: cannot read: {lease['error']}"
+    if lease.get("backend") == "etcd":
+        return _etcd_lease_line(lease)
     if lease.get("known") is False:
         return f"not touched by this host yet ({lease.get('path')})"
     if lease.get("held_here"):
@@ -386,6 +388,20 @@ def pause(socket_opt: str | None) -> None:
 def resume(socket_opt: str | None) -> None:
     """Leave maintenance mode."""
     _intent(socket_opt, "resume")
+
+
+def _etcd_lease_line(lease: dict) -> str:
+    key = lease.get("key")
+    if lease.get("held_here"):
+        lost = f"; LOST: {lease.get('last_error')}" if lease.get("state") == "lost" else ""
+        return (f"etcd {key}: held by this host ({lease.get('holder')}, lease {lease.get('lease_id')}, "
+                f"ttl left {lease.get('ttl_left')}s via {lease.get('endpoint')}){lost}")
+    if lease.get("known") is False:
+        return f"etcd {key}: not touched by this host yet"
+    err = f"; last error: {lease['last_error']}" if lease.get("last_error") else ""
+    if not lease.get("holder"):
+        return f"etcd {key}: free{err}"
+    return f"etcd {key}: held by {lease.get('holder')} (lease {lease.get('lease_id')}){err}"
 
 
 def _add_pool() -> None:

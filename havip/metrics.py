@@ -61,6 +61,10 @@ class Metrics:
                                   registry=r)
         self.lease_held = Gauge("havip_lease_held", "Storage lease: 1 held by this host, 0 not, "
                                 "-1 no lease configured", registry=r)
+        self.lease_info = Gauge("havip_lease_info", "The lease as this host sees it (always 1): backend, key or "
+                                "path, holder, etcd lease id", ["backend", "key", "holder", "lease_id"], registry=r)
+        self.lease_ttl_left = Gauge("havip_lease_ttl_left_seconds", "etcd lease: seconds its expiry is proven for "
+                                    "(fencing starts at fence_margin); -1 not held or no TTL", registry=r)
         self.paused = Gauge("havip_paused", "1 in maintenance mode (no automatic transitions)", registry=r)
         self.container_start = Gauge("havip_container_start_seconds",
                                      "Last container start, until Milvus answered healthy", registry=r)
@@ -114,6 +118,11 @@ class Metrics:
         if "lease" in status:
             lease = status["lease"]
             self.lease_held.set(-1 if lease is None else int(bool(lease.get("held_here"))))
+            self.lease_ttl_left.set(-1 if not lease or lease.get("ttl_left") is None else lease["ttl_left"])
+            self.lease_info.clear()
+            if lease:
+                self.lease_info.labels(lease.get("backend") or "file", str(lease.get("key") or lease.get("path")),
+                                       str(lease.get("holder") or ""), str(lease.get("lease_id") or "")).set(1)
         timings = status.get("container_timings") or {}
         if "start" in timings:
             self.container_started(timings["start"] + timings.get("ready", 0.0))

@@ -128,6 +128,14 @@ class LeaseResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseLost:
+    """The lease we hold can no longer be proven (havip.runtime.etcdlease: no keep-alive
+    answered in time): fence before it can expire."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class FailoverRequested:
     """Planned switchover: on the master, hand over; on a backup, take over."""
 
@@ -146,7 +154,7 @@ class Shutdown:
 
 Event = (
     Startup | Tick | AdvertReceived | LinkChanged | HealthChanged | ContainerReady | ContainerStopped
-    | LeaseResult | FailoverRequested | PauseChanged | Shutdown
+    | LeaseResult | LeaseLost | FailoverRequested | PauseChanged | Shutdown
 )
 
 

@@ -111,8 +111,60 @@ def _check_checksum(v: dict) -> Iterator[Problem]:
         yield "checksum", "message", "only applies to VRRPv3 over IPv4"
 
 
+def _check_lease(v: dict) -> Iterator[Problem]:
+    milvus = v.get("milvus")
+    if milvus is None or not milvus.lease.enabled:
+        return
+    from havip.config.schema import ETCD_ONLY, FILE_ONLY
+
+    lease, at = milvus.lease, "milvus.lease"
+    other = FILE_ONLY if lease.backend == "etcd" else ETCD_ONLY
+    for name in sorted(lease.model_fields_set & set(other)):
+        yield f"{at}.{name}", getattr(lease, name), f"is for backend: {'file' if name in FILE_ONLY else 'etcd'}"
+    if lease.backend != "etcd":
+        return
+    yield from _check_etcd(lease, milvus, at)
+
+
+def _check_etcd(lease, milvus, at: str) -> Iterator[Problem]:
+    if not lease.endpoints:
+        yield f"{at}.endpoints", [], "required with backend: etcd (e.g. [https://10.0.0.5:2379, ...])"
+    schemes = {e.split(":", 1)[0] for e in lease.endpoints}
+    if len(schemes) > 1:
+        yield f"{at}.endpoints", lease.endpoints, "mixes http and https; use one scheme"
+    for name in ("ca", "cert", "key"):
+        if getattr(lease, name) and schemes == {"http"}:
+            yield f"{at}.{name}", getattr(lease, name), "needs https:// endpoints"
+    if bool(lease.cert) != bool(lease.key):
+        missing = "key" if lease.cert else "cert"
+        yield f"{at}.{missing}", "(missing)", f"required with {at}.{'cert' if lease.cert else 'key'} (client certificate)"
+    if lease.password is not None and lease.password_file:
+        yield f"{at}.password_file", lease.password_file, f"give {at}.password or password_file, not both"
+    if lease.user and lease.password is None and not lease.password_file:
+        yield f"{at}.user", lease.user, f"needs {at}.password or password_file"
+    if not lease.user and (lease.password is not None or lease.password_file):
+        yield f"{at}.user", "(missing)", "required with a password"
+    # Fencing by time (docs/configuration.md): after the last keep-alive that etcd
+    # answered, sent at s, our key lives at least until s + ttl. The next keep-alive
+    # goes out by s + renew_interval and gives up after request_timeout; fencing starts
+    # at s + ttl - fence_margin, and fence_margin must cover cancelling a start (one
+    # check_timeout) and killing Milvus. So renew_interval + request_timeout +
+    # fence_margin < ttl, and fence_margin >= check_timeout + 1 s.
+    budget = lease.renew_every + lease.request_timeout + lease.fence_margin
+    if budget >= lease.ttl:
+        yield (f"{at}.ttl", lease.ttl,
+               f"must exceed renew_interval + request_timeout + fence_margin ({lease.renew_every:g} + "
+               f"{lease.request_timeout:g} + {lease.fence_margin:g} = {budget:g}s): the holder must stop Milvus "
+               "and remove the VIP before its etcd lease can expire")
+    need = milvus.check_timeout + 1.0
+    if lease.fence_margin < need:
+        yield (f"{at}.fence_margin", lease.fence_margin,
+               f"must be at least check_timeout + 1 ({need:g}s): the time to cancel a start and kill Milvus "
+               "before the etcd lease can expire")
+
+
 _CROSS_CHECKS = (_check_interval, _check_addresses, _check_unicast, _check_auth,
-                 _check_preempt, _check_checksum)
+                 _check_preempt, _check_checksum, _check_lease)
 
 
 def cross_checks(values: dict) -> list[Problem]:

@@ -186,21 +186,70 @@ class Garp(StrictModel):
     refresh: Annotated[float, _between(0, 86400, "seconds")] = 0.0   # 0 = no periodic refresh
 
 
+def _etcd_url(value: str) -> str:
+    m = re.fullmatch(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})/?", value)
+    if not m or not 1 <= int(m[3]) <= 65535:
+        raise ValueError("must be http://host:port or https://host:port, e.g. https://10.0.0.5:2379")
+    if m[2].startswith("["):
+        _ip(m[2][1:-1])
+    return value.rstrip("/")
+
+
+def _etcd_prefix(value: str) -> str:
+    if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value):
+        raise ValueError("must be an absolute key path such as /service/havip "
+                         "(letters, digits, '_', '.', '-' between slashes)")
+    return value
+
+
+EtcdUrl = Annotated[str, AfterValidator(_etcd_url)]
+# The fields that only the etcd backend reads, and those only the file backend reads.
+ETCD_ONLY = ("endpoints", "prefix", "ttl", "renew_interval", "request_timeout", "fence_margin", "ca", "cert",
+             "key", "user", "password", "password_file")
+FILE_ONLY = ("path", "orphan_timeout")
+
+
 class Lease(StrictModel):
-    """The storage lease (havip.runtime.lease): on unless `milvus.lease: false`."""
+    """The storage lease: on unless `milvus.lease: false`.
+
+    `backend: file` (havip.runtime.lease) is an flock on the shared storage;
+    `backend: etcd` (havip.runtime.etcdlease) a leader key bound to an etcd lease of `ttl`
+    seconds, as Patroni's. Which keys go with which backend, and the fencing inequality,
+    are checked in havip.config.checks."""
 
     enabled: bool = True
-    path: AbsPath | None = None         # default DATA_PATH/.havip-lease
+    backend: Literal["file", "etcd"] = "file"
     holder: Annotated[str, _matching(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}", "must be 1-128 letters, "
                                      "digits or '_.:/@-', unique per host")] | None = None
+    # backend: file
+    path: AbsPath | None = None         # default DATA_PATH/.havip-lease
     orphan_timeout: Annotated[float, _between(0, 86400, "seconds")] = 60.0
+    # backend: etcd
+    endpoints: list[EtcdUrl] = []
+    prefix: Annotated[str, AfterValidator(_etcd_prefix)] = "/service/havip"
+    ttl: Annotated[int, _between(2, 3600, "seconds (etcd counts whole seconds)")] = 10
+    renew_interval: Annotated[float, _between(0.1, 3600, "seconds")] | None = None   # default ttl / 4
+    request_timeout: Annotated[float, _between(0.1, 60, "seconds")] = 1.0
+    fence_margin: Annotated[float, _between(0, 3600, "seconds")] = 3.0
+    ca: AbsPath | None = None
+    cert: AbsPath | None = None
+    key: AbsPath | None = None
+    user: Annotated[str, _matching(r"[^\s:]{1,128}", "must be 1-128 characters, no spaces or ':'")] | None = None
+    password: str | None = None
+    password_file: AbsPath | None = None
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between keep-alives of the etcd lease."""
+        return self.renew_interval if self.renew_interval is not None else self.ttl / 4
 
 
 def _lease_shorthand(value: object) -> object:
     if isinstance(value, bool):
         return {"enabled": value}
     if not isinstance(value, dict):
-        raise ValueError("must be true, false or a mapping (enabled, path, holder, orphan_timeout)")
+        raise ValueError("must be true, false or a mapping (backend, holder; path, orphan_timeout for the "
+                         "file backend; endpoints, ttl, ... for etcd)")
     return value
 
 
@@ -220,8 +269,8 @@ class Milvus(StrictModel):
 
     @property
     def lease_path(self) -> str | None:
-        """Where the storage lease lives; None when there is none (off, or no path known)."""
-        if not self.lease.enabled:
+        """Where the storage lease file lives; None when there is none (off, etcd, or no path known)."""
+        if not self.lease.enabled or self.lease.backend != "file":
             return None
         if self.lease.path:
             return self.lease.path

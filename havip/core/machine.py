@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from havip.model import (
     AcquireLease, Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
-    FailoverRequested, HealthChanged, LeaseResult, LinkChanged, Notify, PauseChanged, PeerView,
+    FailoverRequested, HealthChanged, LeaseLost, LeaseResult, LinkChanged, Notify, PauseChanged, PeerView,
     ReleaseLease, SendAdvert, SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
 )
 from havip.protocol import timing
@@ -449,6 +449,16 @@ def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     return Decision(m, (), None if said else f"milvus waits: {ev.reason}; retrying every {LEASE_RETRY}s")
 
 
+def _lease_lost(m: Machine, p: Params, ev: LeaseLost, now: float) -> Decision:
+    # Fencing by time (Patroni's rule): the holder that can no longer prove its lease
+    # removes the VIP and kills Milvus now, even while Milvus starts (no check runs
+    # then), before the lease can expire and another host may take it. Held back: it
+    # must not take over again while the peer waits for the key.
+    if m.state != State.MASTER or m.leaving or m.container not in (Container.STARTING, Container.RUNNING):
+        return Decision(m)
+    return _leave_master(m, p, now, State.FAULT, f"{ev.reason}; fencing", grace=False, hold=True)
+
+
 def _failover(m: Machine, p: Params, ev: FailoverRequested, now: float) -> Decision:
     if m.state == State.MASTER and not m.leaving:
         return _leave_master(m, p, now, State.BACKUP, "planned switchover requested by the operator",
@@ -495,6 +505,7 @@ def _shutdown(m: Machine, p: Params, ev: Shutdown, now: float) -> Decision:
 _HANDLERS = {
     Startup: _startup, AdvertReceived: _advert, LinkChanged: _link, HealthChanged: _health,
     ContainerReady: _container_ready, ContainerStopped: _container_stopped, LeaseResult: _lease,
+    LeaseLost: _lease_lost,
     FailoverRequested: _failover, PauseChanged: _pause, Shutdown: _shutdown,
 }
 

@@ -45,7 +45,11 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
     ad.runtime = ContainerRuntime(m.docker, m.container, m.stop_timeout)
     ad.milvus_probe = milvus_probe
     lease_probe = None
-    if m.lease_path:
+    if m.lease.enabled and m.lease.backend == "etcd":
+        ad.lease = etcd_lease(cfg)
+        ad.extra_close.append(ad.lease.close)
+        lease_probe = LeaseProbe(ad.lease, m.check_timeout)
+    elif m.lease_path:
         from havip.runtime.lease import StorageLease, holder_for
 
         ad.lease = StorageLease(m.lease_path, holder_for(cfg), orphan_timeout=m.lease.orphan_timeout)
@@ -63,3 +67,24 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
 
     ad.make_runner = make_runner
 
+
+
+def etcd_lease(cfg: Config):
+    """The etcd lease of a config with `milvus.lease.backend: etcd` (also `havip cleanup`'s)."""
+    from havip.errors import AdapterError
+    from havip.runtime.etcdlease import EtcdLease, key_for
+    from havip.runtime.lease import holder_for
+
+    lease = cfg.milvus.lease
+    password = lease.password
+    if lease.password_file:
+        try:
+            with open(lease.password_file, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise AdapterError(f"milvus.lease.password_file: {lease.password_file}: cannot read: "
+                               f"{exc.strerror or exc}") from None
+    return EtcdLease(lease.endpoints, key_for(lease.prefix, cfg.virtual_router_id), holder_for(cfg), ttl=lease.ttl,
+                     renew_interval=lease.renew_every, request_timeout=lease.request_timeout,
+                     fence_margin=lease.fence_margin, ca=lease.ca, cert=lease.cert, key_file=lease.key,
+                     user=lease.user, password=password)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from havip.config import Config
 from havip.errors import AdapterError, HavipError
 from havip.model import (
-    AcquireLease, Action, AddVip, ContainerReady, ContainerStopped, DelVip, Event, LeaseResult,
+    AcquireLease, Action, AddVip, ContainerReady, ContainerStopped, DelVip, Event, LeaseLost, LeaseResult,
     Notify, ReleaseLease, SendAdvert, SendGarp, StartContainer, StopContainer,
 )
 
@@ -34,7 +34,11 @@ class Executor:
         self.announcer = announcer
         self.runtime = runtime
         self.milvus_probe = milvus_probe
-        self.lease = lease          # StorageLease, or None
+        self.lease = lease          # StorageLease, EtcdLease, or None
+        if lease is not None and hasattr(lease, "on_lost") and lease.on_lost is None:
+            # A lease with a TTL (etcd) reports from its keep-alive thread when it can no
+            # longer be proven; the machine decides to fence.
+            lease.on_lost = lambda reason: post(LeaseLost(reason))
         self.post = post
         self.log = log
         self.clock = clock

@@ -124,8 +124,16 @@ def _classes():
     def vip_manager(ifname, vips):
         return VipManager(ifname, [ipaddress.ip_interface(v) for v in vips])
 
+    def etcd_lease(*args, **kwargs):
+        from havip.runtime.etcdlease import EtcdLease
+
+        lease = EtcdLease(*args, **kwargs)
+        lease.lost = []                               # on_lost calls, with when (the test reads them)
+        lease.on_lost = lambda reason: lease.lost.append({"reason": reason, "at": time.monotonic()})
+        return lease
+
     return {"VipManager": vip_manager, "AdvertSocket": AdvertSocket, "Announcer": Announcer,
-            "LinkMonitor": LinkMonitor, "PacketTap": PacketTap}
+            "LinkMonitor": LinkMonitor, "PacketTap": PacketTap, "EtcdLease": etcd_lease}
 
 
 def serve() -> None:

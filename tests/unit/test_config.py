@@ -162,7 +162,8 @@ BAD = [
     ({"milvus": {"container": "milvus", "lease": {"holder": "two words"}}},
      "milvus.lease.holder: two words: must be 1-128 letters, digits or '_.:/@-', unique per host"),
     ({"milvus": {"container": "milvus", "lease": "on"}},
-     "milvus.lease: 'on': must be true, false or a mapping (enabled, path, holder, orphan_timeout)"),
+     "milvus.lease: 'on': must be true, false or a mapping (backend, holder; path, orphan_timeout for the "
+     "file backend; endpoints, ttl, ... for etcd)"),
     ({"milvus": {"container": "milvus", "lease": {"orphan_timeout": -1}}},
      "milvus.lease.orphan_timeout: -1: must be between 0 and 86400 seconds"),
     ({"milvus": {"container": "milvus", "start_timeout": 0}},
