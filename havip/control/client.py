@@ -64,13 +64,14 @@ def request(path: str, payload: dict, timeout: float = 5.0) -> dict:
         raise ControlError(f"control socket {path}: the daemon closed the connection without answering")
     try:
         answer = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ControlError(f"control socket {path}: not a JSON answer: {raw[:80]!r}") from None
     if not isinstance(answer, dict):
         raise ControlError(f"control socket {path}: not a JSON object: {raw[:80]!r}")
     if not answer.get("ok"):
         error = str(answer.get("error") or "request failed without a reason")
-        raise _BY_CODE.get(answer.get("code"), Refused)(error)
+        code = answer.get("code")
+        raise (_BY_CODE.get(code, Refused) if isinstance(code, str) else Refused)(error)
     return answer
 
 
@@ -154,7 +155,8 @@ def switchover_outcome(before: str, transitions: int, status: dict) -> tuple[boo
     """
     state = status.get("state")
     container = status.get("container")
-    moved = status.get("transitions", transitions) > transitions
+    now = status.get("transitions")
+    moved = isinstance(now, int) and isinstance(transitions, int) and now > transitions
     if state == "fault" or state == "stopped":
         return False, f"ended in {state}: {status.get('reason')}"
     if before == "master":
