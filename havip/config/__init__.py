@@ -14,6 +14,8 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import os
+import stat
 from pathlib import Path
 from typing import get_args
 
@@ -205,6 +207,7 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str):
         super().__init__(stream)
         self.duplicates: list[str] = []
+        self._merged: dict[int, int] = {}
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first: dict[object, int] = {}
@@ -221,6 +224,34 @@ class _Loader(yaml.SafeLoader):
             first.setdefault(key_node.value, line)
         return super().construct_mapping(node, deep)
 
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # PyYAML copies every merged key into the mapping that merges it: `<<: [*a, *a]`
+        # on each of 40 lines is 2**40 keys from 2 KiB. Count them first, without copying.
+        if _merged_size(node, self._merged) > MAX_MERGED:
+            raise yaml.constructor.ConstructorError(None, None, f"merge keys (<<) expand to more than "
+                                                    f"{MAX_MERGED} keys", node.start_mark)
+        super().flatten_mapping(node)
+
+
+MAX_MERGED = 10_000     # keys of one mapping after merges; a configuration has a few dozen
+
+
+def _merged_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many keys the mapping `node` has once its merge keys are expanded (memoised by node)."""
+    if not isinstance(node, yaml.MappingNode):
+        return 0
+    if id(node) not in sizes:
+        sizes[id(node)] = 0                 # a mapping that merges itself adds nothing
+        total = 0
+        for key, value in node.value:
+            if key.tag != "tag:yaml.org,2002:merge":
+                total += 1
+            else:
+                total += sum(_merged_size(sub, sizes) for sub in
+                             (value.value if isinstance(value, yaml.SequenceNode) else [value]))
+        sizes[id(node)] = total
+    return sizes[id(node)]
+
 
 MAX_BYTES = 1 << 20     # a configuration is a few hundred bytes; refuse to read a disk image
 
@@ -229,7 +260,11 @@ def read_yaml(path: str | Path) -> tuple[object, list[str]]:
     """A file's YAML document and its duplicate-key problems; any failure is a ConfigError."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        # Non-blocking open: a FIFO would otherwise wait for a writer (on the loop thread at a reload).
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError([f"{path}: cannot read: not a regular file ({_file_kind(mode)})"])
             raw = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
@@ -242,6 +277,12 @@ def read_yaml(path: str | Path) -> tuple[object, list[str]]:
         raise ConfigError([f"{path}: line {line}: byte {raw[exc.start]:#04x} is not UTF-8: "
                            "save the file as UTF-8"]) from None
     return parse_yaml(text, str(path))
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def parse_yaml(text: str, source: str = "config") -> tuple[object, list[str]]:

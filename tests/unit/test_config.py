@@ -421,3 +421,52 @@ def test_lease_path(lease, data_path, path):
     if lease is not None:
         m["lease"] = lease
     assert parse(with_(GOOD, milvus=m)).milvus.lease_path == path
+
+
+# ------------------------------------------------------------------ files that would hang or blow up the reader
+
+
+def _load_in_child(path: Path, timeout: float = 10.0) -> str:
+    """load(path) in a child process (killed at `timeout`): its one line of outcome."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom havip.config import load, ConfigError\n"
+            "try:\n    load(sys.argv[1]); print('ok')\nexcept ConfigError as e:\n    print(e.problems[0])\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                             timeout=timeout, cwd=Path(__file__).parents[2])
+    except subprocess.TimeoutExpired:
+        return f"still reading after {timeout:g}s"
+    return (out.stdout or out.stderr).strip().splitlines()[-1]
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    # open() of a FIFO with no writer blocks: a SIGHUP reload hung the loop thread on it,
+    # and havipctl hung on a FIFO named *.yaml in the config directory.
+    import os
+
+    fifo = tmp_path / "h.yaml"
+    os.mkfifo(fifo)
+    assert _load_in_child(fifo, 5) == f"{fifo}: cannot read: not a regular file (a FIFO)"
+
+
+def test_a_yaml_merge_key_bomb_is_refused(tmp_path):
+    # Each level merges the one before twice (<<: [*a, *a]): 40 levels, under 2 KiB, are
+    # 2**40 keys once PyYAML flattens them; 20 levels took 3 s of the loop thread.
+    lines = ["a0: &a0 {k0: 1, k1: 2, k2: 3, k3: 4}"]
+    lines += [f"a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}" for i in range(1, 40)]
+    path = tmp_path / "h.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    outcome = _load_in_child(path)
+    assert outcome.startswith(f"{path}: line 13, column 6: invalid YAML: merge keys (<<) expand to more than "
+                              "10000 keys"), outcome
+
+
+def test_merge_keys_still_work(tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text("x-common: &common {interface: eth0, virtual_router_id: 51}\n"
+                    "<<: *common\nvirtual_ipaddresses: [198.18.0.50/24]\n")
+    with pytest.raises(ConfigError) as err:        # x-common is not a key of ours: merged all the same
+        load(path)
+    assert err.value.problems == ["x-common: {interface: eth0, virtual_router_id: 51}: unknown key"]
