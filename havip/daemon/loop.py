@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from havip.config import Config
+from havip.config import Config, load
 from havip.core import machine as sm
 from havip.daemon.executor import Executor
 from havip.daemon.peers import Peers
@@ -53,9 +53,12 @@ class Adapters:
 class Daemon:
     def __init__(self, cfg: Config, adapters: Adapters, *, log, clock: Callable[[], float] = time.monotonic,
                  metrics=None, on_transition: Callable[[dict], None] | None = None,
-                 notify: SdNotify | None = None, config_path: str | None = None):
+                 notify: SdNotify | None = None, config_path: str | None = None,
+                 load_config: Callable[[str], Config] = load):
         self.cfg = cfg
         self.config_path = config_path
+        self.load_config = load_config      # called off the loop thread at a reload (SIGHUP)
+        self.reloading = False
         self.ad = adapters
         self.log = log.bind(instance=cfg.instance)
         self.clock = clock
@@ -293,7 +296,7 @@ class Daemon:
     def run_once(self) -> None:
         now = self.clock()
         self.notify.kick(now)      # WATCHDOG=1 every WatchdogSec/2, from the loop itself
-        if self._reload_requested:
+        if self._reload_requested and not self.reloading:     # a SIGHUP during a reload: once more after it
             self._reload_requested = False
             self.reload()
         if self._stop_requested and self._shutdown_at is None:
@@ -383,7 +386,7 @@ class Daemon:
             pass
 
     def reload(self) -> None:
-        """Re-read the config file (SIGHUP); on the loop thread."""
+        """Re-read the config file (SIGHUP): read off the loop thread, applied on it."""
         from havip.daemon.reload import reload_daemon
 
         reload_daemon(self)
