@@ -78,6 +78,7 @@ class Daemon:
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stop_requested = False
@@ -104,10 +105,7 @@ class Daemon:
         """Thread-safe: queue an event and wake the loop."""
         with self._lock:
             self._events.append(event)
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
+            self._wake()
 
     def call(self, fn: Callable[[], Any]) -> Future:
         """Thread-safe: run fn() on the loop thread; the Future carries its result.
@@ -118,18 +116,23 @@ class Daemon:
         fut: Future = Future()
         with self._lock:
             self._calls.append((fn, fut))
+            self._wake()
+        return fut
+
+    def _wake(self) -> None:
+        """Wake the loop from select(). A full pipe is awake already. After close() there is
+        no loop to wake, and the pipe's descriptor numbers may belong to another file by then:
+        a control request or a reload still in flight at shutdown must not write there."""
+        if self._closed:
+            return
         try:
             os.write(self._wake_w, b"\0")
-        except BlockingIOError:
+        except OSError:
             pass
-        return fut
 
     def request_stop(self, *_args) -> None:
         self._stop_requested = True
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
+        self._wake()        # a signal handler: no lock (the loop thread may hold it)
 
     def _open_socket(self) -> None:
         if self.sock is not None:
@@ -370,8 +373,10 @@ class Daemon:
                 fn()
             except Exception:  # noqa: BLE001 - closing must go on
                 pass
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._lock:            # post() and call() wake under the lock: none is half-way
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -380,10 +385,7 @@ class Daemon:
 
     def request_reload(self, *_args) -> None:
         self._reload_requested = True
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
+        self._wake()
 
     def reload(self) -> None:
         """Re-read the config file (SIGHUP): read off the loop thread, applied on it."""

@@ -10,7 +10,7 @@ import structlog
 
 from havip import config
 from havip.daemon.loop import Adapters, Daemon
-from havip.model import Advert, State
+from havip.model import Advert, Shutdown, State
 from havip.protocol import codec
 from tests.fakes import FakeAnnouncer, FakeClock, FakeLink, FakeRuntime, FakeSocket, FakeVips, fail
 
@@ -327,3 +327,27 @@ def test_a_reload_reads_the_file_off_the_loop_thread(tmp_path):
     while d.reloading and time.monotonic() < deadline:
         d.run_once()
     assert d.cfg.priority == 120 and not d.reloading          # an invalid file keeps the running config
+
+
+def test_a_request_in_flight_at_shutdown_writes_nowhere():
+    # A control request, a reload or a switchover watcher still running when the daemon
+    # closed wrote to the closed wake pipe: EBADF (a traceback in a control worker), or,
+    # once the descriptor numbers were reused, a stray byte into someone else's pipe.
+    import os
+
+    d, *_ = make()
+    d.start()
+    d.run_once()
+    d.close()
+    r, w = os.pipe()                    # most likely the wake pipe's numbers, reused
+    try:
+        os.set_blocking(r, False)
+        fut = d.call(lambda: 1)
+        d.post(Shutdown())
+        d.request_stop()
+        assert not fut.done()
+        with pytest.raises(BlockingIOError):
+            os.read(r, 1)
+    finally:
+        os.close(r)
+        os.close(w)
