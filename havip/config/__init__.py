@@ -14,8 +14,6 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
-import os
-import stat
 from pathlib import Path
 from typing import get_args
 
@@ -26,6 +24,7 @@ from havip.config.checks import Problem, cross_checks
 from havip.config.schema import (Authentication, Config, Control, Garp, IPAddress, IPInterface,
                                  Metrics, Milvus, Notify, Unicast, StrictModel)
 from havip.errors import ConfigError
+from havip.files import read_bounded
 
 __all__ = ["Authentication", "Config", "ConfigError", "Control", "Garp", "IPAddress", "IPInterface",
            "Metrics", "Milvus", "Notify", "Unicast", "load", "parse", "parse_yaml", "read_yaml"]
@@ -260,12 +259,7 @@ def read_yaml(path: str | Path) -> tuple[object, list[str]]:
     """A file's YAML document and its duplicate-key problems; any failure is a ConfigError."""
     path = Path(path)
     try:
-        # Non-blocking open: a FIFO would otherwise wait for a writer (on the loop thread at a reload).
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise ConfigError([f"{path}: cannot read: not a regular file ({_file_kind(mode)})"])
-            raw = f.read(MAX_BYTES + 1)
+        raw = read_bounded(path, MAX_BYTES)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     if len(raw) > MAX_BYTES:
@@ -277,12 +271,6 @@ def read_yaml(path: str | Path) -> tuple[object, list[str]]:
         raise ConfigError([f"{path}: line {line}: byte {raw[exc.start]:#04x} is not UTF-8: "
                            "save the file as UTF-8"]) from None
     return parse_yaml(text, str(path))
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def parse_yaml(text: str, source: str = "config") -> tuple[object, list[str]]:
