@@ -459,7 +459,13 @@ def test_a_yaml_merge_key_bomb_is_refused(tmp_path):
     path = tmp_path / "h.yaml"
     path.write_text("\n".join(lines) + "\n")
     outcome = _load_in_child(path)
-    assert outcome.startswith(f"{path}: line 13, column 6: invalid YAML: merge keys (<<) expand to more than "
+    assert outcome.startswith(f"{path}: line 12, column 6: invalid YAML: merge keys (<<) expand to more than "
+                              "10000 keys"), outcome
+    # Wide instead of deep: 400 mappings that each merge a 100-key mapping 99 times (4 s).
+    path.write_text("b: &b {" + ", ".join(f"k{i}: {i}" for i in range(100)) + "}\n"
+                    + "".join(f"m{i}: {{<<: [{', '.join(['*b'] * 99)}]}}\n" for i in range(400)))
+    outcome = _load_in_child(path)
+    assert outcome.startswith(f"{path}: line 3, column 5: invalid YAML: merge keys (<<) expand to more than "
                               "10000 keys"), outcome
 
 
