@@ -166,10 +166,22 @@ def _valid_fields(data: dict) -> dict:
     return out
 
 
+MAX_PROBLEMS = 100      # lines listed; 300,000 bad list items took 20 s to format and 29 MB to log
+
+
 def _format(problems: list[Problem]) -> list[str]:
     order = {name: i for i, name in enumerate(Config.model_fields)}
     ranked = sorted(problems, key=lambda p: order.get(p[0].split(".", 1)[0], len(order)))
-    return [f"{_printable(path)}: {_show(value, path)}: {reason}" for path, value, reason in ranked]
+    return _capped([f"{_printable(path)}: {_show(value, path)}: {reason}" for path, value, reason
+                    in ranked[:MAX_PROBLEMS + 1]], len(ranked))
+
+
+def _capped(lines: list[str], total: int | None = None) -> list[str]:
+    """At most MAX_PROBLEMS lines, and one saying how many more there were."""
+    total = len(lines) if total is None else total
+    if total <= MAX_PROBLEMS:
+        return lines
+    return lines[:MAX_PROBLEMS] + [f"... and {total - MAX_PROBLEMS} more problems not listed"]
 
 
 def _printable(text: str) -> str:
@@ -313,7 +325,7 @@ def load(path: str | Path) -> Config:
     try:
         config = parse(data, source=str(path), default_instance=path.stem)
     except ConfigError as err:
-        raise ConfigError(duplicates + err.problems) from None
+        raise ConfigError(_capped(duplicates) + err.problems) from None
     if duplicates:
-        raise ConfigError(duplicates)
+        raise ConfigError(_capped(duplicates))
     return config

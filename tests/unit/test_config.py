@@ -476,3 +476,20 @@ def test_merge_keys_still_work(tmp_path):
     with pytest.raises(ConfigError) as err:        # x-common is not a key of ours: merged all the same
         load(path)
     assert err.value.problems == ["x-common: {interface: eth0, virtual_router_id: 51}: unknown key"]
+
+
+def test_a_flood_of_problems_is_listed_up_to_a_cap(tmp_path):
+    # 300,000 bad list items were 300,000 lines: 20 s to format, one 29 MB reload_rejected
+    # log line written by the loop thread.
+    from havip.config import MAX_PROBLEMS
+
+    path = tmp_path / "h.yaml"
+    path.write_text("interface: eth0\nvirtual_router_id: 51\nvirtual_ipaddresses: [" + ",".join(["1"] * 3000) + "]\n"
+                    + "".join(f"priority: {i}\n" for i in range(3000)))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    problems = err.value.problems
+    assert len(problems) == 2 * (MAX_PROBLEMS + 1)      # duplicate keys, then the rest
+    assert problems[0] == "priority: 1: duplicate key on line 5 (first on line 4); remove one"
+    assert problems[MAX_PROBLEMS] == f"... and {2999 - MAX_PROBLEMS} more problems not listed"
+    assert problems[-1] == f"... and {3001 - MAX_PROBLEMS} more problems not listed"     # 3,000 VIPs, priority 2999
