@@ -493,3 +493,26 @@ def test_a_flood_of_problems_is_listed_up_to_a_cap(tmp_path):
     assert problems[0] == "priority: 1: duplicate key on line 5 (first on line 4); remove one"
     assert problems[MAX_PROBLEMS] == f"... and {2999 - MAX_PROBLEMS} more problems not listed"
     assert problems[-1] == f"... and {3001 - MAX_PROBLEMS} more problems not listed"     # 3,000 VIPs, priority 2999
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("/run/havip/" + "x" * 90 + ".sock", "must be at most 95 bytes long (a Unix socket path)"),
+    ("/run/havip/a\x00.sock", "must not contain control characters such as NUL or a newline"),
+    ("/run/havip/a\nb.sock", "must not contain control characters such as NUL or a newline"),
+    ("/run/havip/", "must be a file name, not a directory"),
+], ids=["too-long", "nul", "newline", "directory"])
+def test_a_control_socket_the_daemon_cannot_bind_is_refused(path, reason):
+    # check-config passed these; `havip run` then failed to bind (too long: the temporary
+    # name is 12 bytes longer) or died of a ValueError traceback (NUL).
+    with pytest.raises(ConfigError) as err:
+        parse({"interface": "eth0", "virtual_router_id": 51, "virtual_ipaddresses": ["198.18.0.50/24"],
+               "control": {"socket": path}})
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith("control.socket: ")
+    assert err.value.problems[0].endswith(": " + reason)
+
+
+def test_a_nul_in_a_path_is_refused():
+    with pytest.raises(ConfigError) as err:
+        parse({"interface": "eth0", "virtual_router_id": 51, "virtual_ipaddresses": ["198.18.0.50/24"],
+               "milvus": {"container": "milvus", "data_path": "/var/lib/milvus\x00"}})
+    assert err.value.problems[0].endswith(": must not contain control characters such as NUL or a newline")
