@@ -7,8 +7,13 @@ import errno
 import os
 import stat
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def kind(mode: int) -> str:
+    """What a file of this st_mode is, for a message: 'a FIFO', 'a directory', ..."""
+    return next((name for test, name in _KINDS if test(mode)), "not a file")
 
 
 def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
@@ -24,6 +29,5 @@ def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
     with open(fd, "rb") as f:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _KINDS if test(mode)), "not a file")
-            raise OSError(errno.EINVAL, f"not a regular file ({kind})")
+            raise OSError(errno.EINVAL, f"not a regular file ({kind(mode)})")
         return f.read(limit + 1)

@@ -13,6 +13,7 @@ import stat
 import time
 
 from havip.errors import ControlError
+from havip.files import kind
 
 MAX_ANSWER = 1 << 20
 
@@ -101,10 +102,6 @@ def _connect(sock: socket.socket, path: str, timeout: float) -> None:
         raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
 
 
-_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
 def _what_is_there(path: str) -> str:
     """Why a connect to `path` was refused, from what the path is."""
     try:
@@ -113,8 +110,7 @@ def _what_is_there(path: str) -> str:
         return f"nothing listens on {path}"
     if stat.S_ISSOCK(st.st_mode):
         return f"nothing listens on {path} (stale socket)"
-    kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a socket")
-    return (f"{path} is {kind}, not a socket; the daemon will not start while it is there "
+    return (f"{path} is {kind(st.st_mode)}, not a socket; the daemon will not start while it is there "
             "(remove it, or check control.socket in the configuration)")
 
 
