@@ -18,14 +18,7 @@ from havip.control.server import ControlServer, is_allowed, peer_credentials
 from havip.errors import ControlError
 from havip.model import FailoverRequested, PauseChanged
 from tests.conftest import require
-from tests.unit.fake_daemon import FakeDaemon, RecLog
-
-
-@pytest.fixture
-def daemon():
-    d = FakeDaemon()
-    yield d
-    d.close()
+from tests.unit.fake_daemon import RecLog
 
 
 @pytest.fixture

@@ -14,14 +14,7 @@ import pytest
 from havip.control import client
 from havip.control.serve import connection_cap
 from havip.control.server import ControlServer
-from tests.unit.fake_daemon import FakeDaemon, RecLog
-
-
-@pytest.fixture
-def daemon():
-    d = FakeDaemon()
-    yield d
-    d.close()
+from tests.unit.fake_daemon import RecLog
 
 
 @pytest.fixture
