@@ -10,6 +10,7 @@ import click
 from havip import config as config_mod
 from havip.clihelp import EPILOG_HAVIP, Group
 from havip.errors import ConfigError, HavipError
+from havip.files import read_bounded
 
 EXIT_CONFIG = 2        # check-config: the file is invalid or unreadable; import-keepalived: cannot read or write
 EXIT_UNTRANSLATED = 1  # import-keepalived: some lines need a human (or the files exist)
@@ -223,8 +224,7 @@ def import_keepalived(file: str, out_dir: str, partial: bool, force: bool, scrip
 def _read_keepalived(file: str) -> str:
     """The text of a keepalived.conf, or exit 2 with one line saying why it cannot be read."""
     try:
-        with open(file, "rb") as f:
-            raw = f.read(MAX_KEEPALIVED_CONF + 1)
+        raw = read_bounded(file, MAX_KEEPALIVED_CONF)
     except OSError as exc:
         click.echo(f"{file}: cannot read: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_CONFIG)

@@ -310,6 +310,7 @@ def failover(socket_opt: str | None, force: bool, timeout: float) -> None:
         client.expect(answer, "accepted", "reason")
         if answer["accepted"]:
             client.expect(answer, "from", "transitions")
+            _expect_switchover_start(answer)
     except ControlError as exc:
         _fail(str(exc))
         raise SystemExit(_error_code(exc)) from None
@@ -318,6 +319,16 @@ def failover(socket_opt: str | None, force: bool, timeout: float) -> None:
         raise SystemExit(EXIT_FAULT)
     click.echo(f"switchover requested: {answer.get('reason')}")
     raise SystemExit(_wait_switchover(t, answer, t0, timeout))
+
+
+def _expect_switchover_start(answer: dict) -> None:
+    """Raise ControlError unless an accepted failover says where it started (a state and a count)."""
+    if not isinstance(answer["from"], str):
+        raise ControlError(f"daemon answered with from {_text(answer['from'])[:40]}, not a state "
+                           "(a different havip version?)")
+    if not isinstance(answer["transitions"], int) or isinstance(answer["transitions"], bool):
+        raise ControlError(f"daemon answered with transitions {_text(answer['transitions'])[:40]}, not a number "
+                           "(a different havip version?)")
 
 
 def _status(t: Target) -> dict:

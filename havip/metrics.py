@@ -28,6 +28,9 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from havip.errors import AdapterError, ConfigError
 from havip.model import State
 
+MAX_SCRAPES = 8         # connections served at once (a scraper needs one)
+SCRAPE_TIMEOUT = 5.0    # seconds a connection may stay silent before it is closed
+
 STATES = [s.value for s in State]
 
 
@@ -75,6 +78,7 @@ class Metrics:
                                      registry=r)
         self._server: ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self.refused = 0            # connections closed unserved: MAX_SCRAPES were being served
 
     # ------------------------------------------------------------------ pushed by the daemon
 
@@ -153,8 +157,32 @@ class Metrics:
                     self.status_errors.inc()
             return app(environ, start_response)
 
+        slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        owner = self
+
         class Server(ThreadingWSGIServer):
+            # Any local user can connect to the port: a thread and a descriptor per held
+            # connection (socketserver's way) ran the daemon out of both. At most
+            # MAX_SCRAPES connections are served at once; the next ones are closed at once.
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            request_queue_size = 128
+
+            def process_request(self, request, client_address):
+                if not slots.acquire(blocking=False):
+                    owner.refused += 1
+                    self.shutdown_request(request)
+                    return
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    slots.release()
+                    raise
+
+            def process_request_thread(self, request, client_address):
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
 
         try:
             self._server = make_server(host, port, scrape, Server, handler_class=_QuietHandler)
@@ -175,6 +203,8 @@ class Metrics:
 
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr: scrapes every 15 s would drown the daemon's story."""
+
+    timeout = SCRAPE_TIMEOUT        # a connection that sends nothing gives its slot back
 
     def log_message(self, format, *args):  # noqa: A002 - signature of the base class
         pass

@@ -24,6 +24,7 @@ from havip.config.checks import Problem, cross_checks
 from havip.config.schema import (Authentication, Config, Control, Garp, IPAddress, IPInterface,
                                  Metrics, Milvus, Notify, Unicast, StrictModel)
 from havip.errors import ConfigError
+from havip.files import read_bounded
 
 __all__ = ["Authentication", "Config", "ConfigError", "Control", "Garp", "IPAddress", "IPInterface",
            "Metrics", "Milvus", "Notify", "Unicast", "load", "parse", "parse_yaml", "read_yaml"]
@@ -173,10 +174,22 @@ def _valid_fields(data: dict) -> dict:
     return out
 
 
+MAX_PROBLEMS = 100      # lines listed; 300,000 bad list items took 20 s to format and 29 MB to log
+
+
 def _format(problems: list[Problem]) -> list[str]:
     order = {name: i for i, name in enumerate(Config.model_fields)}
     ranked = sorted(problems, key=lambda p: order.get(p[0].split(".", 1)[0], len(order)))
-    return [f"{_printable(path)}: {_show(value, path)}: {reason}" for path, value, reason in ranked]
+    return _capped([f"{_printable(path)}: {_show(value, path)}: {reason}" for path, value, reason
+                    in ranked[:MAX_PROBLEMS + 1]], len(ranked))
+
+
+def _capped(lines: list[str], total: int | None = None) -> list[str]:
+    """At most MAX_PROBLEMS lines, and one saying how many more there were."""
+    total = len(lines) if total is None else total
+    if total <= MAX_PROBLEMS:
+        return lines
+    return lines[:MAX_PROBLEMS] + [f"... and {total - MAX_PROBLEMS} more problems not listed"]
 
 
 def _printable(text: str) -> str:
@@ -213,6 +226,8 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str):
         super().__init__(stream)
         self.duplicates: list[str] = []
+        self._merged: dict[int, int] = {}
+        self._merged_keys = 0
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first: dict[object, int] = {}
@@ -229,6 +244,38 @@ class _Loader(yaml.SafeLoader):
             first.setdefault(key_node.value, line)
         return super().construct_mapping(node, deep)
 
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # PyYAML copies every merged key into the mapping that merges it: `<<: [*a, *a]`
+        # on each of 40 lines is 2**40 keys from 2 KiB, and 400 lines that each merge a
+        # 100-key mapping 99 times took 4 s. Count the copies first, for the whole document.
+        if any(key.tag == _MERGE for key, _ in node.value):
+            self._merged_keys += _merged_size(node, self._merged)
+            if self._merged_keys > MAX_MERGED:
+                raise yaml.constructor.ConstructorError(None, None, f"merge keys (<<) expand to more than "
+                                                        f"{MAX_MERGED} keys", node.start_mark)
+        super().flatten_mapping(node)
+
+
+MAX_MERGED = 10_000     # keys in mappings with merge keys, once merged; a configuration has a few dozen
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _merged_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many keys the mapping `node` has once its merge keys are expanded (memoised by node)."""
+    if not isinstance(node, yaml.MappingNode):
+        return 0
+    if id(node) not in sizes:
+        sizes[id(node)] = 0                 # a mapping that merges itself adds nothing
+        total = 0
+        for key, value in node.value:
+            if key.tag != _MERGE:
+                total += 1
+            else:
+                total += sum(_merged_size(sub, sizes) for sub in
+                             (value.value if isinstance(value, yaml.SequenceNode) else [value]))
+        sizes[id(node)] = total
+    return sizes[id(node)]
+
 
 MAX_BYTES = 1 << 20     # a configuration is a few hundred bytes; refuse to read a disk image
 
@@ -237,8 +284,7 @@ def read_yaml(path: str | Path) -> tuple[object, list[str]]:
     """A file's YAML document and its duplicate-key problems; any failure is a ConfigError."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+        raw = read_bounded(path, MAX_BYTES)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     if len(raw) > MAX_BYTES:
@@ -287,7 +333,7 @@ def load(path: str | Path) -> Config:
     try:
         config = parse(data, source=str(path), default_instance=path.stem)
     except ConfigError as err:
-        raise ConfigError(duplicates + err.problems) from None
+        raise ConfigError(_capped(duplicates) + err.problems) from None
     if duplicates:
-        raise ConfigError(duplicates)
+        raise ConfigError(_capped(duplicates))
     return config

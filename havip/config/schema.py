@@ -111,6 +111,22 @@ def _docker_url(value: str) -> str:
 def _absolute(value: str) -> str:
     if not PurePosixPath(value).is_absolute():
         raise ValueError("must be an absolute path")
+    if not value.isprintable():         # a NUL ("\0" in YAML) raised ValueError in every os call
+        raise ValueError("must not contain control characters such as NUL or a newline")
+    return value
+
+
+# A Unix socket path is at most 107 bytes; the control socket is bound under
+# PATH.PID.tmp first (control/server.py), and a PID has at most 7 digits.
+MAX_SOCKET_PATH = 107 - len(".4194304.tmp")
+
+
+def _socket_path(value: str) -> str:
+    value = _absolute(value)
+    if value.endswith("/"):
+        raise ValueError("must be a file name, not a directory")
+    if len(value.encode()) > MAX_SOCKET_PATH:
+        raise ValueError(f"must be at most {MAX_SOCKET_PATH} bytes long (a Unix socket path)")
     return value
 
 
@@ -133,6 +149,7 @@ def _password(value: str) -> str:
 Seconds = Annotated[float, _between(0, 3600, "seconds", above=True)]
 HostPort = Annotated[str, AfterValidator(_host_port)]
 AbsPath = Annotated[str, AfterValidator(_absolute)]
+SocketPath = Annotated[str, AfterValidator(_socket_path)]
 Hook = Annotated[str, AfterValidator(_hook)]
 Vip = Annotated[IPInterface, PlainValidator(_vip)]
 Ip = Annotated[IPAddress, PlainValidator(_ip)]
@@ -315,7 +332,7 @@ class Beacon(StrictModel):
 
 
 class Control(StrictModel):
-    socket: AbsPath | None = None       # default /run/havip/INSTANCE.sock
+    socket: SocketPath | None = None    # default /run/havip/INSTANCE.sock
 
 
 class Metrics(StrictModel):

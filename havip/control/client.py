@@ -13,6 +13,7 @@ import stat
 import time
 
 from havip.errors import ControlError
+from havip.files import kind
 
 MAX_ANSWER = 1 << 20
 
@@ -64,13 +65,14 @@ def request(path: str, payload: dict, timeout: float = 5.0) -> dict:
         raise ControlError(f"control socket {path}: the daemon closed the connection without answering")
     try:
         answer = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ControlError(f"control socket {path}: not a JSON answer: {raw[:80]!r}") from None
     if not isinstance(answer, dict):
         raise ControlError(f"control socket {path}: not a JSON object: {raw[:80]!r}")
     if not answer.get("ok"):
         error = str(answer.get("error") or "request failed without a reason")
-        raise _BY_CODE.get(answer.get("code"), Refused)(error)
+        code = answer.get("code")
+        raise (_BY_CODE.get(code, Refused) if isinstance(code, str) else Refused)(error)
     return answer
 
 
@@ -100,10 +102,6 @@ def _connect(sock: socket.socket, path: str, timeout: float) -> None:
         raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
 
 
-_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
 def _what_is_there(path: str) -> str:
     """Why a connect to `path` was refused, from what the path is."""
     try:
@@ -112,8 +110,7 @@ def _what_is_there(path: str) -> str:
         return f"nothing listens on {path}"
     if stat.S_ISSOCK(st.st_mode):
         return f"nothing listens on {path} (stale socket)"
-    kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a socket")
-    return (f"{path} is {kind}, not a socket; the daemon will not start while it is there "
+    return (f"{path} is {kind(st.st_mode)}, not a socket; the daemon will not start while it is there "
             "(remove it, or check control.socket in the configuration)")
 
 
@@ -154,7 +151,8 @@ def switchover_outcome(before: str, transitions: int, status: dict) -> tuple[boo
     """
     state = status.get("state")
     container = status.get("container")
-    moved = status.get("transitions", transitions) > transitions
+    now = status.get("transitions")
+    moved = isinstance(now, int) and isinstance(transitions, int) and now > transitions
     if state == "fault" or state == "stopped":
         return False, f"ended in {state}: {status.get('reason')}"
     if before == "master":

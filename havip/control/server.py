@@ -140,6 +140,12 @@ class ControlServer:
                 os.chmod(parent, 0o755)     # not the umask's choice: group havip must get through
         except OSError as exc:
             raise ControlError(f"control socket {self.path}: cannot create {parent}: {exc.strerror}") from None
+        st = os.stat(parent)
+        if st.st_mode & stat.S_IWOTH or st.st_uid not in (0, os.geteuid()):
+            # Another user could bind the path first (the daemon would not start) or, without
+            # the sticky bit, put a symlink where the chmod/rename below expects our socket.
+            raise ControlError(f"control socket {self.path}: {parent} can be written by other users, who could "
+                               "take the socket's place; use a directory only root can write, such as /run/havip")
         self._clear_stale()
         tmp = f"{self.path}.{os.getpid()}.tmp"
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from havip.config import Config
+from havip.config import Config, load
 from havip.core import machine as sm
 from havip.daemon.beaconing import BeaconService
 from havip.daemon.executor import Executor
@@ -59,9 +59,11 @@ class Daemon:
     def __init__(self, cfg: Config, adapters: Adapters, *, log, clock: Callable[[], float] = time.monotonic,
                  metrics=None, on_transition: Callable[[dict], None] | None = None,
                  notify: SdNotify | None = None, config_path: str | None = None,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, load_config: Callable[[str], Config] = load):
         self.cfg = cfg
         self.config_path = config_path
+        self.load_config = load_config      # called off the loop thread at a reload (SIGHUP)
+        self.reloading = False
         self.ad = adapters
         self.log = log.bind(instance=cfg.instance)
         self.clock = clock
@@ -85,6 +87,7 @@ class Daemon:
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stop_requested = False
@@ -111,10 +114,7 @@ class Daemon:
         """Thread-safe: queue an event and wake the loop."""
         with self._lock:
             self._events.append(event)
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
+            self._wake()
 
     def call(self, fn: Callable[[], Any]) -> Future:
         """Thread-safe: run fn() on the loop thread; the Future carries its result.
@@ -125,18 +125,23 @@ class Daemon:
         fut: Future = Future()
         with self._lock:
             self._calls.append((fn, fut))
+            self._wake()
+        return fut
+
+    def _wake(self) -> None:
+        """Wake the loop from select(). A full pipe is awake already. After close() there is
+        no loop to wake, and the pipe's descriptor numbers may belong to another file by then:
+        a control request or a reload still in flight at shutdown must not write there."""
+        if self._closed:
+            return
         try:
             os.write(self._wake_w, b"\0")
-        except BlockingIOError:
+        except OSError:
             pass
-        return fut
 
     def request_stop(self, *_args) -> None:
         self._stop_requested = True
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
+        self._wake()        # a signal handler: no lock (the loop thread may hold it)
 
     def _open_socket(self) -> None:
         if self.sock is not None:
@@ -361,7 +366,7 @@ class Daemon:
     def run_once(self) -> None:
         now = self.clock()
         self.notify.kick(now)      # WATCHDOG=1 every WatchdogSec/2, from the loop itself
-        if self._reload_requested:
+        if self._reload_requested and not self.reloading:     # a SIGHUP during a reload: once more after it
             self._reload_requested = False
             self.reload()
         if self._stop_requested and self._shutdown_at is None:
@@ -437,12 +442,17 @@ class Daemon:
         """Stop the workers and close everything; each step is tried even if one fails."""
         steps = [self._runner.stop] if self._runner is not None else []
         steps += [lambda: self.executor.close(wait=True, keep_lease=self._forced), self._close_socket,
-                  *self.ad.extra_close, lambda: os.close(self._wake_r), lambda: os.close(self._wake_w)]
+                  *self.ad.extra_close]
         for fn in steps:
             try:
                 fn()
             except Exception as exc:  # noqa: BLE001 - closing must go on
                 self.log.error("close_failed", error=repr(exc)[:300])
+        with self._lock:            # post() and call() wake under the lock: none is half-way
+            if not self._closed:
+                self._closed = True
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -451,13 +461,10 @@ class Daemon:
 
     def request_reload(self, *_args) -> None:
         self._reload_requested = True
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
+        self._wake()
 
     def reload(self) -> None:
-        """Re-read the config file (SIGHUP); on the loop thread."""
+        """Re-read the config file (SIGHUP): read off the loop thread, applied on it."""
         from havip.daemon.reload import reload_daemon
 
         reload_daemon(self)

@@ -8,6 +8,8 @@ keeps the old values until the next restart.
 
 from __future__ import annotations
 
+import threading
+
 from havip import config as config_mod
 from havip.errors import ConfigError
 
@@ -20,7 +22,11 @@ RESTART_MILVUS_KEYS = ("container", "docker", "grpc", "data_path", "check_interv
 
 def plan(old: config_mod.Config, path: str) -> tuple[config_mod.Config, list[str], list[str]]:
     """(config to run with, keys applied, keys that need a restart). Raises ConfigError."""
-    new = config_mod.load(path)
+    return diff(old, config_mod.load(path))
+
+
+def diff(old: config_mod.Config, new: config_mod.Config) -> tuple[config_mod.Config, list[str], list[str]]:
+    """`plan` for a configuration already read: cheap, so it runs on the loop thread."""
     applied, restart = [], []
     for key in type(old).model_fields:
         if getattr(old, key) == getattr(new, key):
@@ -52,20 +58,47 @@ __all__ = ["plan", "ConfigError"]
 
 
 def reload_daemon(daemon) -> None:
-    """Apply `plan` to a running Daemon, on its loop thread, and say what happened."""
+    """Start a reload of a running Daemon (on its loop thread): the file is read and
+    validated on a thread of its own, the result applied on the loop (`daemon.call`).
+
+    Reading is the slow part: PyYAML and pydantic took 9 s for a 1 MiB file and 0.6 s for
+    64 KiB on a busy 2-core host; on the loop thread no advert goes out meanwhile, and
+    the backup takes over. `daemon.reloading` is set until the result is applied.
+    """
     log = daemon.log
     if not daemon.config_path:
         log.warning("reload_ignored", reason="no config file to re-read")
         return
     daemon.notify.reloading()
+    daemon.reloading = True
+    path, load = daemon.config_path, daemon.load_config
+
+    def read() -> None:
+        try:
+            new, problems = load(path), None
+        except ConfigError as exc:
+            new, problems = None, exc.problems
+        except Exception as exc:  # noqa: BLE001 - a bug in the reader keeps the running config
+            new, problems = None, [f"{path}: cannot read: internal error: {exc!r}"[:300]]
+        fut = daemon.call(lambda: _finish(daemon, new, problems))
+        fut.add_done_callback(lambda f: f.exception() and log.error("reload_failed", error=repr(f.exception())))
+
+    threading.Thread(target=read, name="havip-reload", daemon=True).start()
+
+
+def _finish(daemon, new: config_mod.Config | None, problems: list[str] | None) -> None:
+    """On the loop thread: apply what the reader found, and say what happened."""
+    log = daemon.log
+    daemon.reloading = False
     try:
-        new, applied, restart = plan(daemon.cfg, daemon.config_path)
-    except ConfigError as exc:
-        log.error("reload_rejected", reason="invalid configuration; keeping the running one", problems=exc.problems)
-    else:
+        if new is None:
+            log.error("reload_rejected", reason="invalid configuration; keeping the running one", problems=problems)
+            return
+        new, applied, restart = diff(daemon.cfg, new)
         if applied:
             daemon.apply_config(new)
         log.info("reloaded", applied=applied, needs_restart=restart,
                  reason=(f"applied {', '.join(applied) or 'nothing'}"
                          + (f"; restart to apply {', '.join(restart)}" if restart else "")))
-    daemon.notify.ready(f"{daemon.machine.state}: {daemon.machine.reason}")
+    finally:
+        daemon.notify.ready(f"{daemon.machine.state}: {daemon.machine.reason}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from havip.files import read_bounded
 from havip.migrate.instance import PLACEHOLDER, Ctx, ScriptReader, skip_tree, translate
 from havip.migrate.keywords import INFO, WHY
 from havip.migrate.syntax import Node, parse_conf
@@ -44,12 +45,17 @@ class Result:
         return not self.untranslated
 
 
+MAX_SCRIPT = 1 << 20     # a check or notify script is a few lines
+
+
 def read_script(path: str) -> str | None:
-    """The default script reader: the file's text, or None if it cannot be read."""
+    """The default script reader: the text of a regular file of at most MAX_SCRIPT bytes, or
+    None if it cannot be read (a keepalived.conf may name /dev/zero or a FIFO as a script)."""
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+        raw = read_bounded(path, MAX_SCRIPT)
     except OSError:
         return None
+    return None if len(raw) > MAX_SCRIPT else raw.decode("utf-8", errors="replace")
 
 
 def convert(text: str, *, source: str = "keepalived.conf",

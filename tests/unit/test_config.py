@@ -422,3 +422,98 @@ def test_lease_path(lease, data_path, path):
     if lease is not None:
         m["lease"] = lease
     assert parse(with_(GOOD, milvus=m)).milvus.lease_path == path
+
+
+# ------------------------------------------------------------------ files that would hang or blow up the reader
+
+
+def _load_in_child(path: Path, timeout: float = 10.0) -> str:
+    """load(path) in a child process (killed at `timeout`): its one line of outcome."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom havip.config import load, ConfigError\n"
+            "try:\n    load(sys.argv[1]); print('ok')\nexcept ConfigError as e:\n    print(e.problems[0])\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                             timeout=timeout, cwd=Path(__file__).parents[2])
+    except subprocess.TimeoutExpired:
+        return f"still reading after {timeout:g}s"
+    return (out.stdout or out.stderr).strip().splitlines()[-1]
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    # open() of a FIFO with no writer blocks: a SIGHUP reload hung the loop thread on it,
+    # and havipctl hung on a FIFO named *.yaml in the config directory.
+    import os
+
+    fifo = tmp_path / "h.yaml"
+    os.mkfifo(fifo)
+    assert _load_in_child(fifo, 5) == f"{fifo}: cannot read: not a regular file (a FIFO)"
+
+
+def test_a_yaml_merge_key_bomb_is_refused(tmp_path):
+    # Each level merges the one before twice (<<: [*a, *a]): 40 levels, under 2 KiB, are
+    # 2**40 keys once PyYAML flattens them; 20 levels took 3 s of the loop thread.
+    lines = ["a0: &a0 {k0: 1, k1: 2, k2: 3, k3: 4}"]
+    lines += [f"a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}" for i in range(1, 40)]
+    path = tmp_path / "h.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    outcome = _load_in_child(path)
+    assert outcome.startswith(f"{path}: line 12, column 6: invalid YAML: merge keys (<<) expand to more than "
+                              "10000 keys"), outcome
+    # Wide instead of deep: 400 mappings that each merge a 100-key mapping 99 times (4 s).
+    path.write_text("b: &b {" + ", ".join(f"k{i}: {i}" for i in range(100)) + "}\n"
+                    + "".join(f"m{i}: {{<<: [{', '.join(['*b'] * 99)}]}}\n" for i in range(400)))
+    outcome = _load_in_child(path)
+    assert outcome.startswith(f"{path}: line 3, column 5: invalid YAML: merge keys (<<) expand to more than "
+                              "10000 keys"), outcome
+
+
+def test_merge_keys_still_work(tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text("x-common: &common {interface: eth0, virtual_router_id: 51}\n"
+                    "<<: *common\nvirtual_ipaddresses: [198.18.0.50/24]\n")
+    with pytest.raises(ConfigError) as err:        # x-common is not a key of ours: merged all the same
+        load(path)
+    assert err.value.problems == ["x-common: {interface: eth0, virtual_router_id: 51}: unknown key"]
+
+
+def test_a_flood_of_problems_is_listed_up_to_a_cap(tmp_path):
+    # 300,000 bad list items were 300,000 lines: 20 s to format, one 29 MB reload_rejected
+    # log line written by the loop thread.
+    from havip.config import MAX_PROBLEMS
+
+    path = tmp_path / "h.yaml"
+    path.write_text("interface: eth0\nvirtual_router_id: 51\nvirtual_ipaddresses: [" + ",".join(["1"] * 3000) + "]\n"
+                    + "".join(f"priority: {i}\n" for i in range(3000)))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    problems = err.value.problems
+    assert len(problems) == 2 * (MAX_PROBLEMS + 1)      # duplicate keys, then the rest
+    assert problems[0] == "priority: 1: duplicate key on line 5 (first on line 4); remove one"
+    assert problems[MAX_PROBLEMS] == f"... and {2999 - MAX_PROBLEMS} more problems not listed"
+    assert problems[-1] == f"... and {3001 - MAX_PROBLEMS} more problems not listed"     # 3,000 VIPs, priority 2999
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("/run/havip/" + "x" * 90 + ".sock", "must be at most 95 bytes long (a Unix socket path)"),
+    ("/run/havip/a\x00.sock", "must not contain control characters such as NUL or a newline"),
+    ("/run/havip/a\nb.sock", "must not contain control characters such as NUL or a newline"),
+    ("/run/havip/", "must be a file name, not a directory"),
+], ids=["too-long", "nul", "newline", "directory"])
+def test_a_control_socket_the_daemon_cannot_bind_is_refused(path, reason):
+    # check-config passed these; `havip run` then failed to bind (too long: the temporary
+    # name is 12 bytes longer) or died of a ValueError traceback (NUL).
+    with pytest.raises(ConfigError) as err:
+        parse({"interface": "eth0", "virtual_router_id": 51, "virtual_ipaddresses": ["198.18.0.50/24"],
+               "control": {"socket": path}})
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith("control.socket: ")
+    assert err.value.problems[0].endswith(": " + reason)
+
+
+def test_a_nul_in_a_path_is_refused():
+    with pytest.raises(ConfigError) as err:
+        parse({"interface": "eth0", "virtual_router_id": 51, "virtual_ipaddresses": ["198.18.0.50/24"],
+               "milvus": {"container": "milvus", "data_path": "/var/lib/milvus\x00"}})
+    assert err.value.problems[0].endswith(": must not contain control characters such as NUL or a newline")

@@ -18,14 +18,7 @@ from havip.control.server import ControlServer, is_allowed, peer_credentials
 from havip.errors import ControlError
 from havip.model import FailoverRequested, PauseChanged
 from tests.conftest import require
-from tests.unit.fake_daemon import FakeDaemon, RecLog
-
-
-@pytest.fixture
-def daemon():
-    d = FakeDaemon()
-    yield d
-    d.close()
+from tests.unit.fake_daemon import RecLog
 
 
 @pytest.fixture
@@ -345,3 +338,40 @@ def test_members_of_the_admin_group_are_let_in(daemon, shared_dir):
         assert _as_nobody(child, uid=4242, gid=4242).startswith("permission denied: cannot open")
     finally:
         srv.close()
+
+
+def test_a_directory_other_users_can_write_is_refused(daemon, shared_dir):
+    # control.socket: /tmp/havip.sock. Any local user could squat the path first (a socket
+    # that answers: "another havip is already serving it", the daemon did not start) or,
+    # without the sticky bit, swap the temporary name before the chmod/rename.
+    require(os.geteuid() == 0, "needs root to switch to an unprivileged user")
+    os.chmod(shared_dir, 0o1777)
+    path = os.path.join(shared_dir, "master.sock")
+
+    def squat():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.listen(1)
+        time.sleep(3)
+        return "squatted"
+
+    pid = os.fork()
+    if pid == 0:                     # an unprivileged local user, holding the path
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            squat()
+        finally:
+            os._exit(0)
+    try:
+        deadline = time.monotonic() + 3
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(ControlError) as err:
+            ControlServer(path, daemon, log=RecLog(), group=None)
+        assert str(err.value) == (f"control socket {path}: {shared_dir} can be written by other users, who "
+                                  "could take the socket's place; use a directory only root can write, such "
+                                  "as /run/havip")
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)

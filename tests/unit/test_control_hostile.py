@@ -14,14 +14,7 @@ import pytest
 from havip.control import client
 from havip.control.serve import connection_cap
 from havip.control.server import ControlServer
-from tests.unit.fake_daemon import FakeDaemon, RecLog
-
-
-@pytest.fixture
-def daemon():
-    d = FakeDaemon()
-    yield d
-    d.close()
+from tests.unit.fake_daemon import RecLog
 
 
 @pytest.fixture
@@ -227,5 +220,7 @@ def test_concurrent_status_requests_share_one_snapshot(server, daemon, sock_path
     for t in threads:
         t.join(10)
     assert results == ["backup"] * 50
-    # The 4 workers share each snapshot in flight: about one per 4 requests, not 50.
-    assert len(calls) <= 25, len(calls)
+    # The 4 workers share each snapshot in flight: about one per 4 requests, not 50. Only
+    # the first is certain (the loop hangs while all 4 wait on it); how the rest line up
+    # depends on the scheduler (26 were seen on a loaded 2-core machine).
+    assert len(calls) <= 50 - 3, len(calls)

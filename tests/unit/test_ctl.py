@@ -292,7 +292,8 @@ def test_a_broken_config_in_the_config_dir_is_no_traceback(env, body):
 
 
 def _canned(tmp_path, answer: object):
-    """A socket that answers every request with `answer` (a daemon of another version)."""
+    """A socket that answers every request with `answer` (a daemon of another version);
+    bytes are sent as they are."""
     import socket
     import threading
 
@@ -309,7 +310,7 @@ def _canned(tmp_path, answer: object):
                 return
             with conn:
                 conn.recv(65536)
-                conn.sendall(json.dumps(answer).encode() + b"\n")
+                conn.sendall(answer if isinstance(answer, bytes) else json.dumps(answer).encode() + b"\n")
 
     threading.Thread(target=serve, daemon=True).start()
     return srv, path
@@ -348,3 +349,37 @@ def test_odd_status_values_render_without_a_traceback(env, tmp_path):
     assert "evil\\nstate" in r.stdout and not any(line.startswith("state        master") for line in
                                                    r.stdout.splitlines())
     assert "\x1b" not in r.stdout
+
+
+@pytest.mark.parametrize("cmd, answer, message", [
+    ("status", b"[" * 100000 + b"\n", "not a JSON answer: b'[[[["),
+    ("status", b'{"ok": true, "status": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "not a JSON answer: b'{\"ok\""),
+    ("status", {"ok": False, "code": [], "error": "no"}, "no"),
+    ("pause", {"ok": False, "code": {"a": 1}, "error": ["x"]}, "['x']"),
+    ("failover", {"ok": True, "accepted": True, "reason": "ok", "from": "backup", "transitions": None,
+                  "status": {"state": "backup", "transitions": 1}},
+     "daemon answered with transitions None, not a number (a different havip version?)"),
+    ("failover", {"ok": True, "accepted": True, "reason": "ok", "from": ["backup"], "transitions": 1,
+                  "status": {"state": "backup", "transitions": 1}},
+     "daemon answered with from ['backup'], not a state (a different havip version?)"),
+], ids=["deep", "deep-status", "code-list", "code-dict", "transitions-null", "from-list"])
+def test_an_odd_answer_is_one_line_not_a_traceback(env, tmp_path, cmd, answer, message):
+    # A JSON answer nested deeper than the recursion limit, an error code that is no
+    # string, and a failover answer whose fields have the wrong types raised
+    # RecursionError / TypeError in havipctl.
+    srv, path = _canned(tmp_path, answer)
+    try:
+        r = ctl(env, "-s", path, cmd, *(["--timeout", "0.5"] if cmd == "failover" else []))
+    finally:
+        srv.close()
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code in (1, 4), r.exit_code
+    assert message in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+@pytest.mark.parametrize("transitions", [None, "7", [], {}, 2.5])
+def test_switchover_outcome_survives_an_odd_transition_count(transitions):
+    from havip.control.client import switchover_outcome
+
+    assert switchover_outcome("backup", 3, {"state": "backup", "transitions": transitions}) == (None, "still backup")
+    assert switchover_outcome("backup", transitions, {"state": "backup", "transitions": 4})[0] is not True

@@ -10,7 +10,7 @@ import structlog
 
 from havip import config
 from havip.daemon.loop import Adapters, Daemon
-from havip.model import Advert, State
+from havip.model import Advert, Shutdown, State
 from havip.protocol import codec
 from tests.fakes import FakeAnnouncer, FakeClock, FakeLink, FakeRuntime, FakeSocket, FakeVips, fail
 
@@ -18,7 +18,7 @@ BASE = {"interface": "eth0", "virtual_router_id": 51, "priority": 110, "advert_i
         "authentication": {"type": "pass", "password": "1111"}, "virtual_ipaddresses": ["198.18.0.50/24"]}
 
 
-def make(milvus: bool = False, **over):
+def make(milvus: bool = False, config_path: str | None = None, load_config=config.load, **over):
     data = {**BASE, **over}
     if milvus:
         data["milvus"] = {"container": "milvus", "start_timeout": 5, "stop_timeout": 1}
@@ -27,7 +27,8 @@ def make(milvus: bool = False, **over):
     runtime = FakeRuntime(running=True) if milvus else None
     ad = Adapters(make_socket=lambda: sock, vips=vips, announcer=FakeAnnouncer(), link=link,
                   runtime=runtime, milvus_probe=object() if milvus else None)
-    d = Daemon(cfg, ad, log=structlog.get_logger("test"), clock=clock)
+    d = Daemon(cfg, ad, log=structlog.get_logger("test"), clock=clock, config_path=config_path,
+               load_config=load_config)
     return d, sock, vips, link, clock, runtime
 
 
@@ -285,3 +286,68 @@ def test_a_hung_storage_does_not_hold_the_handover_up(tmp_path):
     assert d.executor.counters["error_ReleaseLease"] == 1
     assert any(type(e).__name__ == "ContainerStopped" and e.ok for e in d._events)
     lease.gate.set()
+
+
+def test_a_reload_reads_the_file_off_the_loop_thread(tmp_path):
+    # SIGHUP ran config.load on the loop thread: a 1 MiB file took PyYAML ~9 s there (64 KiB
+    # 0.6 s), with no advert sent meanwhile. Here the read blocks until the test lets it go.
+    import threading
+
+    import yaml
+
+    reading, release, reads = threading.Event(), threading.Event(), []
+
+    def slow_load(path):
+        reads.append(threading.current_thread().name)
+        reading.set()
+        assert release.wait(10)
+        return config.load(path)
+
+    path = tmp_path / "test.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "priority": 120}))
+    d, sock, *_ = make(config_path=str(path), load_config=slow_load)
+    d.start()
+    d.request_reload()
+    d.run_once()
+    assert reading.wait(2) and reads == ["havip-reload"]
+    d.request_reload()                          # a second SIGHUP while the first is reading
+    for _ in range(3):
+        d.run_once()                            # the loop goes on: it is not the one reading
+    assert d.cfg.priority == 110 and d.reloading and len(reads) == 1
+    release.set()
+    deadline = time.monotonic() + 5
+    while (len(reads) < 2 or d.reloading) and time.monotonic() < deadline:
+        d.run_once()
+    assert d.cfg.priority == 120 and not d.reloading
+    assert reads == ["havip-reload", "havip-reload"]          # the second SIGHUP, once, after the first
+    path.write_text("priority: 0\n")
+    d.request_reload()
+    deadline = time.monotonic() + 5
+    d.run_once()
+    while d.reloading and time.monotonic() < deadline:
+        d.run_once()
+    assert d.cfg.priority == 120 and not d.reloading          # an invalid file keeps the running config
+
+
+def test_a_request_in_flight_at_shutdown_writes_nowhere():
+    # A control request, a reload or a switchover watcher still running when the daemon
+    # closed wrote to the closed wake pipe: EBADF (a traceback in a control worker), or,
+    # once the descriptor numbers were reused, a stray byte into someone else's pipe.
+    import os
+
+    d, *_ = make()
+    d.start()
+    d.run_once()
+    d.close()
+    r, w = os.pipe()                    # most likely the wake pipe's numbers, reused
+    try:
+        os.set_blocking(r, False)
+        fut = d.call(lambda: 1)
+        d.post(Shutdown())
+        d.request_stop()
+        assert not fut.done()
+        with pytest.raises(BlockingIOError):
+            os.read(r, 1)
+    finally:
+        os.close(r)
+        os.close(w)

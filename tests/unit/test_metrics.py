@@ -169,3 +169,36 @@ def test_parse_listen():
     assert parse_listen("localhost:1") == ("localhost", 1)
     with pytest.raises(ConfigError, match="must be host:port"):
         parse_listen("9405")
+
+
+def test_held_connections_cannot_take_the_daemons_threads_and_descriptors(metrics):
+    # Any local user may connect to the port: each held connection took a thread and a
+    # descriptor (1,000 of them: EMFILE for the loop's own socket()/pipe()/open()).
+    import threading
+    import time
+
+    from havip.metrics import MAX_SCRAPES
+
+    host, port = metrics.serve("127.0.0.1:0")
+    before = threading.active_count()
+    held = []
+    try:
+        for _ in range(60):
+            held.append(socket.create_connection((host, port), timeout=2))
+        deadline = time.monotonic() + 5
+        while metrics.refused < 60 - MAX_SCRAPES and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert metrics.refused == 60 - MAX_SCRAPES
+        assert threading.active_count() - before <= MAX_SCRAPES
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:       # the slots come back as the held ones close
+        try:
+            assert "havip_paused" in scrape(host, port)
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        raise AssertionError("no scrape after the held connections closed")

@@ -136,3 +136,36 @@ def test_mutation_fuzzer_over_the_real_configurations():
                 assert all(any(p in line for line in result.untranslated) or "CHANGE-ME" in p
                            for p in err.problems)
     assert converted > CASES // 2
+
+
+@pytest.mark.parametrize("script", ["/dev/zero", "fifo", "big", "nul"])
+def test_a_script_that_is_a_device_fifo_or_huge_is_not_read(tmp_path, script):
+    # The importer read every script a keepalived.conf names whole: /dev/zero filled the
+    # memory (MemoryError), a FIFO waited for a writer forever, a NUL in the name raised.
+    import os
+
+    from havip.migrate import MAX_SCRIPT, read_script
+
+    path = {"/dev/zero": "/dev/zero", "fifo": str(tmp_path / "chk.sh"), "big": str(tmp_path / "big.sh"),
+            "nul": "/bin/true\x00x"}[script]
+    if script == "fifo":
+        os.mkfifo(path)
+    elif script == "big":
+        with open(path, "wb") as f:
+            f.truncate(MAX_SCRIPT + 1)         # sparse: no disk used
+    assert read_script(path) is None
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(f'vrrp_script chk {{\n    script "{path}"\n}}\nvrrp_instance VI_1 {{\n    state MASTER\n'
+                    "    interface eth0\n    virtual_router_id 51\n    priority 100\n"
+                    "    virtual_ipaddress {\n        198.18.0.50/24\n    }\n    track_script {\n        chk\n    }\n}\n")
+    code, out = run(conf, "--out", tmp_path / "out", "--partial")
+    assert code in (0, 1) and "Traceback" not in out, out
+
+
+def test_a_fifo_as_keepalived_conf_is_refused(tmp_path):
+    import os
+
+    fifo = tmp_path / "keepalived.conf"
+    os.mkfifo(fifo)
+    code, out = run(fifo, "--out", tmp_path / "out")
+    assert code == 2 and out.strip() == f"{fifo}: cannot read: not a regular file (a FIFO)"
