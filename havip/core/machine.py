@@ -16,6 +16,14 @@ window that cannot be closed: a master that loses its link cannot tell anyone).
 When the hosts cannot hear each other at all (split brain), VRRP elects two masters. With
 a storage lease (havip.runtime.lease), a new master takes the lease before the VIP and the
 container, and keeps trying while another host holds it: only the holder runs Milvus.
+
+The machine alone owns the container's and the lease's lifecycle. Every StartContainer,
+StopContainer and AcquireLease carries an operation id; the answer carries it back, and an
+answer to anything but the pending operation is stale and dropped, with its sentence. A
+pending stop is never abandoned: no path may start, resign (priority 0), give the lease
+back or end the daemon before it is confirmed, and `step` raises MachineError if a
+handler ever tries (checked on every decision, in production). Only the machine gives the
+lease back, with ReleaseLease, once no Milvus of ours can run.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from dataclasses import dataclass, replace
 
 from havip.model import (
     AcquireLease, Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
-    FailoverRequested, HealthChanged, LeaseResult, LinkChanged, Notify, PauseChanged, PeerView,
+    FailoverRequested, HealthChanged, LeaseResult, LinkChanged, Notify, ParamsChanged, PauseChanged, PeerView,
     ReleaseLease, SendAdvert, SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
 )
 from havip.protocol import timing
@@ -37,8 +45,16 @@ STOP_RETRY = 1.0         # seconds between attempts to stop a container that wou
 LEASE_RETRY = 0.25       # seconds between attempts to take a storage lease another host holds
 
 
+class MachineError(AssertionError):
+    """A decision broke the single-writer contract: a bug in this module, never an input."""
+
+
 class Container(enum.StrEnum):
-    """The local Milvus container as the machine believes it to be."""
+    """The local Milvus container as the machine believes it to be.
+
+    STOPPING has a pending StopContainer (`stop_op`); on a master it may also have a
+    shut gate (`gate_deadline`), or an open one: the start waits for the confirmed stop.
+    """
 
     STOPPED = "stopped"
     WAITING = "waiting"      # master, but the previous master has not yet resigned
@@ -46,6 +62,9 @@ class Container(enum.StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
+
+
+MAY_RUN = (Container.STARTING, Container.RUNNING, Container.STOPPING)   # our Milvus may be up
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +106,11 @@ class Machine:
     paused: bool = False
     hold: bool = False                   # do not preempt back: planned handover, or Milvus failed here
     boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
+    op_seq: int = 0                      # the last operation id handed out
+    start_op: int | None = None          # the pending StartContainer
+    stop_op: int | None = None           # the pending StopContainer
+    lease_op: int | None = None          # the pending AcquireLease
+    lease_held: bool = False             # an acquire said yes and no ReleaseLease since
     transitions: int = 0
     listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
     eligible_since: float = 0.0        # since when we are a backup again (start-up, out of Fault)
@@ -126,12 +150,55 @@ def check_role(m: Machine) -> str:
 # ---------------------------------------------------------------- transitions
 
 
-def _open_gate(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
-    """Nothing on the wire stops us any more: start Milvus, behind the storage lease if any."""
+def _next_op(m: Machine) -> tuple[Machine, int]:
+    return replace(m, op_seq=m.op_seq + 1), m.op_seq + 1
+
+
+def _start(m: Machine) -> tuple[Machine, list[Action]]:
+    m, op = _next_op(m)
+    return replace(m, container=Container.STARTING, start_op=op), [AddVip(), SendGarp(), StartContainer(op=op)]
+
+
+def _stop(m: Machine, grace: bool = True) -> tuple[Machine, list[Action]]:
+    """Stop the container; a stop already pending stands (the one worker would run a second
+    one only after it anyway) and its retries keep its grace."""
+    if m.container == Container.STOPPING and m.stop_op is not None:
+        return m, []
+    m, op = _next_op(m)
+    return (replace(m, container=Container.STOPPING, stop_op=op, start_op=None, stop_grace=grace),
+            [StopContainer(grace=grace, op=op)])
+
+
+def _acquire(m: Machine) -> tuple[Machine, list[Action]]:
+    m, op = _next_op(m)
+    return replace(m, container=Container.LEASING, lease_op=op, lease_retry_deadline=None), [AcquireLease(op=op)]
+
+
+def _release(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
+    """Give the lease back: only once no Milvus of ours can run (see _checked). Also after a
+    confirmed stop with no lease known here: that clears a record this host left `held`
+    when it was killed."""
+    if not p.lease:
+        return m, []
+    return replace(m, lease_held=False), [ReleaseLease()]
+
+
+def _open_gate(m: Machine, p: Params) -> tuple[Machine, list[Action], str]:
+    """Nothing on the wire stops us any more: start Milvus, behind the storage lease if any,
+    and behind a pending stop (a leftover container found at start-up) if any."""
+    m = replace(m, gate_deadline=None)
+    if m.container == Container.STOPPING:
+        return m, [], "milvus starts once the container still stopping here is confirmed stopped"
     if p.lease:
-        return replace(m, container=Container.LEASING, gate_deadline=None, lease_retry_deadline=None,
-                       lease_holder=None), [AcquireLease()]
-    return replace(m, container=Container.STARTING, gate_deadline=None), [AddVip(), SendGarp(), StartContainer()]
+        m, acts = _acquire(replace(m, lease_holder=None))
+        return m, acts, "taking the storage lease"
+    m, acts = _start(m)
+    return m, acts, "starting milvus"
+
+
+def _gate_shut(m: Machine) -> bool:
+    return (m.state == State.MASTER and m.leaving is None and m.gate_deadline is not None
+            and m.container in (Container.WAITING, Container.STOPPING))
 
 
 
@@ -151,8 +218,8 @@ def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **
     m = replace(m, master_down_deadline=now + master_down(m, p))
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
-        acts.append(StopContainer())
-        m = replace(m, container=Container.STOPPING)
+        m, more = _stop(m)
+        acts += more
     return _to(m, p, State.BACKUP, reason, now, acts)
 
 
@@ -162,8 +229,8 @@ def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), *, 
                 master_down_deadline=None, leaving=None, boost=False, **changes)
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
-        acts.append(StopContainer(grace=grace))
-        m = replace(m, container=Container.STOPPING)
+        m, more = _stop(m, grace)
+        acts += more
     return _to(m, p, State.FAULT, reason, now, acts)
 
 
@@ -184,18 +251,21 @@ def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> 
             # itself at this very moment (both started together). One advert interval
             # lets its advert reach us before any Milvus starts.
             settle = max(settle, now + p.interval)
+        # A container still stopping here (a leftover found at start-up) stays STOPPING
+        # behind the gate: the gate never overwrites a pending stop.
+        waiting = Container.STOPPING if m.container == Container.STOPPING else Container.WAITING
         if prev is not None and prev.priority > 0 and now < prev.last_seen + _peer_down(m, p, prev.interval):
             # The previous master is still alive: wait for its priority 0 (or silence).
-            m = replace(m, container=Container.WAITING,
+            m = replace(m, container=waiting,
                         gate_deadline=max(prev.last_seen + _peer_down(m, p, prev.interval), settle))
             reason += f"; milvus waits until {prev.address} has stopped its own"
         elif now < settle and not (prev is not None and prev.priority == 0):
-            m = replace(m, container=Container.WAITING, gate_deadline=settle)
+            m = replace(m, container=waiting, gate_deadline=settle)
             reason += f"; milvus waits {settle - now:.2f}s to be sure no other master is there"
         else:
-            m, more = _open_gate(m, p)
+            m, more, then = _open_gate(m, p)
             acts += more
-            reason += "; taking the storage lease" if p.lease else "; starting milvus"
+            reason += f"; {then}"
     return _to(m, p, State.MASTER, reason, now, acts)
 
 
@@ -207,26 +277,33 @@ def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str,
     check cannot act on a stop signal either (a hung one would cost the whole stop
     timeout), and nothing of a dead one is left to shut down cleanly."""
     m = replace(m, **changes)
-    if p.supervise and m.container in (Container.STARTING, Container.RUNNING, Container.STOPPING):
+    if p.supervise and m.container in MAY_RUN:
         # The VIP goes first: no write may reach a Milvus that is shutting down (milvus-lite
         # was seen to acknowledge a batch during its shutdown and lose it). The price is
         # the server's drain of connections that can no longer answer.
-        m = replace(m, leaving=target, reason=reason, container=Container.STOPPING, stop_grace=grace,
-                    garp_deadline=None, gate_deadline=None, stop_retry_deadline=None, lease_retry_deadline=None)
-        return Decision(m, (DelVip(), StopContainer(grace=grace)), f"{reason}; stopping milvus before handing over")
+        m = replace(m, leaving=target, reason=reason, garp_deadline=None, gate_deadline=None,
+                    lease_retry_deadline=None, lease_op=None)
+        m, stop = _stop(m, grace)
+        return Decision(m, (DelVip(), *stop), f"{reason}; stopping milvus before handing over")
     return _finish_leave(m, p, now, target, reason)
 
 
-def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str) -> Decision:
+def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str,
+                  first: tuple[Action, ...] = ()) -> Decision:
+    if m.container in MAY_RUN:
+        raise MachineError(f"leaving for {target} with the container {m.container}: a pending stop abandoned")
     # RFC 5798 6.4.3: a master that stops sends an advert with priority 0.
-    acts: list[Action] = [SendAdvert(0)] if m.link_up else []
-    m = replace(m, container=Container.STOPPED)
+    acts: list[Action] = [*first, *([SendAdvert(0)] if m.link_up and m.state == State.MASTER else [])]
+    m = replace(m, container=Container.STOPPED, lease_op=None, start_op=None)
     if target == State.BACKUP:
         return _enter_backup(m, p, now, reason, acts)
     if target == State.FAULT:
         return _enter_fault(m, p, now, reason, acts, healthy=None)
     m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, stop_retry_deadline=None,
                 lease_retry_deadline=None, leaving=None, master_down_deadline=None)
+    if m.lease_held and not any(isinstance(a, ReleaseLease) for a in acts):
+        m, rel = _release(m, p)
+        acts += rel
     return _to(m, p, State.STOPPED, reason, now, [*acts, DelVip()])
 
 
@@ -241,8 +318,13 @@ def _startup(m: Machine, p: Params, ev: Startup, now: float) -> Decision:
     if not ev.interface_up:
         return _enter_fault(m, p, now, f"interface {p.interface} is down; waiting for it")
     if p.priority == OWNER_PRIORITY:
+        # The owner too stops a container it finds before its own may start (behind the gate).
         m = replace(m, container=Container.STOPPED)
-        return _enter_master(m, p, now, "priority 255: this host owns the addresses (RFC 5798 6.4.1)")
+        stop: list[Action] = []
+        if p.supervise:
+            m, stop = _stop(replace(m, container=Container.RUNNING))
+        d = _enter_master(m, p, now, "priority 255: this host owns the addresses (RFC 5798 6.4.1)")
+        return replace(d, actions=(*([DelVip(), *stop] if p.supervise else []), *d.actions))
     return _enter_backup(m, p, now, f"started; waiting {master_down(m, p):.2f}s for a master's advert")
 
 
@@ -263,7 +345,9 @@ def _tick(m: Machine, p: Params, now: float) -> Decision:
     if m.stop_retry_deadline is not None and now >= m.stop_retry_deadline:
         m = replace(m, stop_retry_deadline=None)
         if m.container == Container.STOPPING:
-            retry.append(StopContainer(grace=m.stop_grace))
+            m, op = _next_op(m)
+            m = replace(m, stop_op=op)
+            retry.append(StopContainer(grace=m.stop_grace, op=op))
     d = _tick_timers(m, p, now)
     return replace(d, actions=(*retry, *d.actions)) if retry else d
 
@@ -288,23 +372,21 @@ def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
     if m.paused:
         # No container actions while paused; look again an interval later (a deadline left
         # in the past would have the loop spin).
-        if m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline:
+        if _gate_shut(m) and now >= m.gate_deadline:
             m = replace(m, gate_deadline=now + p.interval)
         if m.lease_retry_deadline is not None and now >= m.lease_retry_deadline:
             m = replace(m, lease_retry_deadline=now + p.interval)
-    if (m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline
-            and not m.paused):
+    if _gate_shut(m) and now >= m.gate_deadline and not m.paused:
         # The gate held the VIP back too: clients must not follow the ARP to a host whose
         # Milvus is not there while the old master still serves and stops its own.
-        m, more = _open_gate(m, p)
+        m, more, then = _open_gate(m, p)
         acts += more
-        then = "taking the storage lease" if p.lease else "starting milvus"
         reason = (f"no other master appeared; {then}" if m.master is None
                   else f"previous master {m.master.address} went silent; {then}")
     if (m.container == Container.LEASING and m.lease_retry_deadline is not None
             and now >= m.lease_retry_deadline and not m.paused):
-        acts.append(AcquireLease())
-        m = replace(m, lease_retry_deadline=None)
+        m, more = _acquire(m)
+        acts += more
     return Decision(m, tuple(acts), reason)
 
 
@@ -345,10 +427,9 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
         # RFC 5798 6.4.3: answer a resignation at once so backups do not take over.
         m = replace(m, adver_deadline=now + p.interval)
         acts: list[Action] = [SendAdvert(eff)] if not m.leaving else []
-        if m.container == Container.WAITING and m.master and m.master.address == a.src:
-            m, more = _open_gate(replace(m, master=view), p)
-            return Decision(m, (*acts, *more), f"{a.src} has stopped its milvus; "
-                            + ("taking the storage lease" if p.lease else "starting ours"))
+        if _gate_shut(m) and m.master and m.master.address == a.src:
+            m, more, then = _open_gate(replace(m, master=view), p)
+            return Decision(m, (*acts, *more), f"{a.src} has stopped its milvus; {then}")
         return Decision(m, tuple(acts))
     if _higher(a.priority, a.src, eff, p.address):
         m = replace(m, master=view, master_adver_interval=a.interval if p.version == 3 else m.master_adver_interval)
@@ -358,8 +439,8 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
                              f"master {a.src} advertises priority {a.priority}, above ours {eff}; stepping down")
     # A lower master (on its way out, or about to yield to us): it gates our container.
     m = replace(m, master=view)
-    if m.container == Container.WAITING:
-        m = replace(m, gate_deadline=max(m.gate_deadline or now, now + _peer_down(m, p, a.interval)))
+    if _gate_shut(m):
+        m = replace(m, gate_deadline=max(m.gate_deadline, now + _peer_down(m, p, a.interval)))
     return Decision(m)
 
 
@@ -383,6 +464,12 @@ def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
     if ev.role != check_role(m):
         return Decision(m)  # a verdict on checks that no longer apply
     m = replace(m, healthy=ev.healthy)
+    if ev.fence and not ev.healthy and m.state == State.MASTER and not m.leaving:
+        # Fence: the storage lease is lost or cannot be proven. Another host may hold it
+        # now, so do not wait for `fall` (nor for an operator's pause): the VIP goes and
+        # Milvus is killed at once (Patroni demotes in the cycle its leader key fails).
+        return _leave_master(m, p, now, State.FAULT, f"{ev.reason}; fencing: milvus killed at once",
+                             grace=False, hold=True)
     if m.paused:
         return Decision(m, (), f"paused: checks {'pass' if ev.healthy else 'fail'} ({ev.reason}), no action")
     if not ev.healthy:
@@ -403,7 +490,18 @@ def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
     return Decision(m)
 
 
+def _stale(kind: str, got: int | None, pending: int | None) -> str | None:
+    """Why an answer is stale (it answers an operation other than the pending one), or None."""
+    if got is None or got == pending:
+        return None
+    wanted = f"#{pending} is pending" if pending is not None else "none is pending"
+    return f"stale {kind} answer dropped: it answers #{got}, {wanted}"
+
+
 def _container_ready(m: Machine, p: Params, ev: ContainerReady, now: float) -> Decision:
+    stale = _stale("start", ev.op, m.start_op)
+    if stale:
+        return Decision(m, (), stale)
     if m.state != State.MASTER or m.container != Container.STARTING or m.leaving:
         return Decision(m)
     if ev.ok:
@@ -413,26 +511,45 @@ def _container_ready(m: Machine, p: Params, ev: ContainerReady, now: float) -> D
 
 
 def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) -> Decision:
+    if m.container != Container.STOPPING:
+        return Decision(m)   # no stop pending (a hand-built answer, or one after a shutdown)
+    stale = _stale("stop", ev.op, m.stop_op)
+    if stale:
+        return Decision(m, (), stale)
     if not ev.ok:
-        if m.container != Container.STOPPING:
-            return Decision(m)
         m = replace(m, stop_retry_deadline=now + STOP_RETRY)
         return Decision(m, (), f"milvus could not be stopped: {ev.reason}; retrying, and not handing over")
-    m = replace(m, stop_retry_deadline=None)
-    if m.container == Container.STOPPING:
-        m = replace(m, container=Container.STOPPED)
-    if m.state == State.MASTER and m.leaving is not None:
-        return _finish_leave(m, p, now, m.leaving, m.reason)
-    return Decision(m, (), ev.reason)
+    # Confirmed: no Milvus of ours runs. Only now may the lease go back and priority 0 go out.
+    m = replace(m, stop_retry_deadline=None, stop_op=None, container=Container.STOPPED)
+    m, release = _release(m, p)
+    if m.leaving is not None:
+        return _finish_leave(m, p, now, m.leaving, m.reason, tuple(release))
+    if m.state == State.MASTER:
+        if m.gate_deadline is not None:
+            return Decision(replace(m, container=Container.WAITING), tuple(release), ev.reason)
+        m, more, then = _open_gate(m, p)
+        return Decision(m, (*release, *more), f"{ev.reason}; {then}")
+    return Decision(m, tuple(release), ev.reason)
 
 
 def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     wanted = m.state == State.MASTER and m.container == Container.LEASING and not m.leaving
+    stale = _stale("lease", ev.op, m.lease_op)
     if ev.ok:
-        if not wanted:
-            return Decision(m, (ReleaseLease(),))     # we left meanwhile: give it back
-        m = replace(m, container=Container.STARTING, lease_retry_deadline=None, lease_holder=None)
-        return Decision(m, (AddVip(), SendGarp(), StartContainer()), f"{ev.reason}; starting milvus")
+        # Whichever attempt said yes, the lease is ours now (acquire is idempotent).
+        m = replace(m, lease_held=True)
+        if wanted:
+            m = replace(m, lease_retry_deadline=None, lease_holder=None, lease_op=None)
+            m, start = _start(m)
+            return Decision(m, tuple(start), f"{ev.reason}; starting milvus")
+        if m.container in MAY_RUN:
+            # Our Milvus may run on it (or its stop is pending): it goes back only after a
+            # confirmed stop.
+            return Decision(m, (), f"{stale or 'lease answer'}: the lease is ours and kept while milvus may run")
+        m, release = _release(m, p)
+        return Decision(m, tuple(release), f"{stale or 'lease granted'} after we stopped needing it: given back")
+    if stale:
+        return Decision(m, (), stale)
     if not wanted:
         return Decision(m)
     # Another host holds it (a split brain, or its havip died before `havip cleanup`):
@@ -473,30 +590,71 @@ def _pause(m: Machine, p: Params, ev: PauseChanged, now: float) -> Decision:
 def _shutdown(m: Machine, p: Params, ev: Shutdown, now: float) -> Decision:
     if m.state == State.STOPPED:
         return Decision(m)
+    if m.leaving:
+        return Decision(replace(m, leaving=State.STOPPED, reason="shutting down"))
     if m.state == State.MASTER:
-        if m.leaving:
-            return Decision(replace(m, leaving=State.STOPPED, reason="shutting down"))
         return _leave_master(m, p, now, State.STOPPED, "shutting down")
-    acts: list[Action] = [DelVip()]
+    m = replace(m, master_down_deadline=None, gate_deadline=None, lease_retry_deadline=None)
     if p.supervise and m.container != Container.STOPPED:
-        acts.append(StopContainer())
-    m = replace(m, master_down_deadline=None, stop_retry_deadline=None, gate_deadline=None,
-                lease_retry_deadline=None, container=Container.STOPPED)
-    return _to(m, p, State.STOPPED, "shutting down", now, acts)
+        # Like a leaving master: wait for the stop (it retries), then stop and give the
+        # lease back. Nothing else moves meanwhile (see step).
+        m, stop = _stop(replace(m, leaving=State.STOPPED, reason="shutting down"), m.stop_grace)
+        return Decision(m, (DelVip(), *stop), "shutting down; waiting for milvus to be confirmed stopped")
+    return _finish_leave(m, p, now, State.STOPPED, "shutting down")
+
+
+def _params_changed(m: Machine, p: Params, ev: ParamsChanged, now: float) -> Decision:
+    """A reload: VRRPv2 never learns the master's interval, so it is ours (RFC 3768 6.1,
+    both hosts must agree); v3 learns it from the next advert. Running timers follow."""
+    if p.version == 2 or m.master is None:
+        m = replace(m, master_adver_interval=p.interval)
+    if m.state == State.BACKUP and m.master_down_deadline is not None:
+        m = replace(m, master_down_deadline=now + master_down(m, p))
+    if m.adver_deadline is not None:
+        m = replace(m, adver_deadline=min(m.adver_deadline, now + p.interval))
+    return Decision(m, (), f"reloaded: advert interval {p.interval:g}s, master-down {master_down(m, p):.2f}s")
 
 
 _HANDLERS = {
     Startup: _startup, AdvertReceived: _advert, LinkChanged: _link, HealthChanged: _health,
     ContainerReady: _container_ready, ContainerStopped: _container_stopped, LeaseResult: _lease,
-    FailoverRequested: _failover, PauseChanged: _pause, Shutdown: _shutdown,
+    FailoverRequested: _failover, PauseChanged: _pause, ParamsChanged: _params_changed, Shutdown: _shutdown,
 }
+_WHILE_STOPPING = (Tick, ContainerStopped, ContainerReady, LeaseResult, ParamsChanged)
 
 
 def step(m: Machine, p: Params, event: Event, now: float) -> Decision:
-    """Apply one event at monotonic time `now`; pure."""
+    """Apply one event at monotonic time `now`; pure. Raises MachineError on a decision that
+    would break the single-writer contract (a bug here, never an input)."""
     if isinstance(event, Tick):
-        return _tick(m, p, now)
-    return _HANDLERS[type(event)](m, p, event, now)
+        return _checked(m, p, event, _tick(m, p, now))
+    if m.leaving == State.STOPPED and m.state != State.MASTER and not isinstance(event, _WHILE_STOPPING):
+        # Shutting down with a stop pending: no takeover, no fault, no new stop; wait.
+        return Decision(replace(m, link_up=event.up) if isinstance(event, LinkChanged) else m)
+    return _checked(m, p, event, _HANDLERS[type(event)](m, p, event, now))
+
+
+def _checked(before: Machine, p: Params, event: Event, d: Decision) -> Decision:
+    """The preconditions of the container and lease lifecycle, on every decision."""
+    after = d.machine
+    stop_confirmed = isinstance(event, ContainerStopped) and event.ok
+    if before.container == Container.STOPPING and after.container != Container.STOPPING and not stop_confirmed:
+        raise MachineError(f"{type(event).__name__}: {before.container} -> {after.container} "
+                           "would abandon a pending stop")
+    if after.container == Container.STOPPING and after.stop_op is None and p.supervise:
+        raise MachineError(f"{type(event).__name__}: stopping with no stop pending")
+    may_run = after.container in MAY_RUN or before.container in MAY_RUN and not stop_confirmed
+    for a in d.actions:
+        if isinstance(a, SendAdvert) and a.priority == 0 and may_run:
+            raise MachineError(f"{type(event).__name__}: priority 0 while the container is {after.container}")
+        if isinstance(a, ReleaseLease) and after.container in MAY_RUN:
+            raise MachineError(f"{type(event).__name__}: lease given back while the container is {after.container}")
+        if isinstance(a, StartContainer) and (before.container == Container.RUNNING
+                                              or before.container == Container.STOPPING and not stop_confirmed):
+            raise MachineError(f"{type(event).__name__}: start while the container is {before.container}")
+    if after.state == State.STOPPED and after.container in MAY_RUN:
+        raise MachineError(f"{type(event).__name__}: stopped with the container {after.container}")
+    return d
 
 
 def next_deadline(m: Machine) -> float | None:

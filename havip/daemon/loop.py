@@ -27,7 +27,7 @@ from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
 from havip.model import (
-    AdvertReceived, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State, Tick,
+    AdvertReceived, Event, HealthChanged, LinkChanged, ParamsChanged, SendAdvert, Shutdown, Startup, State, Tick,
 )
 
 BEACON_INTERVAL = 1.0   # seconds between peer beacons
@@ -285,7 +285,7 @@ class Daemon:
     def run(self) -> int:
         self.start()
         self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
-        while self.machine.state != State.STOPPED:
+        while self.machine.state != State.STOPPED or self._draining():
             self.run_once()
         self.close()
         return 0
@@ -344,6 +344,19 @@ class Daemon:
         self.executor.run_garp(self.clock())
         self._send_beacon()
 
+    def _draining(self) -> bool:
+        """Stopped, but container or lease work is still out: its answer must reach the machine
+        (a lease granted after we left is given back by it). Bounded like the shutdown."""
+        if self._forced or not (self.executor.busy() or self._events):
+            return False
+        limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
+        if self._shutdown_at is not None and self.clock() - self._shutdown_at > limit:
+            self.log.error("shutdown_forced", reason=f"container or lease work still running after {limit:.0f}s",
+                           consequence="a lease taken meanwhile stays held until `havip cleanup`")
+            self._forced = True
+            return False
+        return True
+
     def _run_calls(self) -> None:
         while True:
             with self._lock:
@@ -360,7 +373,7 @@ class Daemon:
     def close(self) -> None:
         if self._runner is not None:
             self._runner.stop()
-        self.executor.close(wait=True, keep_lease=self._forced)
+        self.executor.close(wait=not self._forced)
         self._close_socket()
         for fn in self.ad.extra_close:
             try:
@@ -394,6 +407,7 @@ class Daemon:
         self.executor.set_config(cfg)
         self.params = self._params(self.params.address)
         self._beacon_due = 0.0
+        self.feed(ParamsChanged())
 
     # ------------------------------------------------------------------ status
 

@@ -279,9 +279,8 @@ def test_a_hung_storage_does_not_hold_the_handover_up(tmp_path):
     d.ad.lease = d.executor.lease = lease
     d.executor.cfg = d.cfg.model_copy(update={"milvus": d.cfg.milvus.model_copy(update={"check_timeout": 0.2})})
     t0 = time.monotonic()
-    d.executor._stop_container()
+    d.executor._release_lease_bounded()      # the machine's ReleaseLease, on the worker
     took = time.monotonic() - t0
     assert 1.1 <= took < 3, took
     assert d.executor.counters["error_ReleaseLease"] == 1
-    assert any(type(e).__name__ == "ContainerStopped" and e.ok for e in d._events)
     lease.gate.set()
