@@ -194,11 +194,11 @@ class Daemon:
             self._runner_role = role
             self._runner.set_role(role)
 
-    def _on_health(self, healthy: bool, reason: str) -> None:
+    def _on_health(self, healthy: bool, reason: str, fence: bool = False) -> None:
         # Called by the runner under its lock, for the role it currently checks: stale
         # verdicts (a role that changed meanwhile) never reach here.
         role = getattr(self._runner, "role", None) or self._runner_role or "backup"
-        self.post(HealthChanged(healthy=healthy, reason=reason, role=role))
+        self.post(HealthChanged(healthy=healthy, reason=reason, role=role, fence=fence))
 
     # ------------------------------------------------------------------ inputs
 

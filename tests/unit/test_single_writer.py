@@ -239,3 +239,22 @@ def test_stale_answers_are_dropped_with_a_reason():
     assert d.reason and "stale" in d.reason
     r.do(answer(stop, ContainerStopped, ok=True, reason="stopped"), 0.2)
     assert r.m.container == Container.STOPPED
+
+
+# ---------------------------------------------------------------- fence on lease loss
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_fence_kills_milvus_and_drops_the_vip_at_once(paused):
+    from havip.model import DelVip, HealthChanged, PauseChanged
+
+    r = serving_leased()
+    if paused:
+        r.do(PauseChanged(paused=True), r.now + 0.1)
+    d = r.do(HealthChanged(healthy=False, reason="lease check failed: Input/output error", role="master",
+                           fence=True), r.now + 1)
+    assert d.actions[:2] == (DelVip(), StopContainer(grace=False))
+    assert "fencing" in d.reason and r.m.leaving == State.FAULT
+    kill = last(r, StopContainer)
+    d = r.do(answer(kill, ContainerStopped, ok=True, reason="killed"), r.now + 0.3)
+    assert r.state == State.FAULT and ReleaseLease() in d.actions
