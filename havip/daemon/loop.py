@@ -21,6 +21,7 @@ from typing import Any
 
 from havip.config import Config
 from havip.core import machine as sm
+from havip.daemon import contracts
 from havip.daemon.executor import Executor
 from havip.daemon.peers import Peers
 from havip.daemon.receive import Receiver
@@ -38,14 +39,14 @@ MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are se
 class Adapters:
     """Everything the daemon touches, built by havip.daemon.build or by tests."""
 
-    make_socket: Callable[[], Any]          # -> AdvertSocket (re-created when the link returns)
-    vips: Any                               # VipManager
-    announcer: Any                          # Announcer
-    link: Any                               # LinkMonitor
-    runtime: Any = None                     # ContainerRuntime
-    milvus_probe: Any = None                # MilvusProbe
-    lease: Any = None                       # StorageLease
-    make_runner: Callable[..., Any] | None = None   # (on_change) -> CheckRunner
+    make_socket: Callable[[], contracts.AdvertSocket]   # re-created when the link returns
+    vips: contracts.Vips
+    announcer: contracts.Announcer
+    link: contracts.Link
+    runtime: contracts.ContainerRuntime | None = None
+    milvus_probe: Any = None                # MilvusProbe (handed to runtime.wait_ready)
+    lease: contracts.Lease | None = None    # StorageLease, or another backend with its contract
+    make_runner: Callable[..., contracts.Runner] | None = None   # (on_change) -> CheckRunner
     make_beacon: Callable[[], Any] | None = None    # -> Beacon (peer state on the link)
     extra_close: list[Callable[[], None]] = field(default_factory=list)
 
