@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 DEBS   := docker.io keepalived tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit lab demo lab-down bench install check clean
+.PHONY: all deps venv test unit lab demo lab-down bench bench-fence install check clean
 
 all: test
 
@@ -50,6 +50,10 @@ bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
+	$(PY) bench/fence.py --out docs/benchmarks-fence.md
+
+bench-fence: deps venv
+	$(PY) bench/fence.py --out docs/benchmarks-fence.md
 
 check: venv
 	$(VENV)/bin/havip check-config conf/master.yaml

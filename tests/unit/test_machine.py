@@ -2,9 +2,9 @@
 
 Every Decision goes through `Run.do`, which also checks the transition contract: a
 transition carries a non-empty reason sentence, that sentence becomes `machine.reason`,
-and the actions end with one Notify for the new state. `Pair` puts two machines on one
-link (adverts arrive after LATENCY, the container runtime answers after a delay) to
-check the single-writer promise of the module docstring end to end.
+and the actions end with one Notify for the new state. `Pair` (tests/unit/sim.py) puts two
+machines on one link and one storage, each with one ordered worker like the real executor,
+to check the single-writer promise of the module docstring end to end.
 
 Tests named test_regression_* pin bugs that were found here and fixed in havip/core/machine.py;
 they must keep passing.
@@ -12,9 +12,7 @@ they must keep passing.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 
@@ -725,100 +723,9 @@ def test_next_deadline_is_the_earliest():
 # ---------------------------------------------------------------- two hosts on one link
 
 
-LATENCY = 0.005
-
-
-@dataclass
-class Host:
-    name: str
-    p: Params
-    m: Machine = field(default_factory=Machine)
-    running: bool = False          # the container may be running (start issued, stop not confirmed)
-    last_op: int = 0
-    armed: float | None = None
-    start_delay: float = 5.0
-    stop_delay: float = 2.0
-    ready_ok: bool = True
-    decisions: list[Decision] = field(default_factory=list)
-
-
-class Pair:
-    """Two machines on one link, driven by a discrete-event loop.
-
-    Adverts reach the other host after LATENCY, unless the link is `partitioned` (a split
-    brain: both hosts up, neither hears the other). The container runtime confirms a start
-    (ContainerReady) after start_delay and a stop (ContainerStopped) after stop_delay; a
-    confirmed stop gives back the storage lease, which both hosts share (`lease_holder`).
-    `overlaps` lists the moments at which both containers may have been running.
-    """
-
-    def __init__(self, a: Params, b: Params) -> None:
-        self.hosts = [Host("a", a), Host("b", b)]
-        self.queue: list[tuple[float, int, int, Event]] = []
-        self.seq = itertools.count()
-        self.now = 0.0
-        self.overlaps: list[float] = []
-        self.partitioned = False
-        self.lease_holder: int | None = None
-
-    @property
-    def a(self) -> Host:
-        return self.hosts[0]
-
-    @property
-    def b(self) -> Host:
-        return self.hosts[1]
-
-    def at(self, t: float, host: int, event: Event) -> None:
-        heapq.heappush(self.queue, (t, next(self.seq), host, event))
-
-    def run_until(self, end: float) -> None:
-        while self.queue and self.queue[0][0] <= end:
-            t, _, i, ev = heapq.heappop(self.queue)
-            h = self.hosts[i]
-            if isinstance(ev, Tick):
-                if h.armed != t:
-                    continue  # superseded
-                h.armed = None
-            self.now = t
-            self._apply(i, ev, t)
-            if self.a.running and self.b.running:
-                self.overlaps.append(t)
-        self.now = max(self.now, end)
-
-    def _apply(self, i: int, ev: Event, t: float) -> None:
-        h = self.hosts[i]
-        d = step(h.m, h.p, ev, t)
-        check_decision(h.m, d, ev)
-        h.m = d.machine
-        h.decisions.append(d)
-        if isinstance(ev, ContainerStopped) and ev.ok and ev.reason == str(h.last_op):
-            h.running = False
-            if self.lease_holder == i:
-                self.lease_holder = None      # the executor releases after a confirmed stop
-        for a in d.actions:
-            if isinstance(a, AcquireLease):
-                free = self.lease_holder in (None, i)
-                if free:
-                    self.lease_holder = i
-                self.at(t + LATENCY, i, LeaseResult(ok=free, reason="lease", holder=None if free else "other"))
-            elif isinstance(a, ReleaseLease) and self.lease_holder == i and not h.running:
-                self.lease_holder = None
-            if isinstance(a, SendAdvert) and h.m.link_up and not self.partitioned:
-                adv = advert(a.priority, src=h.p.address, interval=h.p.interval, version=h.p.version)
-                self.at(t + LATENCY, 1 - i, adv)
-            elif isinstance(a, StartContainer):
-                h.running = True
-                h.last_op += 1
-                self.at(t + h.start_delay, i, ContainerReady(ok=h.ready_ok, reason=str(h.last_op)))
-            elif isinstance(a, StopContainer):
-                h.last_op += 1
-                self.at(t + h.stop_delay, i, ContainerStopped(ok=True, reason=str(h.last_op)))
-        nd = next_deadline(h.m)
-        # A deadline at or before a tick that has just run would spin the loop forever.
-        if nd is not None and not (isinstance(ev, Tick) and nd <= t) and nd != h.armed:
-            h.armed = max(nd, t)
-            self.at(h.armed, i, Tick())
+# The two-host simulator models the real executor (one ordered worker per host, the lease
+# released only by the machine's ReleaseLease): tests/unit/sim.py.
+from tests.unit.sim import Sim as Pair  # noqa: E402
 
 
 def _serving_pair(pa: int, pb: int, b_starts: float = 20.0, **kw) -> Pair:

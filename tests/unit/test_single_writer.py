@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from havip.core.machine import Container, Machine, next_deadline, step
+from havip.core.machine import Container, Machine, next_deadline
 from havip.model import (
     AcquireLease, ContainerReady, ContainerStopped, LeaseResult, LinkChanged, ReleaseLease, SendAdvert,
     Shutdown, StartContainer, State, StopContainer,
