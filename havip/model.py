@@ -137,6 +137,16 @@ class LeaseResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseReleased:
+    """A ReleaseLease ended: ok, or the storage did not answer within its bound (the lease
+    then goes when the storage answers or drops our lock)."""
+
+    ok: bool
+    reason: str
+    op: int | None = _op()
+
+
+@dataclass(frozen=True, slots=True)
 class FailoverRequested:
     """Planned switchover: on the master, hand over; on a backup, take over."""
 
@@ -160,7 +170,7 @@ class Shutdown:
 
 Event = (
     Startup | Tick | AdvertReceived | LinkChanged | HealthChanged | ContainerReady | ContainerStopped
-    | LeaseResult | FailoverRequested | PauseChanged | ParamsChanged | Shutdown
+    | LeaseResult | LeaseReleased | FailoverRequested | PauseChanged | ParamsChanged | Shutdown
 )
 
 
@@ -211,7 +221,10 @@ class AcquireLease:
 @dataclass(frozen=True, slots=True)
 class ReleaseLease:
     """Give the storage lease back. Only the machine asks for it, and only when no Milvus
-    of ours can run (a confirmed stop, or a lease granted after we left)."""
+    of ours can run (a confirmed stop, or a lease granted after we left). The answer is a
+    LeaseReleased; a leaving master resigns only after it, so the peer finds the lease free."""
+
+    op: int | None = _op()
 
 
 @dataclass(frozen=True, slots=True)

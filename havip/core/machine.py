@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 from havip.model import (
     AcquireLease, Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
-    FailoverRequested, HealthChanged, LeaseResult, LinkChanged, Notify, ParamsChanged, PauseChanged, PeerView,
+    FailoverRequested, HealthChanged, LeaseReleased, LeaseResult, LinkChanged, Notify, ParamsChanged, PauseChanged, PeerView,
     ReleaseLease, SendAdvert, SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
 )
 from havip.protocol import timing
@@ -111,6 +111,7 @@ class Machine:
     stop_op: int | None = None           # the pending StopContainer
     lease_op: int | None = None          # the pending AcquireLease
     lease_held: bool = False             # an acquire said yes and no ReleaseLease since
+    release_op: int | None = None        # the ReleaseLease a leaving master waits for before priority 0
     transitions: int = 0
     listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
     eligible_since: float = 0.0        # since when we are a backup again (start-up, out of Fault)
@@ -180,7 +181,8 @@ def _release(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
     when it was killed."""
     if not p.lease:
         return m, []
-    return replace(m, lease_held=False), [ReleaseLease()]
+    m, op = _next_op(m)
+    return replace(m, lease_held=False), [ReleaseLease(op=op)]
 
 
 def _open_gate(m: Machine, p: Params) -> tuple[Machine, list[Action], str]:
@@ -213,7 +215,7 @@ def _to(m: Machine, p: Params, new: State, reason: str, now: float, actions: lis
 def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **changes) -> Decision:
     if m.state in (State.INIT, State.FAULT):
         changes.setdefault("eligible_since", now)
-    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, leaving=None,
+    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, leaving=None, release_op=None,
                 lease_retry_deadline=None, boost=False, **changes)
     m = replace(m, master_down_deadline=now + master_down(m, p))
     acts: list[Action] = [*actions, DelVip()]
@@ -226,7 +228,7 @@ def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **
 def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), *, grace: bool = True,
                  **changes) -> Decision:
     m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, lease_retry_deadline=None,
-                master_down_deadline=None, leaving=None, boost=False, **changes)
+                master_down_deadline=None, leaving=None, release_op=None, boost=False, **changes)
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
         m, more = _stop(m, grace)
@@ -237,7 +239,7 @@ def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), *, 
 def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> Decision:
     m = replace(m, master_down_deadline=None, adver_deadline=now + p.interval,
                 garp_deadline=(now + p.garp_refresh) if p.garp_refresh else None,
-                healthy=None, leaving=None, hold=False, **changes)
+                healthy=None, leaving=None, release_op=None, hold=False, **changes)
     acts: list[Action] = [SendAdvert(effective_priority(m, p))]
     if not p.supervise:
         acts += [AddVip(), SendGarp()]
@@ -300,7 +302,7 @@ def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str,
     if target == State.FAULT:
         return _enter_fault(m, p, now, reason, acts, healthy=None)
     m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, stop_retry_deadline=None,
-                lease_retry_deadline=None, leaving=None, master_down_deadline=None)
+                lease_retry_deadline=None, leaving=None, release_op=None, master_down_deadline=None)
     if m.lease_held and not any(isinstance(a, ReleaseLease) for a in acts):
         m, rel = _release(m, p)
         acts += rel
@@ -522,6 +524,11 @@ def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) 
     # Confirmed: no Milvus of ours runs. Only now may the lease go back and priority 0 go out.
     m = replace(m, stop_retry_deadline=None, stop_op=None, container=Container.STOPPED)
     m, release = _release(m, p)
+    if m.leaving is not None and release and m.state == State.MASTER and m.link_up:
+        # The lease goes back before priority 0, so the peer that answers it finds it free
+        # (the release is bounded: a hung storage answers LeaseReleased(ok=False)).
+        m = replace(m, release_op=release[0].op)
+        return Decision(m, tuple(release), f"{ev.reason}; giving the storage lease back before resigning")
     if m.leaving is not None:
         return _finish_leave(m, p, now, m.leaving, m.reason, tuple(release))
     if m.state == State.MASTER:
@@ -557,6 +564,16 @@ def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     said = m.lease_holder == (ev.holder or ev.reason)
     m = replace(m, lease_retry_deadline=now + LEASE_RETRY, lease_holder=ev.holder or ev.reason)
     return Decision(m, (), None if said else f"milvus waits: {ev.reason}; retrying every {LEASE_RETRY}s")
+
+
+def _lease_released(m: Machine, p: Params, ev: LeaseReleased, now: float) -> Decision:
+    if m.release_op is None or (ev.op is not None and ev.op != m.release_op):
+        return Decision(m)   # nobody waits for this one (a backup's release after its stop)
+    m = replace(m, release_op=None)
+    if m.leaving is None or m.container != Container.STOPPED:
+        return Decision(m)
+    reason = m.reason if ev.ok else f"{m.reason} ({ev.reason})"
+    return _finish_leave(m, p, now, m.leaving, reason)
 
 
 def _failover(m: Machine, p: Params, ev: FailoverRequested, now: float) -> Decision:
@@ -618,9 +635,10 @@ def _params_changed(m: Machine, p: Params, ev: ParamsChanged, now: float) -> Dec
 _HANDLERS = {
     Startup: _startup, AdvertReceived: _advert, LinkChanged: _link, HealthChanged: _health,
     ContainerReady: _container_ready, ContainerStopped: _container_stopped, LeaseResult: _lease,
+    LeaseReleased: _lease_released,
     FailoverRequested: _failover, PauseChanged: _pause, ParamsChanged: _params_changed, Shutdown: _shutdown,
 }
-_WHILE_STOPPING = (Tick, ContainerStopped, ContainerReady, LeaseResult, ParamsChanged)
+_WHILE_STOPPING = (Tick, ContainerStopped, ContainerReady, LeaseResult, LeaseReleased, ParamsChanged)
 
 
 def step(m: Machine, p: Params, event: Event, now: float) -> Decision:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from havip.config import Config
 from havip.errors import AdapterError, HavipError
 from havip.model import (
-    AcquireLease, Action, AddVip, ContainerReady, ContainerStopped, DelVip, Event, LeaseResult,
+    AcquireLease, Action, AddVip, ContainerReady, ContainerStopped, DelVip, Event, LeaseReleased, LeaseResult,
     Notify, ReleaseLease, SendAdvert, SendGarp, StartContainer, StopContainer,
 )
 
@@ -97,8 +97,8 @@ class Executor:
                 self._submit(self._stop_container, grace, op)
             case AcquireLease(op=op):
                 self._submit(self._acquire_lease, op)
-            case ReleaseLease():
-                self._submit(self._release_lease_bounded)
+            case ReleaseLease(op=op):
+                self._submit(self._release_lease_bounded, op)
             case Notify(state=state, priority=prio):
                 self._notify(str(state), prio)
 
@@ -242,13 +242,15 @@ class Executor:
             self.log.info("lease_acquired", reason=res.reason)
         self.post(LeaseResult(ok=res.ok, reason=res.reason, holder=res.holder, op=op))
 
-    def _release_lease_bounded(self) -> None:
+    def _release_lease_bounded(self, op: int | None = None) -> None:
         """The machine's ReleaseLease (after a confirmed stop), on the worker; a hung storage
         holds the worker up at most release_timeout: our Milvus is stopped, so the peer may
         serve as soon as the storage lets go of the lock (its attempts fail until then)."""
         if self.lease is None:
+            self.post(LeaseReleased(ok=True, reason="no storage lease configured", op=op))
             return
-        t = threading.Thread(target=self._release_lease, name="lease-release", daemon=True)
+        said: list[tuple[bool, str]] = []
+        t = threading.Thread(target=lambda: said.append(self._release_lease()), name="lease-release", daemon=True)
         t.start()
         t.join(self.release_timeout)
         if t.is_alive():
@@ -256,23 +258,29 @@ class Executor:
             self.log.error("lease_release_slow", timeout=self.release_timeout,
                            consequence="handing over anyway (Milvus is stopped); the peer gets the lease "
                                        "once the storage answers or drops our lock")
+            self.post(LeaseReleased(ok=False, op=op, reason=f"the storage did not answer the lease release "
+                                                            f"within {self.release_timeout:g}s"))
+            return
+        ok, reason = said[0] if said else (False, "the lease release ended without an answer")
+        self.post(LeaseReleased(ok=ok, reason=reason, op=op))
 
     @property
     def release_timeout(self) -> float:
         return (self.cfg.milvus.check_timeout if self.cfg.milvus else 1.0) + 1.0
 
-    def _release_lease(self) -> None:
+    def _release_lease(self) -> tuple[bool, str]:
         if self.lease is None:
-            return
+            return True, "no storage lease configured"
         try:
             said = self.lease.release()
         except HavipError as exc:
             self.counters["error_ReleaseLease"] += 1
             self.log.error("lease_release_failed", error=str(exc),
                            consequence="the peer waits for the lease's orphan_timeout before it starts Milvus")
-            return
+            return False, f"the lease release failed: {exc}"
         if said:
             self.log.info("lease_released", reason=said)
+        return True, said or "no lease of ours to release"
 
     # ------------------------------------------------------------------ hooks
 

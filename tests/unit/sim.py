@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from havip.core.machine import Decision, Machine, Params, next_deadline, step
 from havip.model import (
     AcquireLease, AddVip, Advert, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
-    LeaseResult, ParamsChanged, ReleaseLease, SendAdvert, StartContainer, StopContainer, Tick,
+    LeaseReleased, LeaseResult, ParamsChanged, ReleaseLease, SendAdvert, StartContainer, StopContainer, Tick,
 )
 
 LATENCY = 0.005
@@ -167,7 +167,7 @@ class Sim:
         elif isinstance(a, AcquireLease):
             self._enqueue(i, Op("acquire", a.op), t)
         elif isinstance(a, ReleaseLease):
-            self._enqueue(i, Op("release", None), t)
+            self._enqueue(i, Op("release", a.op), t)
         del other
 
     # ------------------------------------------------------------------ the worker
@@ -233,6 +233,7 @@ class Sim:
         elif op.kind == "release":
             if self.lease_holder == i:
                 self.lease_holder = None
+            self._answer(i, t, LeaseReleased(ok=True, reason="released", op=op.op))
         self._begin_next(i, t)
 
     def _answer(self, i: int, t: float, ev: Event) -> None:

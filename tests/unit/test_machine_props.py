@@ -17,7 +17,7 @@ from havip.core.machine import (
 )
 from havip.model import (
     AcquireLease, AddVip, ContainerReady, ContainerStopped, DelVip, Event, FailoverRequested,
-    HealthChanged, LeaseResult, LinkChanged, PauseChanged, SendAdvert, Shutdown, StartContainer,
+    HealthChanged, LeaseReleased, LeaseResult, LinkChanged, PauseChanged, SendAdvert, Shutdown, StartContainer,
     Startup, State, Tick,
 )
 from tests.unit.test_machine import Pair, advert, check_decision
@@ -92,6 +92,7 @@ def events(p: Params, peer_prios: list[int]) -> st.SearchStrategy:
         st.builds(PauseChanged, paused=st.booleans()),
         st.builds(LeaseResult, ok=st.booleans(), reason=st.just("lease?"),
                   holder=st.sampled_from([None, "other-host"])),
+        st.builds(LeaseReleased, ok=st.booleans(), reason=st.just("released?")),
     )
 
 
@@ -225,6 +226,7 @@ def test_invariants_hold_for_any_event_sequence(scenario):
         if obs.m.state == State.STOPPED:
             break
         obs.apply(ContainerStopped(ok=True, reason="exited"), 0.5)
+        obs.apply(LeaseReleased(ok=True, reason="released"), 0.1)
     assert obs.m.state == State.STOPPED
     assert obs.last_vip is not AddVip
 
@@ -252,8 +254,12 @@ def test_regression_no_deadline_is_left_in_the_past_after_a_tick(scenario):
         obs.apply(ev, dt)
     assert obs.stuck_ticks == []
     obs.apply(Shutdown(), 0.1)
-    while obs.m.state != State.STOPPED:
+    for _ in range(3):
+        if obs.m.state == State.STOPPED:
+            break
         obs.apply(ContainerStopped(ok=True, reason="exited"), 0.5)
+        obs.apply(LeaseReleased(ok=True, reason="released"), 0.1)
+    assert obs.m.state == State.STOPPED
     assert next_deadline(obs.m) is None, "a stopped machine still asks to be woken"
 
 

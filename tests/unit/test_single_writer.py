@@ -14,7 +14,7 @@ import pytest
 
 from havip.core.machine import Container, Machine, next_deadline
 from havip.model import (
-    AcquireLease, ContainerReady, ContainerStopped, LeaseResult, LinkChanged, ReleaseLease, SendAdvert,
+    AcquireLease, ContainerReady, ContainerStopped, LeaseReleased, LeaseResult, LinkChanged, ReleaseLease, SendAdvert,
     Shutdown, StartContainer, State, StopContainer,
 )
 from tests.unit.test_machine import Run, advert, params
@@ -77,7 +77,9 @@ def test_hole1_no_priority_zero_while_a_leftover_milvus_is_still_stopping():
     assert r.m.container == Container.STOPPING
     r.tick(r.now + 1.0)
     assert SendAdvert(0) not in actions(r, mark)
-    r.do(answer(stop, ContainerStopped, ok=True, reason="stopped (9.8s)"), r.now + 0.5)
+    d = r.do(answer(stop, ContainerStopped, ok=True, reason="stopped (9.8s)"), r.now + 0.5)
+    assert SendAdvert(0) not in d.actions, "priority 0 before the lease is given back"
+    r.do(answer(last(r, ReleaseLease), LeaseReleased, ok=True, reason="released"), r.now + 0.01)
     assert SendAdvert(0) in actions(r, mark) and r.state == State.BACKUP
 
 
@@ -257,4 +259,19 @@ def test_fence_kills_milvus_and_drops_the_vip_at_once(paused):
     assert "fencing" in d.reason and r.m.leaving == State.FAULT
     kill = last(r, StopContainer)
     d = r.do(answer(kill, ContainerStopped, ok=True, reason="killed"), r.now + 0.3)
-    assert r.state == State.FAULT and ReleaseLease() in d.actions
+    assert ReleaseLease() in d.actions
+    r.do(answer(last(r, ReleaseLease), LeaseReleased, ok=False, reason="storage did not answer"), r.now + 2)
+    assert r.state == State.FAULT
+
+
+def test_a_leaving_master_resigns_only_after_the_lease_is_given_back():
+    """The peer answers our priority 0 after its skew time with an acquire: the lease must
+    be free by then (before issue 10 the executor released it before posting the stop)."""
+    r = serving_leased()
+    r.do(advert(200), r.now + 1)
+    d = r.do(answer(last(r, StopContainer), ContainerStopped, ok=True, reason="stopped"), r.now + 2)
+    assert [type(a).__name__ for a in d.actions] == ["ReleaseLease"]
+    stale = r.do(LeaseReleased(ok=True, reason="an older release", op=last(r, ReleaseLease).op - 1), r.now + 0.01)
+    assert r.state == State.MASTER and stale.actions == ()
+    d = r.do(answer(last(r, ReleaseLease), LeaseReleased, ok=True, reason="released"), r.now + 0.01)
+    assert d.actions[0] == SendAdvert(0) and r.state == State.BACKUP
