@@ -82,6 +82,7 @@ class Daemon:
         self._reload_requested = False
         self._shutdown_at: float | None = None
         self._forced = False
+        self.stalls = 0             # times the loop stood still longer than an advert interval
         self._link_up = False
         self._runner = None
         self._runner_role: str | None = None
@@ -294,6 +295,7 @@ class Daemon:
     def run_once(self) -> None:
         now = self.clock()
         self.notify.kick(now)      # WATCHDOG=1 every WatchdogSec/2, from the loop itself
+        self._note_stall(now)
         if self._reload_requested:
             self._reload_requested = False
             self.reload()
@@ -344,6 +346,15 @@ class Daemon:
         self.feed(Tick())
         self.executor.run_garp(self.clock())
         self._send_beacon()
+
+    def _note_stall(self, now: float) -> None:
+        """Say so when the loop stood still (SIGSTOP, a VM paused, swap): adverts were not
+        sent meanwhile, so the peer may have taken over (behind the storage lease)."""
+        last, self._last_turn = getattr(self, "_last_turn", None), now
+        if last is not None and now - last > max(1.0, 2 * self.cfg.advert_interval):
+            self.stalls += 1
+            self.log.warning("loop_stalled", seconds=round(now - last, 3), state=str(self.machine.state),
+                             consequence="no advert was sent meanwhile: the peer may have become master")
 
     def _draining(self) -> bool:
         """Stopped, but container or lease work is still out: its answer must reach the machine

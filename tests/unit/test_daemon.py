@@ -284,3 +284,15 @@ def test_a_hung_storage_does_not_hold_the_handover_up(tmp_path):
     assert 1.1 <= took < 3, took
     assert d.executor.counters["error_ReleaseLease"] == 1
     lease.gate.set()
+
+
+def test_a_loop_that_stood_still_says_so():
+    """SIGSTOP / a paused VM: the first turn after it logs how long no advert went out."""
+    d, sock, vips, link, clock, rt = make()
+    d.start()
+    d.run_once()
+    assert d.stalls == 0
+    clock.advance(20.0)
+    d.run_once()
+    assert d.stalls == 1
+    d.close()
