@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from havip.model import (
     AcquireLease, Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
@@ -50,11 +51,8 @@ class MachineError(AssertionError):
 
 
 class Container(enum.StrEnum):
-    """The local Milvus container as the machine believes it to be.
-
-    STOPPING has a pending StopContainer (`stop_op`); on a master it may also have a
-    shut gate (`gate_deadline`), or an open one: the start waits for the confirmed stop.
-    """
+    """The name of the container's phase (status, beacons, logs); the phase with its data
+    is one of the dataclasses below, held in `Machine.phase`."""
 
     STOPPED = "stopped"
     WAITING = "waiting"      # master, but the previous master has not yet resigned
@@ -65,6 +63,65 @@ class Container(enum.StrEnum):
 
 
 MAY_RUN = (Container.STARTING, Container.RUNNING, Container.STOPPING)   # our Milvus may be up
+
+
+# ---------------------------------------------------------------- container phases, with their data
+#
+# A phase is replaced, never edited field by field: what a phase does not carry cannot be
+# left behind by a transition (a gate deadline on a running container, a stop retry after
+# the stop was confirmed). Only a confirmed stop leaves Stopping (see _checked).
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """No container of ours runs: confirmed stopped, or never started."""
+
+    name: ClassVar[Container] = Container.STOPPED
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Master, gate shut: the previous master has not resigned yet, or we settle."""
+
+    gate_at: float
+    name: ClassVar[Container] = Container.WAITING
+
+
+@dataclass(frozen=True, slots=True)
+class Leasing:
+    """Master, taking the storage lease before the VIP and the container."""
+
+    op: int | None                       # the pending AcquireLease; None while waiting to retry
+    retry_at: float | None = None
+    holder: str | None = None            # who held it at our last failed attempt
+    name: ClassVar[Container] = Container.LEASING
+
+
+@dataclass(frozen=True, slots=True)
+class Starting:
+    op: int                              # the pending StartContainer
+    name: ClassVar[Container] = Container.STARTING
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    name: ClassVar[Container] = Container.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping:
+    """A stop is pending. On a master that is not leaving (a leftover found at start-up),
+    `gate_at` is the shut gate, or `start_after` says it opened: start once stopped."""
+
+    op: int                              # the pending StopContainer
+    grace: bool = True                   # retries stop the same way
+    retry_at: float | None = None
+    gate_at: float | None = None
+    start_after: bool = False
+    name: ClassVar[Container] = Container.STOPPING
+
+
+Phase = Stopped | Waiting | Leasing | Starting | Running | Stopping
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,28 +150,53 @@ class Machine:
     adver_deadline: float | None = None
     master_down_deadline: float | None = None
     garp_deadline: float | None = None
-    gate_deadline: float | None = None
-    stop_retry_deadline: float | None = None
-    lease_retry_deadline: float | None = None
-    lease_holder: str | None = None      # who held the lease at our last failed attempt
     master: PeerView | None = None       # the last other master seen on the wire
-    container: Container = Container.STOPPED
+    phase: Phase = Stopped()             # the container, with the data of its phase
     leaving: State | None = None         # master on its way out, waiting for the container
-    stop_grace: bool = True              # how the pending stop goes (retries stop the same way)
     healthy: bool | None = None
     link_up: bool = True
     paused: bool = False
     hold: bool = False                   # do not preempt back: planned handover, or Milvus failed here
     boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
     op_seq: int = 0                      # the last operation id handed out
-    start_op: int | None = None          # the pending StartContainer
-    stop_op: int | None = None           # the pending StopContainer
-    lease_op: int | None = None          # the pending AcquireLease
     lease_held: bool = False             # an acquire said yes and no ReleaseLease since
     release_op: int | None = None        # the ReleaseLease a leaving master waits for before priority 0
     transitions: int = 0
     listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
     eligible_since: float = 0.0        # since when we are a backup again (start-up, out of Fault)
+
+    # Read-only views of the phase (status, tests, the timers).
+    @property
+    def container(self) -> Container:
+        return self.phase.name
+
+    @property
+    def gate_deadline(self) -> float | None:
+        return self.phase.gate_at if isinstance(self.phase, (Waiting, Stopping)) else None
+
+    @property
+    def stop_retry_deadline(self) -> float | None:
+        return self.phase.retry_at if isinstance(self.phase, Stopping) else None
+
+    @property
+    def lease_retry_deadline(self) -> float | None:
+        return self.phase.retry_at if isinstance(self.phase, Leasing) else None
+
+    @property
+    def lease_holder(self) -> str | None:
+        return self.phase.holder if isinstance(self.phase, Leasing) else None
+
+    @property
+    def stop_op(self) -> int | None:
+        return self.phase.op if isinstance(self.phase, Stopping) else None
+
+    @property
+    def start_op(self) -> int | None:
+        return self.phase.op if isinstance(self.phase, Starting) else None
+
+    @property
+    def lease_op(self) -> int | None:
+        return self.phase.op if isinstance(self.phase, Leasing) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,22 +239,22 @@ def _next_op(m: Machine) -> tuple[Machine, int]:
 
 def _start(m: Machine) -> tuple[Machine, list[Action]]:
     m, op = _next_op(m)
-    return replace(m, container=Container.STARTING, start_op=op), [AddVip(), SendGarp(), StartContainer(op=op)]
+    return replace(m, phase=Starting(op)), [AddVip(), SendGarp(), StartContainer(op=op)]
 
 
 def _stop(m: Machine, grace: bool = True) -> tuple[Machine, list[Action]]:
     """Stop the container; a stop already pending stands (the one worker would run a second
-    one only after it anyway) and its retries keep its grace."""
-    if m.container == Container.STOPPING and m.stop_op is not None:
-        return m, []
+    one only after it anyway) and its retries keep its grace. Its gate, if any, is dropped:
+    only _enter_master shuts one over a pending stop (_shut_gate)."""
+    if isinstance(m.phase, Stopping):
+        return replace(m, phase=replace(m.phase, gate_at=None, start_after=False)), []
     m, op = _next_op(m)
-    return (replace(m, container=Container.STOPPING, stop_op=op, start_op=None, stop_grace=grace),
-            [StopContainer(grace=grace, op=op)])
+    return replace(m, phase=Stopping(op, grace)), [StopContainer(grace=grace, op=op)]
 
 
-def _acquire(m: Machine) -> tuple[Machine, list[Action]]:
+def _acquire(m: Machine, holder: str | None = None) -> tuple[Machine, list[Action]]:
     m, op = _next_op(m)
-    return replace(m, container=Container.LEASING, lease_op=op, lease_retry_deadline=None), [AcquireLease(op=op)]
+    return replace(m, phase=Leasing(op, holder=holder)), [AcquireLease(op=op)]
 
 
 def _release(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
@@ -188,19 +270,25 @@ def _release(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
 def _open_gate(m: Machine, p: Params) -> tuple[Machine, list[Action], str]:
     """Nothing on the wire stops us any more: start Milvus, behind the storage lease if any,
     and behind a pending stop (a leftover container found at start-up) if any."""
-    m = replace(m, gate_deadline=None)
-    if m.container == Container.STOPPING:
+    if isinstance(m.phase, Stopping):
+        m = replace(m, phase=replace(m.phase, gate_at=None, start_after=True))
         return m, [], "milvus starts once the container still stopping here is confirmed stopped"
     if p.lease:
-        m, acts = _acquire(replace(m, lease_holder=None))
+        m, acts = _acquire(m)
         return m, acts, "taking the storage lease"
     m, acts = _start(m)
     return m, acts, "starting milvus"
 
 
+def _shut_gate(m: Machine, gate_at: float) -> Machine:
+    """Shut the gate until `gate_at`, over a pending stop if there is one (never instead of it)."""
+    if isinstance(m.phase, Stopping):
+        return replace(m, phase=replace(m.phase, gate_at=gate_at, start_after=False))
+    return replace(m, phase=Waiting(gate_at))
+
+
 def _gate_shut(m: Machine) -> bool:
-    return (m.state == State.MASTER and m.leaving is None and m.gate_deadline is not None
-            and m.container in (Container.WAITING, Container.STOPPING))
+    return m.state == State.MASTER and m.leaving is None and m.gate_deadline is not None
 
 
 
@@ -215,8 +303,7 @@ def _to(m: Machine, p: Params, new: State, reason: str, now: float, actions: lis
 def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **changes) -> Decision:
     if m.state in (State.INIT, State.FAULT):
         changes.setdefault("eligible_since", now)
-    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, leaving=None, release_op=None,
-                lease_retry_deadline=None, boost=False, **changes)
+    m = replace(m, adver_deadline=None, garp_deadline=None, leaving=None, release_op=None, boost=False, **changes)
     m = replace(m, master_down_deadline=now + master_down(m, p))
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
@@ -227,8 +314,8 @@ def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **
 
 def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), *, grace: bool = True,
                  **changes) -> Decision:
-    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, lease_retry_deadline=None,
-                master_down_deadline=None, leaving=None, release_op=None, boost=False, **changes)
+    m = replace(m, adver_deadline=None, garp_deadline=None, master_down_deadline=None, leaving=None, release_op=None,
+                boost=False, **changes)
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
         m, more = _stop(m, grace)
@@ -253,16 +340,14 @@ def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> 
             # itself at this very moment (both started together). One advert interval
             # lets its advert reach us before any Milvus starts.
             settle = max(settle, now + p.interval)
-        # A container still stopping here (a leftover found at start-up) stays STOPPING
+        # A container still stopping here (a leftover found at start-up) stays Stopping
         # behind the gate: the gate never overwrites a pending stop.
-        waiting = Container.STOPPING if m.container == Container.STOPPING else Container.WAITING
         if prev is not None and prev.priority > 0 and now < prev.last_seen + _peer_down(m, p, prev.interval):
             # The previous master is still alive: wait for its priority 0 (or silence).
-            m = replace(m, container=waiting,
-                        gate_deadline=max(prev.last_seen + _peer_down(m, p, prev.interval), settle))
+            m = _shut_gate(m, max(prev.last_seen + _peer_down(m, p, prev.interval), settle))
             reason += f"; milvus waits until {prev.address} has stopped its own"
         elif now < settle and not (prev is not None and prev.priority == 0):
-            m = replace(m, container=waiting, gate_deadline=settle)
+            m = _shut_gate(m, settle)
             reason += f"; milvus waits {settle - now:.2f}s to be sure no other master is there"
         else:
             m, more, then = _open_gate(m, p)
@@ -283,8 +368,7 @@ def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str,
         # The VIP goes first: no write may reach a Milvus that is shutting down (milvus-lite
         # was seen to acknowledge a batch during its shutdown and lose it). The price is
         # the server's drain of connections that can no longer answer.
-        m = replace(m, leaving=target, reason=reason, garp_deadline=None, gate_deadline=None,
-                    lease_retry_deadline=None, lease_op=None)
+        m = replace(m, leaving=target, reason=reason, garp_deadline=None)
         m, stop = _stop(m, grace)
         return Decision(m, (DelVip(), *stop), f"{reason}; stopping milvus before handing over")
     return _finish_leave(m, p, now, target, reason)
@@ -296,13 +380,12 @@ def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str,
         raise MachineError(f"leaving for {target} with the container {m.container}: a pending stop abandoned")
     # RFC 5798 6.4.3: a master that stops sends an advert with priority 0.
     acts: list[Action] = [*first, *([SendAdvert(0)] if m.link_up and m.state == State.MASTER else [])]
-    m = replace(m, container=Container.STOPPED, lease_op=None, start_op=None)
+    m = replace(m, phase=Stopped())
     if target == State.BACKUP:
         return _enter_backup(m, p, now, reason, acts)
     if target == State.FAULT:
         return _enter_fault(m, p, now, reason, acts, healthy=None)
-    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, stop_retry_deadline=None,
-                lease_retry_deadline=None, leaving=None, release_op=None, master_down_deadline=None)
+    m = replace(m, adver_deadline=None, garp_deadline=None, leaving=None, release_op=None, master_down_deadline=None)
     if m.lease_held and not any(isinstance(a, ReleaseLease) for a in acts):
         m, rel = _release(m, p)
         acts += rel
@@ -314,17 +397,16 @@ def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str,
 
 def _startup(m: Machine, p: Params, ev: Startup, now: float) -> Decision:
     m = replace(Machine(), started_at=now, since=now, listening_since=now, master_adver_interval=p.interval,
-                link_up=ev.interface_up, container=Container.RUNNING if p.supervise else Container.STOPPED)
+                link_up=ev.interface_up, phase=Running() if p.supervise else Stopped())
     # The container is assumed running so that start-up stops a stale one: the old
     # recipe's backup never stopped it, and two Milvus on one storage is the failure.
     if not ev.interface_up:
         return _enter_fault(m, p, now, f"interface {p.interface} is down; waiting for it")
     if p.priority == OWNER_PRIORITY:
         # The owner too stops a container it finds before its own may start (behind the gate).
-        m = replace(m, container=Container.STOPPED)
         stop: list[Action] = []
         if p.supervise:
-            m, stop = _stop(replace(m, container=Container.RUNNING))
+            m, stop = _stop(m)
         d = _enter_master(m, p, now, "priority 255: this host owns the addresses (RFC 5798 6.4.1)")
         return replace(d, actions=(*([DelVip(), *stop] if p.supervise else []), *d.actions))
     return _enter_backup(m, p, now, f"started; waiting {master_down(m, p):.2f}s for a master's advert")
@@ -344,12 +426,10 @@ def _takeover_reason(m: Machine, p: Params, now: float) -> str:
 
 def _tick(m: Machine, p: Params, now: float) -> Decision:
     retry: list[Action] = []
-    if m.stop_retry_deadline is not None and now >= m.stop_retry_deadline:
-        m = replace(m, stop_retry_deadline=None)
-        if m.container == Container.STOPPING:
-            m, op = _next_op(m)
-            m = replace(m, stop_op=op)
-            retry.append(StopContainer(grace=m.stop_grace, op=op))
+    if isinstance(m.phase, Stopping) and m.phase.retry_at is not None and now >= m.phase.retry_at:
+        m, op = _next_op(m)
+        m = replace(m, phase=replace(m.phase, op=op, retry_at=None))
+        retry.append(StopContainer(grace=m.phase.grace, op=op))
     d = _tick_timers(m, p, now)
     return replace(d, actions=(*retry, *d.actions)) if retry else d
 
@@ -375,9 +455,9 @@ def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
         # No container actions while paused; look again an interval later (a deadline left
         # in the past would have the loop spin).
         if _gate_shut(m) and now >= m.gate_deadline:
-            m = replace(m, gate_deadline=now + p.interval)
+            m = _shut_gate(m, now + p.interval)
         if m.lease_retry_deadline is not None and now >= m.lease_retry_deadline:
-            m = replace(m, lease_retry_deadline=now + p.interval)
+            m = replace(m, phase=replace(m.phase, retry_at=now + p.interval))
     if _gate_shut(m) and now >= m.gate_deadline and not m.paused:
         # The gate held the VIP back too: clients must not follow the ARP to a host whose
         # Milvus is not there while the old master still serves and stops its own.
@@ -385,9 +465,9 @@ def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
         acts += more
         reason = (f"no other master appeared; {then}" if m.master is None
                   else f"previous master {m.master.address} went silent; {then}")
-    if (m.container == Container.LEASING and m.lease_retry_deadline is not None
-            and now >= m.lease_retry_deadline and not m.paused):
-        m, more = _acquire(m)
+    if (isinstance(m.phase, Leasing) and m.phase.retry_at is not None
+            and now >= m.phase.retry_at and not m.paused):
+        m, more = _acquire(m, m.phase.holder)
         acts += more
     return Decision(m, tuple(acts), reason)
 
@@ -442,7 +522,7 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
     # A lower master (on its way out, or about to yield to us): it gates our container.
     m = replace(m, master=view)
     if _gate_shut(m):
-        m = replace(m, gate_deadline=max(m.gate_deadline, now + _peer_down(m, p, a.interval)))
+        m = _shut_gate(m, max(m.gate_deadline, now + _peer_down(m, p, a.interval)))
     return Decision(m)
 
 
@@ -507,7 +587,7 @@ def _container_ready(m: Machine, p: Params, ev: ContainerReady, now: float) -> D
     if m.state != State.MASTER or m.container != Container.STARTING or m.leaving:
         return Decision(m)
     if ev.ok:
-        return Decision(replace(m, container=Container.RUNNING), (), f"milvus is serving: {ev.reason}")
+        return Decision(replace(m, phase=Running()), (), f"milvus is serving: {ev.reason}")
     return _leave_master(m, p, now, State.FAULT, f"milvus did not become healthy: {ev.reason}; giving up mastership",
                          grace=False, hold=True)
 
@@ -519,10 +599,11 @@ def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) 
     if stale:
         return Decision(m, (), stale)
     if not ev.ok:
-        m = replace(m, stop_retry_deadline=now + STOP_RETRY)
+        m = replace(m, phase=replace(m.phase, retry_at=now + STOP_RETRY))
         return Decision(m, (), f"milvus could not be stopped: {ev.reason}; retrying, and not handing over")
     # Confirmed: no Milvus of ours runs. Only now may the lease go back and priority 0 go out.
-    m = replace(m, stop_retry_deadline=None, stop_op=None, container=Container.STOPPED)
+    was = m.phase
+    m = replace(m, phase=Stopped())
     m, release = _release(m, p)
     if m.leaving is not None and release and m.state == State.MASTER and m.link_up:
         # The lease goes back before priority 0, so the peer that answers it finds it free
@@ -531,9 +612,9 @@ def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) 
         return Decision(m, tuple(release), f"{ev.reason}; giving the storage lease back before resigning")
     if m.leaving is not None:
         return _finish_leave(m, p, now, m.leaving, m.reason, tuple(release))
-    if m.state == State.MASTER:
-        if m.gate_deadline is not None:
-            return Decision(replace(m, container=Container.WAITING), tuple(release), ev.reason)
+    if m.state == State.MASTER and was.gate_at is not None:
+        return Decision(replace(m, phase=Waiting(was.gate_at)), tuple(release), ev.reason)
+    if m.state == State.MASTER and was.start_after:
         m, more, then = _open_gate(m, p)
         return Decision(m, (*release, *more), f"{ev.reason}; {then}")
     return Decision(m, tuple(release), ev.reason)
@@ -546,7 +627,6 @@ def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
         # Whichever attempt said yes, the lease is ours now (acquire is idempotent).
         m = replace(m, lease_held=True)
         if wanted:
-            m = replace(m, lease_retry_deadline=None, lease_holder=None, lease_op=None)
             m, start = _start(m)
             return Decision(m, tuple(start), f"{ev.reason}; starting milvus")
         if m.container in MAY_RUN:
@@ -562,7 +642,7 @@ def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     # Another host holds it (a split brain, or its havip died before `havip cleanup`):
     # no VIP, no Milvus here; try again shortly. Say so once per holder, not every try.
     said = m.lease_holder == (ev.holder or ev.reason)
-    m = replace(m, lease_retry_deadline=now + LEASE_RETRY, lease_holder=ev.holder or ev.reason)
+    m = replace(m, phase=Leasing(None, retry_at=now + LEASE_RETRY, holder=ev.holder or ev.reason))
     return Decision(m, (), None if said else f"milvus waits: {ev.reason}; retrying every {LEASE_RETRY}s")
 
 
@@ -611,11 +691,11 @@ def _shutdown(m: Machine, p: Params, ev: Shutdown, now: float) -> Decision:
         return Decision(replace(m, leaving=State.STOPPED, reason="shutting down"))
     if m.state == State.MASTER:
         return _leave_master(m, p, now, State.STOPPED, "shutting down")
-    m = replace(m, master_down_deadline=None, gate_deadline=None, lease_retry_deadline=None)
+    m = replace(m, master_down_deadline=None)
     if p.supervise and m.container != Container.STOPPED:
         # Like a leaving master: wait for the stop (it retries), then stop and give the
         # lease back. Nothing else moves meanwhile (see step).
-        m, stop = _stop(replace(m, leaving=State.STOPPED, reason="shutting down"), m.stop_grace)
+        m, stop = _stop(replace(m, leaving=State.STOPPED, reason="shutting down"))
         return Decision(m, (DelVip(), *stop), "shutting down; waiting for milvus to be confirmed stopped")
     return _finish_leave(m, p, now, State.STOPPED, "shutting down")
 

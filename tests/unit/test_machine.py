@@ -18,7 +18,7 @@ import pytest
 
 from havip.core.machine import (
     LEASE_RETRY, STOP_RETRY, TAKEOVER_PRIORITY, Container, Decision, Machine, Params, check_role, master_down,
-    next_deadline, step,
+    Running, Starting, Stopping, Waiting, next_deadline, step,
 )
 from havip.model import (
     AcquireLease, AddVip, Advert, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
@@ -710,14 +710,15 @@ def test_paused_master_ignores_failing_checks():
 def test_check_role():
     assert check_role(Machine(state=State.BACKUP)) == "backup"
     assert check_role(Machine(state=State.FAULT)) == "backup"
-    assert check_role(Machine(state=State.MASTER, container=Container.RUNNING)) == "master"
-    assert check_role(Machine(state=State.MASTER, container=Container.STARTING)) == "none"
-    assert check_role(Machine(state=State.MASTER, container=Container.RUNNING, leaving=State.FAULT)) == "none"
+    assert check_role(Machine(state=State.MASTER, phase=Running())) == "master"
+    assert check_role(Machine(state=State.MASTER, phase=Starting(op=1))) == "none"
+    assert check_role(Machine(state=State.MASTER, phase=Running(), leaving=State.FAULT)) == "none"
 
 
 def test_next_deadline_is_the_earliest():
     assert next_deadline(Machine()) is None
-    assert next_deadline(Machine(adver_deadline=5.0, garp_deadline=3.0, gate_deadline=4.0)) == 3.0
+    assert next_deadline(Machine(adver_deadline=5.0, garp_deadline=3.0, phase=Waiting(gate_at=4.0))) == 3.0
+    assert next_deadline(Machine(adver_deadline=5.0, phase=Stopping(op=1, retry_at=2.0))) == 2.0
 
 
 # ---------------------------------------------------------------- two hosts on one link

@@ -224,11 +224,11 @@ def test_hole5_the_address_owner_stops_a_leftover_container_first():
 
 
 def test_a_transition_that_would_abandon_a_pending_stop_raises():
-    from havip.core.machine import MachineError, Params, _checked
+    from havip.core.machine import MachineError, Params, Stopped, Stopping, _checked
 
     p = Params(version=2, priority=100, interval=1.0, supervise=True)
-    before = Machine(state=State.BACKUP, container=Container.STOPPING, stop_op=3)
-    after = dataclasses.replace(before, container=Container.STOPPED)
+    before = Machine(state=State.BACKUP, phase=Stopping(op=3))
+    after = dataclasses.replace(before, phase=Stopped())
     with pytest.raises(MachineError, match="pending stop"):
         _checked(before, p, Shutdown(), type("D", (), {"machine": after, "actions": ()})())
 
