@@ -160,6 +160,7 @@ class Machine:
     boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
     op_seq: int = 0                      # the last operation id handed out
     lease_held: bool = False             # an acquire said yes and no ReleaseLease since
+    released_at_op: int = 0              # the op id of the last ReleaseLease (answers before it are void)
     release_op: int | None = None        # the ReleaseLease a leaving master waits for before priority 0
     transitions: int = 0
     listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
@@ -247,7 +248,8 @@ def _stop(m: Machine, grace: bool = True) -> tuple[Machine, list[Action]]:
     one only after it anyway) and its retries keep its grace. Its gate, if any, is dropped:
     only _enter_master shuts one over a pending stop (_shut_gate)."""
     if isinstance(m.phase, Stopping):
-        return replace(m, phase=replace(m.phase, gate_at=None, start_after=False)), []
+        # Its retries go without grace if this stop wanted none (a lost link, a failed Milvus).
+        return replace(m, phase=replace(m.phase, gate_at=None, start_after=False, grace=m.phase.grace and grace)), []
     m, op = _next_op(m)
     return replace(m, phase=Stopping(op, grace)), [StopContainer(grace=grace, op=op)]
 
@@ -264,7 +266,7 @@ def _release(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
     if not p.lease:
         return m, []
     m, op = _next_op(m)
-    return replace(m, lease_held=False), [ReleaseLease(op=op)]
+    return replace(m, lease_held=False, released_at_op=op), [ReleaseLease(op=op)]
 
 
 def _open_gate(m: Machine, p: Params) -> tuple[Machine, list[Action], str]:
@@ -400,16 +402,25 @@ def _startup(m: Machine, p: Params, ev: Startup, now: float) -> Decision:
                 link_up=ev.interface_up, phase=Running() if p.supervise else Stopped())
     # The container is assumed running so that start-up stops a stale one: the old
     # recipe's backup never stopped it, and two Milvus on one storage is the failure.
+    # With a lease, the lease is taken first (one try, ahead of the stop on the worker)
+    # and held until the stop is confirmed: a peer that becomes master meanwhile finds it
+    # held and does not start Milvus beside the leftover (its attempts retry).
+    guard: list[Action] = []
+    if p.supervise and p.lease:
+        m, op = _next_op(m)
+        guard = [AcquireLease(op=op)]
     if not ev.interface_up:
-        return _enter_fault(m, p, now, f"interface {p.interface} is down; waiting for it")
-    if p.priority == OWNER_PRIORITY:
+        d = _enter_fault(m, p, now, f"interface {p.interface} is down; waiting for it")
+    elif p.priority == OWNER_PRIORITY:
         # The owner too stops a container it finds before its own may start (behind the gate).
         stop: list[Action] = []
         if p.supervise:
             m, stop = _stop(m)
         d = _enter_master(m, p, now, "priority 255: this host owns the addresses (RFC 5798 6.4.1)")
-        return replace(d, actions=(*([DelVip(), *stop] if p.supervise else []), *d.actions))
-    return _enter_backup(m, p, now, f"started; waiting {master_down(m, p):.2f}s for a master's advert")
+        d = replace(d, actions=(*([DelVip(), *stop] if p.supervise else []), *d.actions))
+    else:
+        d = _enter_backup(m, p, now, f"started; waiting {master_down(m, p):.2f}s for a master's advert")
+    return replace(d, actions=(*guard, *d.actions)) if guard else d
 
 
 def _takeover_reason(m: Machine, p: Params, now: float) -> str:
@@ -623,16 +634,23 @@ def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) 
 def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     wanted = m.state == State.MASTER and m.container == Container.LEASING and not m.leaving
     stale = _stale("lease", ev.op, m.lease_op)
+    if ev.ok and ev.op is not None and ev.op < m.released_at_op:
+        # A ReleaseLease ran after this attempt on the ordered worker: the lease it took is
+        # gone again. Only the answer to the pending attempt may start Milvus.
+        return Decision(m, (), f"{stale or 'lease answer'}: void, the lease was given back after it")
     if ev.ok:
-        # Whichever attempt said yes, the lease is ours now (acquire is idempotent).
+        # The lease is ours now (acquire is idempotent); an older attempt's yes does not start
+        # Milvus, the pending one will say "already held".
         m = replace(m, lease_held=True)
-        if wanted:
+        if wanted and not stale:
             m, start = _start(m)
             return Decision(m, tuple(start), f"{ev.reason}; starting milvus")
+        if wanted:
+            return Decision(m, (), f"{stale}; the lease is ours, the pending attempt will confirm it")
         if m.container in MAY_RUN:
-            # Our Milvus may run on it (or its stop is pending): it goes back only after a
-            # confirmed stop.
-            return Decision(m, (), f"{stale or 'lease answer'}: the lease is ours and kept while milvus may run")
+            # Our Milvus may run on it (or its stop is pending; also the start-up guard over
+            # a leftover): it goes back only after a confirmed stop.
+            return Decision(m, (), f"{ev.reason}: kept while a milvus of ours may run here")
         m, release = _release(m, p)
         return Decision(m, tuple(release), f"{stale or 'lease granted'} after we stopped needing it: given back")
     if stale:

@@ -173,8 +173,8 @@ class Sim:
     # ------------------------------------------------------------------ the worker
 
     def _delay(self, h: Host, kind: str) -> float:
-        base = {"start": h.start_delay, "stop": h.stop_delay, "acquire": h.acquire_delay,
-                "release": h.release_delay}[kind]
+        base = {"start": h.start_delay, "stop": h.stop_delay if h.running else 0.01,   # nothing to stop: quick
+                "acquire": h.acquire_delay, "release": h.release_delay}[kind]
         if self.rng is None:
             return base
         return base * self.rng.uniform(0.2, 1.5) + self.rng.choice([0.0, 0.0, 0.01, 0.3])

@@ -156,7 +156,9 @@ class Observer:
                     "Milvus started without the storage lease"
                 self.maybe_running = True
             elif isinstance(a, AcquireLease):
-                assert self.p.lease and m.container == Container.LEASING
+                # (or the start-up guard: the lease held while a leftover container stops)
+                assert self.p.lease and (m.container == Container.LEASING
+                                         or isinstance(ev, Startup) and m.container == Container.STOPPING)
                 self.acquiring = True
             elif isinstance(a, SendAdvert):
                 # 6. the priorities a machine may put on the wire

@@ -15,7 +15,7 @@ import pytest
 from havip.core.machine import Container, Machine, next_deadline
 from havip.model import (
     AcquireLease, ContainerReady, ContainerStopped, LeaseReleased, LeaseResult, LinkChanged, ReleaseLease, SendAdvert,
-    Shutdown, StartContainer, State, StopContainer,
+    Shutdown, StartContainer, Startup, State, StopContainer,
 )
 from tests.unit.test_machine import Run, advert, params
 
@@ -89,7 +89,8 @@ def test_hole1_the_gate_opens_only_after_the_leftover_is_confirmed_stopped():
     r.tick(r.m.master_down_deadline)
     r.tick(next_deadline(r.m))
     assert r.state == State.MASTER
-    assert not any(isinstance(a, (AcquireLease, StartContainer)) for a in actions(r))
+    # (the first decision's AcquireLease is the start-up guard over the leftover, below)
+    assert not any(isinstance(a, (AcquireLease, StartContainer)) for a in actions(r, 1))
     d = r.do(answer(stop, ContainerStopped, ok=True, reason="stopped"), r.now + 2)
     assert any(isinstance(a, AcquireLease) for a in d.actions)
     assert r.m.container == Container.LEASING
@@ -161,10 +162,15 @@ def test_hole3_a_late_second_lease_answer_never_releases_a_running_milvus():
     assert second is not first
     mark = len(r.decisions)
     r.do(answer(first, LeaseResult, ok=True, reason="acquired (epoch 3)"), r.now + 0.5)
+    later = second
+    if not any(isinstance(a, StartContainer) for a in actions(r, mark)):
+        # (since issue 10 only the pending attempt's answer starts Milvus)
+        r.do(answer(second, LeaseResult, ok=True, reason="already held"), r.now + 0.1)
+        later = first                                   # delivered twice, late
     start = last(r, StartContainer)
     r.do(answer(start, ContainerReady, ok=True, reason="healthy"), r.now + 1)
     assert r.m.container == Container.RUNNING
-    r.do(answer(second, LeaseResult, ok=True, reason="already held"), r.now + 0.1)
+    r.do(answer(later, LeaseResult, ok=True, reason="already held"), r.now + 0.1)
     assert not any(isinstance(a, ReleaseLease) for a in actions(r, mark)), \
         "the lease of a running Milvus was given back"
 
@@ -214,7 +220,7 @@ def test_hole5_the_address_owner_stops_a_leftover_container_first():
     for _ in range(5):
         nd = next_deadline(r.m)
         r.tick(nd if nd is not None and nd > r.now else r.now + 1)
-    assert not any(isinstance(a, (AcquireLease, StartContainer)) for a in actions(r)), \
+    assert not any(isinstance(a, (AcquireLease, StartContainer)) for a in actions(r, 1)), \
         "the owner started Milvus beside a leftover one"
     d = r.do(answer(stop, ContainerStopped, ok=True, reason="stopped"), r.now + 0.1)
     assert any(isinstance(a, AcquireLease) for a in d.actions)
@@ -275,3 +281,53 @@ def test_a_leaving_master_resigns_only_after_the_lease_is_given_back():
     assert r.state == State.MASTER and stale.actions == ()
     d = r.do(answer(last(r, ReleaseLease), LeaseReleased, ok=True, reason="released"), r.now + 0.01)
     assert d.actions[0] == SendAdvert(0) and r.state == State.BACKUP
+
+
+# ---------------------------------------------------------------- a leftover on the backup, seen end to end
+
+
+def test_a_host_with_a_leftover_holds_the_lease_until_it_is_stopped():
+    """Seen in the e2e lab on the code before issue 10 (test_backup_stops_a_stale_container_
+    at_startup, under load): h2 stops a leftover Milvus at start-up while h1 becomes master
+    and starts its own beside it. Now h2 takes the lease first and holds it until the
+    leftover's stop is confirmed."""
+    r = Run(params(priority=50, supervise=True, lease=True))
+    first = r.first.actions
+    guard = next(a for a in first if isinstance(a, AcquireLease))
+    assert first.index(guard) < first.index(next(a for a in first if isinstance(a, StopContainer)))
+    d = r.do(answer(guard, LeaseResult, ok=True, reason="acquired"), 0.01)
+    assert d.actions == () and r.m.lease_held
+    d = r.do(answer(last(r, StopContainer), ContainerStopped, ok=True, reason="stopped (9.9s)"), 10.0)
+    assert ReleaseLease() in d.actions and not r.m.lease_held
+
+
+def test_pair_a_leftover_stopping_on_the_backup_holds_the_new_master_back():
+    from tests.unit.sim import Sim
+
+    a = params(priority=100, address="10.0.0.1", supervise=True, lease=True)
+    b = params(priority=50, address="10.0.0.2", supervise=True, lease=True)
+    net = Sim(a, b)
+    net.b.running = net.b.leftover = True
+    net.b.stop_delay = 10.0                     # milvus-lite draining, or a slow engine
+    net.at(0.0, 0, Startup())
+    net.at(0.5, 1, Startup())
+    net.run_until(60.0)
+    assert net.a.m.state == State.MASTER and net.a.m.container == Container.RUNNING
+    assert net.overlaps == [] and net.violations == []
+
+
+def test_a_lease_answer_older_than_a_release_never_starts_milvus():
+    """Found by the simulator: the start-up guard's acquire answered late, after its
+    ReleaseLease had run and while a newer acquire was pending; starting on it would have
+    started Milvus without the lease."""
+    r = Run(params(priority=100, supervise=True, lease=True))
+    guard = last(r, AcquireLease)
+    r.do(answer(last(r, StopContainer), ContainerStopped, ok=True, reason="nothing to stop"), 0.1)
+    assert r.m.released_at_op > guard.op
+    r.tick(r.m.master_down_deadline)
+    r.tick(next_deadline(r.m))
+    assert r.m.container == Container.LEASING
+    d = r.do(answer(guard, LeaseResult, ok=True, reason="acquired"), r.now + 0.2)
+    assert StartContainer() not in d.actions and "void" in d.reason
+    d = r.do(answer(last(r, AcquireLease), LeaseResult, ok=True, reason="acquired"), r.now + 0.1)
+    assert StartContainer() in d.actions
