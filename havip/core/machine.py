@@ -28,15 +28,16 @@ lease back, with ReleaseLease, once no Milvus of ours can run.
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from dataclasses import dataclass, replace
-from typing import ClassVar
 
 from havip.model import (
     AcquireLease, Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
     FailoverRequested, HealthChanged, LeaseReleased, LeaseResult, LinkChanged, Notify, ParamsChanged, PauseChanged, PeerView,
     ReleaseLease, SendAdvert, SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
+)
+from havip.core.lifecycle import (  # noqa: F401 - re-exported: the machine's public names
+    MAY_RUN, Container, Leasing, MachineError, Phase, Running, Starting, Stopped, Stopping, Waiting, checked as _checked,
 )
 from havip.protocol import timing
 
@@ -46,82 +47,6 @@ STOP_RETRY = 1.0         # seconds between attempts to stop a container that wou
 LEASE_RETRY = 0.25       # seconds between attempts to take a storage lease another host holds
 
 
-class MachineError(AssertionError):
-    """A decision broke the single-writer contract: a bug in this module, never an input."""
-
-
-class Container(enum.StrEnum):
-    """The name of the container's phase (status, beacons, logs); the phase with its data
-    is one of the dataclasses below, held in `Machine.phase`."""
-
-    STOPPED = "stopped"
-    WAITING = "waiting"      # master, but the previous master has not yet resigned
-    LEASING = "leasing"      # master, taking the storage lease before the VIP and the container
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-
-
-MAY_RUN = (Container.STARTING, Container.RUNNING, Container.STOPPING)   # our Milvus may be up
-
-
-# ---------------------------------------------------------------- container phases, with their data
-#
-# A phase is replaced, never edited field by field: what a phase does not carry cannot be
-# left behind by a transition (a gate deadline on a running container, a stop retry after
-# the stop was confirmed). Only a confirmed stop leaves Stopping (see _checked).
-
-
-@dataclass(frozen=True, slots=True)
-class Stopped:
-    """No container of ours runs: confirmed stopped, or never started."""
-
-    name: ClassVar[Container] = Container.STOPPED
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """Master, gate shut: the previous master has not resigned yet, or we settle."""
-
-    gate_at: float
-    name: ClassVar[Container] = Container.WAITING
-
-
-@dataclass(frozen=True, slots=True)
-class Leasing:
-    """Master, taking the storage lease before the VIP and the container."""
-
-    op: int | None                       # the pending AcquireLease; None while waiting to retry
-    retry_at: float | None = None
-    holder: str | None = None            # who held it at our last failed attempt
-    name: ClassVar[Container] = Container.LEASING
-
-
-@dataclass(frozen=True, slots=True)
-class Starting:
-    op: int                              # the pending StartContainer
-    name: ClassVar[Container] = Container.STARTING
-
-
-@dataclass(frozen=True, slots=True)
-class Running:
-    name: ClassVar[Container] = Container.RUNNING
-
-
-@dataclass(frozen=True, slots=True)
-class Stopping:
-    """A stop is pending. On a master that is not leaving (a leftover found at start-up),
-    `gate_at` is the shut gate, or `start_after` says it opened: start once stopped."""
-
-    op: int                              # the pending StopContainer
-    grace: bool = True                   # retries stop the same way
-    retry_at: float | None = None
-    gate_at: float | None = None
-    start_after: bool = False
-    name: ClassVar[Container] = Container.STOPPING
-
-
-Phase = Stopped | Waiting | Leasing | Starting | Running | Stopping
 
 
 @dataclass(frozen=True, slots=True)
@@ -748,29 +673,6 @@ def step(m: Machine, p: Params, event: Event, now: float) -> Decision:
         # Shutting down with a stop pending: no takeover, no fault, no new stop; wait.
         return Decision(replace(m, link_up=event.up) if isinstance(event, LinkChanged) else m)
     return _checked(m, p, event, _HANDLERS[type(event)](m, p, event, now))
-
-
-def _checked(before: Machine, p: Params, event: Event, d: Decision) -> Decision:
-    """The preconditions of the container and lease lifecycle, on every decision."""
-    after = d.machine
-    stop_confirmed = isinstance(event, ContainerStopped) and event.ok
-    if before.container == Container.STOPPING and after.container != Container.STOPPING and not stop_confirmed:
-        raise MachineError(f"{type(event).__name__}: {before.container} -> {after.container} "
-                           "would abandon a pending stop")
-    if after.container == Container.STOPPING and after.stop_op is None and p.supervise:
-        raise MachineError(f"{type(event).__name__}: stopping with no stop pending")
-    may_run = after.container in MAY_RUN or before.container in MAY_RUN and not stop_confirmed
-    for a in d.actions:
-        if isinstance(a, SendAdvert) and a.priority == 0 and may_run:
-            raise MachineError(f"{type(event).__name__}: priority 0 while the container is {after.container}")
-        if isinstance(a, ReleaseLease) and after.container in MAY_RUN:
-            raise MachineError(f"{type(event).__name__}: lease given back while the container is {after.container}")
-        if isinstance(a, StartContainer) and (before.container == Container.RUNNING
-                                              or before.container == Container.STOPPING and not stop_confirmed):
-            raise MachineError(f"{type(event).__name__}: start while the container is {before.container}")
-    if after.state == State.STOPPED and after.container in MAY_RUN:
-        raise MachineError(f"{type(event).__name__}: stopped with the container {after.container}")
-    return d
 
 
 def next_deadline(m: Machine) -> float | None:

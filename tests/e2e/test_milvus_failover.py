@@ -381,12 +381,15 @@ def test_split_brain_keeps_one_writer_through_the_storage_lease(env):
         api.kill("milvus")
         api.close()
         assert lab.wait_serving("h2", 30) == "h2"
+        # Heal at once: h1, back to backup since its Milvus failed, hears nobody while apart
+        # and would become VRRP master (in name: no lease) after its master-down interval;
+        # healed after that, its priority wins over h2's (seen under load).
+        h1.isolate(False)
+        h2.isolate(False)
         client.wait_reachable(30)
         assert "storage lease" in _decisions(lab, "h2", n2) and "acquired" in _decisions(lab, "h2", n2)
         changes = env.sampler.changes_since(t0)
         assert next(t for t, r in changes["h2"] if r) > next(t for t, r in changes["h1"] if not r)
-        h1.isolate(False)
-        h2.isolate(False)
         # Healed: h1, whose Milvus failed, holds back (no bouncing); h2 serves on.
         wait_for(lambda: "not preempting back" in _decisions(lab, "h1", n1), 10, what="h1 to hold back")
         time.sleep(4)
