@@ -10,7 +10,7 @@ DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 iputil
           psmisc systemd python3-venv etcd-server etcd-client iptables openssl
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz lab demo lab-down bench bench-standalone soak install check clean fresh
+.PHONY: all deps venv test unit fuzz lab demo lab-down bench bench-standalone bench-fence soak install check clean fresh
 
 all: test
 
@@ -61,6 +61,7 @@ bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
+	$(PY) bench/fence.py --out docs/benchmarks-fence.md
 	$(PY) bench/etcd_lease.py --out docs/benchmarks-etcd.md
 	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
 	$(MAKE) bench-standalone
@@ -75,6 +76,10 @@ bench-standalone: deps venv
 # (the real daemon loop over fakes); figures to docs/security.md. A 10 s version runs in make test.
 soak: venv
 	$(PY) bench/control_soak.py --seconds 60 --out docs/security.md
+
+# The fence on lease loss: a storage made unwritable or frozen under the master's lease.
+bench-fence: deps venv
+	$(PY) bench/fence.py --out docs/benchmarks-fence.md
 
 check: venv
 	$(VENV)/bin/havip check-config conf/master.yaml

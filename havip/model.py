@@ -100,6 +100,14 @@ class HealthChanged:
     healthy: bool
     reason: str
     role: str = "backup"
+    fence: bool = False     # the master's storage lease is lost or unprovable: act at once, even paused
+
+
+# The id of the operation an answer answers (the `op` of the action that asked for it).
+# None only for answers built by hand (tests): they answer whatever is pending. It takes
+# no part in equality, so `StopContainer() in actions` still reads as "a stop was asked".
+def _op():
+    return field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +116,7 @@ class ContainerReady:
 
     ok: bool
     reason: str
+    op: int | None = _op()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +125,7 @@ class ContainerStopped:
 
     ok: bool
     reason: str
+    op: int | None = _op()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +135,17 @@ class LeaseResult:
     ok: bool
     reason: str
     holder: str | None = None
+    op: int | None = _op()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReleased:
+    """A ReleaseLease ended: ok, or the storage did not answer within its bound (the lease
+    then goes when the storage answers or drops our lock)."""
+
+    ok: bool
+    reason: str
+    op: int | None = _op()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +169,18 @@ class PauseChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ParamsChanged:
+    """The configuration was reloaded (SIGHUP): timers follow the new intervals."""
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     """SIGTERM/SIGINT: leave cleanly (priority-0 advert, VIP removed, container stopped)."""
 
 
 Event = (
     Startup | Tick | AdvertReceived | LinkChanged | HealthChanged | ContainerReady | ContainerStopped
-    | LeaseResult | LeaseLost | FailoverRequested | PauseChanged | Shutdown
+    | LeaseResult | LeaseLost | LeaseReleased | FailoverRequested | PauseChanged | ParamsChanged | Shutdown
 )
 
 
@@ -183,7 +209,7 @@ class SendGarp:
 
 @dataclass(frozen=True, slots=True)
 class StartContainer:
-    pass
+    op: int | None = _op()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,16 +218,23 @@ class StopContainer:
     gone, where no client connection can close and the peer is already counting down."""
 
     grace: bool = True
+    op: int | None = _op()
 
 
 @dataclass(frozen=True, slots=True)
 class AcquireLease:
     """Try (once, without waiting) to take the storage lease; the answer is a LeaseResult."""
 
+    op: int | None = _op()
+
 
 @dataclass(frozen=True, slots=True)
 class ReleaseLease:
-    """Give the storage lease back (the container is not running)."""
+    """Give the storage lease back. Only the machine asks for it, and only when no Milvus
+    of ours can run (a confirmed stop, or a lease granted after we left). The answer is a
+    LeaseReleased; a leaving master resigns only after it, so the peer finds the lease free."""
+
+    op: int | None = _op()
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,3 +208,55 @@ class FakeClock:
 
 def fail(msg: str = "netlink said no") -> AdapterError:
     return AdapterError(msg)
+
+
+class FakeLease:
+    """A storage lease over a shared `board` (a dict: who holds it), one per host; records
+    calls and can be told to fail (`error`) or to hang (`hang`, a threading.Event to wait on)."""
+
+    def __init__(self, holder: str = "h2", board: dict | None = None, path: str = "/s/.havip-lease"):
+        self.holder = holder
+        self.board = board if board is not None else {}
+        self.path = path
+        self.calls: list[str] = []
+        self.error: Exception | None = None
+        self.hang = None
+
+    def _io(self, call: str) -> None:
+        self.calls.append(call)
+        if self.hang is not None:
+            self.hang.wait(10)
+        if self.error:
+            raise self.error
+
+    @property
+    def held(self) -> bool:
+        return self.board.get("holder") == self.holder
+
+    def acquire(self):
+        from havip.runtime.lease import LeaseResult
+
+        self._io("acquire")
+        if self.board.get("holder") in (None, self.holder):
+            self.board["holder"] = self.holder
+            return LeaseResult(True, f"storage lease {self.path} acquired")
+        return LeaseResult(False, f"the storage lease {self.path} is held by {self.board['holder']}",
+                           holder=self.board["holder"])
+
+    def renew(self) -> None:
+        self._io("renew")
+        if not self.held:
+            raise AdapterError(f"the storage lease {self.path} is not held by this host")
+
+    def release(self) -> str | None:
+        self._io("release")
+        if not self.held:
+            return None
+        self.board["holder"] = None
+        return f"storage lease {self.path} released"
+
+    def view(self) -> dict:
+        return {"path": self.path, "held_here": self.held, "known": True, "holder": self.board.get("holder")}
+
+    def status(self) -> dict:
+        return {"path": self.path, "held_here": self.held, "holder": self.board.get("holder")}

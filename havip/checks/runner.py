@@ -6,6 +6,11 @@ in the kernel (hung NFS, wedged engine) becomes a failed result and is not start
 again until it returns. The aggregate (every check passed) goes through `Hysteresis`;
 when it flips, `on_change(healthy, reason)` is called from the runner thread, where
 the daemon only posts an event into its loop.
+
+Fence checks (the master's storage lease) skip the hysteresis: their first failure on
+the master calls `on_change(False, reason, fence=True)` at once, because another host may
+hold the lease already and every cycle spent waiting for `fall` is a cycle with two
+writers (Patroni demotes in the cycle its leader key update fails).
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ class CheckRunner:
 
     def __init__(self, probes_for_role: Callable[[str], list[Check]], interval: float, rise: int, fall: int,
                  on_change: Callable[[bool, str], None], clock: Callable[[], float] = time.monotonic,
-                 *, role: str = "backup", default_timeout: float | None = None, grace: float = 0.5):
+                 *, role: str = "backup", default_timeout: float | None = None, grace: float = 0.5,
+                 fence: tuple[str, ...] = ()):
         self.probes_for_role = probes_for_role
         self.interval = interval
         self.rise, self.fall = rise, fall
@@ -85,6 +91,7 @@ class CheckRunner:
         self.clock = clock
         self.default_timeout = interval if default_timeout is None else default_timeout
         self.grace = grace
+        self.fence = frozenset(fence)    # names of checks whose failure on the master fences at once
         self._lock = threading.RLock()   # on_change runs under it and may call set_role
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -104,6 +111,7 @@ class CheckRunner:
             self._hyst = Hysteresis(self.rise, self.fall)
             self._fail_streaks: dict[str, int] = {}
             self._generation = getattr(self, "_generation", 0) + 1
+            self._fenced = False
             self._last = []
 
     def set_role(self, role: str) -> None:
@@ -157,6 +165,10 @@ class CheckRunner:
             self._last = results
             for r in results:
                 self._fail_streaks[r.name] = 0 if r.ok else self._fail_streaks.get(r.name, 0) + 1
+            if role == "master" and not self._fenced:
+                lost = next((r for r in results if not r.ok and r.name in self.fence), None)
+                if lost is not None:
+                    return self._fence(lost)
             flipped = self._hyst.feed(all(r.ok for r in results))
             if flipped is None:
                 return None
@@ -167,6 +179,18 @@ class CheckRunner:
             except Exception:  # noqa: BLE001 - the daemon's callback failing must be seen, not fatal
                 log.exception("health callback failed", healthy=flipped, reason=reason)
             return flipped
+
+    def _fence(self, lost: CheckResult) -> bool:
+        """Unhealthy at once, without waiting for `fall` (under the lock)."""
+        self._fenced = True
+        self._hyst.state, self._hyst.passes, self._hyst.fails = False, 0, max(self._hyst.fails, self.fall)
+        reason = f"{lost.name} check failed: {lost.reason}"
+        log.warning("fence", role="master", reason=reason)
+        try:
+            self.on_change(False, reason, fence=True)
+        except Exception:  # noqa: BLE001 - the daemon's callback failing must be seen, not fatal
+            log.exception("health callback failed", healthy=False, reason=reason)
+        return False
 
     def _sentence(self, healthy: bool, results: list[CheckResult], role: str) -> str:
         if not results:

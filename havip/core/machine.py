@@ -16,18 +16,29 @@ window that cannot be closed: a master that loses its link cannot tell anyone).
 When the hosts cannot hear each other at all (split brain), VRRP elects two masters. With
 a storage lease (havip.runtime.lease), a new master takes the lease before the VIP and the
 container, and keeps trying while another host holds it: only the holder runs Milvus.
+
+The machine alone owns the container's and the lease's lifecycle. Every StartContainer,
+StopContainer and AcquireLease carries an operation id; the answer carries it back, and an
+answer to anything but the pending operation is stale and dropped, with its sentence. A
+pending stop is never abandoned: no path may start, resign (priority 0), give the lease
+back or end the daemon before it is confirmed, and `step` raises MachineError if a
+handler ever tries (checked on every decision, in production). Only the machine gives the
+lease back, with ReleaseLease, once no Milvus of ours can run.
 """
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from dataclasses import dataclass, replace
 
 from havip.model import (
     AcquireLease, Action, AddVip, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
-    FailoverRequested, HealthChanged, LeaseLost, LeaseResult, LinkChanged, Notify, PauseChanged, PeerView,
+    FailoverRequested, HealthChanged, LeaseLost, LeaseReleased, LeaseResult, LinkChanged, Notify, ParamsChanged,
+    PauseChanged, PeerView,
     ReleaseLease, SendAdvert, SendGarp, Shutdown, StartContainer, Startup, State, StopContainer, Tick,
+)
+from havip.core.lifecycle import (  # noqa: F401 - re-exported: the machine's public names
+    MAY_RUN, Container, Leasing, MachineError, Phase, Running, Starting, Stopped, Stopping, Waiting, checked as _checked,
 )
 from havip.protocol import timing
 
@@ -37,15 +48,6 @@ STOP_RETRY = 1.0         # seconds between attempts to stop a container that wou
 LEASE_RETRY = 0.25       # seconds between attempts to take a storage lease another host holds
 
 
-class Container(enum.StrEnum):
-    """The local Milvus container as the machine believes it to be."""
-
-    STOPPED = "stopped"
-    WAITING = "waiting"      # master, but the previous master has not yet resigned
-    LEASING = "leasing"      # master, taking the storage lease before the VIP and the container
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +76,54 @@ class Machine:
     adver_deadline: float | None = None
     master_down_deadline: float | None = None
     garp_deadline: float | None = None
-    gate_deadline: float | None = None
-    stop_retry_deadline: float | None = None
-    lease_retry_deadline: float | None = None
-    lease_holder: str | None = None      # who held the lease at our last failed attempt
     master: PeerView | None = None       # the last other master seen on the wire
-    container: Container = Container.STOPPED
+    phase: Phase = Stopped()             # the container, with the data of its phase
     leaving: State | None = None         # master on its way out, waiting for the container
-    stop_grace: bool = True              # how the pending stop goes (retries stop the same way)
     healthy: bool | None = None
     link_up: bool = True
     paused: bool = False
     hold: bool = False                   # do not preempt back: planned handover, or Milvus failed here
     boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
+    op_seq: int = 0                      # the last operation id handed out
+    lease_held: bool = False             # an acquire said yes and no ReleaseLease since
+    released_at_op: int = 0              # the op id of the last ReleaseLease (answers before it are void)
+    release_op: int | None = None        # the ReleaseLease a leaving master waits for before priority 0
     transitions: int = 0
     listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
     eligible_since: float = 0.0        # since when we are a backup again (start-up, out of Fault)
+
+    # Read-only views of the phase (status, tests, the timers).
+    @property
+    def container(self) -> Container:
+        return self.phase.name
+
+    @property
+    def gate_deadline(self) -> float | None:
+        return self.phase.gate_at if isinstance(self.phase, (Waiting, Stopping)) else None
+
+    @property
+    def stop_retry_deadline(self) -> float | None:
+        return self.phase.retry_at if isinstance(self.phase, Stopping) else None
+
+    @property
+    def lease_retry_deadline(self) -> float | None:
+        return self.phase.retry_at if isinstance(self.phase, Leasing) else None
+
+    @property
+    def lease_holder(self) -> str | None:
+        return self.phase.holder if isinstance(self.phase, Leasing) else None
+
+    @property
+    def stop_op(self) -> int | None:
+        return self.phase.op if isinstance(self.phase, Stopping) else None
+
+    @property
+    def start_op(self) -> int | None:
+        return self.phase.op if isinstance(self.phase, Starting) else None
+
+    @property
+    def lease_op(self) -> int | None:
+        return self.phase.op if isinstance(self.phase, Leasing) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +160,63 @@ def check_role(m: Machine) -> str:
 # ---------------------------------------------------------------- transitions
 
 
-def _open_gate(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
-    """Nothing on the wire stops us any more: start Milvus, behind the storage lease if any."""
+def _next_op(m: Machine) -> tuple[Machine, int]:
+    return replace(m, op_seq=m.op_seq + 1), m.op_seq + 1
+
+
+def _start(m: Machine) -> tuple[Machine, list[Action]]:
+    m, op = _next_op(m)
+    return replace(m, phase=Starting(op)), [AddVip(), SendGarp(), StartContainer(op=op)]
+
+
+def _stop(m: Machine, grace: bool = True) -> tuple[Machine, list[Action]]:
+    """Stop the container; a stop already pending stands (the one worker would run a second
+    one only after it anyway) and its retries keep its grace. Its gate, if any, is dropped:
+    only _enter_master shuts one over a pending stop (_shut_gate)."""
+    if isinstance(m.phase, Stopping):
+        # Its retries go without grace if this stop wanted none (a lost link, a failed Milvus).
+        return replace(m, phase=replace(m.phase, gate_at=None, start_after=False, grace=m.phase.grace and grace)), []
+    m, op = _next_op(m)
+    return replace(m, phase=Stopping(op, grace)), [StopContainer(grace=grace, op=op)]
+
+
+def _acquire(m: Machine, holder: str | None = None) -> tuple[Machine, list[Action]]:
+    m, op = _next_op(m)
+    return replace(m, phase=Leasing(op, holder=holder)), [AcquireLease(op=op)]
+
+
+def _release(m: Machine, p: Params) -> tuple[Machine, list[Action]]:
+    """Give the lease back: only once no Milvus of ours can run (see _checked). Also after a
+    confirmed stop with no lease known here: that clears a record this host left `held`
+    when it was killed."""
+    if not p.lease:
+        return m, []
+    m, op = _next_op(m)
+    return replace(m, lease_held=False, released_at_op=op), [ReleaseLease(op=op)]
+
+
+def _open_gate(m: Machine, p: Params) -> tuple[Machine, list[Action], str]:
+    """Nothing on the wire stops us any more: start Milvus, behind the storage lease if any,
+    and behind a pending stop (a leftover container found at start-up) if any."""
+    if isinstance(m.phase, Stopping):
+        m = replace(m, phase=replace(m.phase, gate_at=None, start_after=True))
+        return m, [], "milvus starts once the container still stopping here is confirmed stopped"
     if p.lease:
-        return replace(m, container=Container.LEASING, gate_deadline=None, lease_retry_deadline=None,
-                       lease_holder=None), [AcquireLease()]
-    return replace(m, container=Container.STARTING, gate_deadline=None), [AddVip(), SendGarp(), StartContainer()]
+        m, acts = _acquire(m)
+        return m, acts, "taking the storage lease"
+    m, acts = _start(m)
+    return m, acts, "starting milvus"
+
+
+def _shut_gate(m: Machine, gate_at: float) -> Machine:
+    """Shut the gate until `gate_at`, over a pending stop if there is one (never instead of it)."""
+    if isinstance(m.phase, Stopping):
+        return replace(m, phase=replace(m.phase, gate_at=gate_at, start_after=False))
+    return replace(m, phase=Waiting(gate_at))
+
+
+def _gate_shut(m: Machine) -> bool:
+    return m.state == State.MASTER and m.leaving is None and m.gate_deadline is not None
 
 
 
@@ -146,31 +231,30 @@ def _to(m: Machine, p: Params, new: State, reason: str, now: float, actions: lis
 def _enter_backup(m: Machine, p: Params, now: float, reason: str, actions=(), **changes) -> Decision:
     if m.state in (State.INIT, State.FAULT):
         changes.setdefault("eligible_since", now)
-    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, leaving=None,
-                lease_retry_deadline=None, boost=False, **changes)
+    m = replace(m, adver_deadline=None, garp_deadline=None, leaving=None, release_op=None, boost=False, **changes)
     m = replace(m, master_down_deadline=now + master_down(m, p))
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
-        acts.append(StopContainer())
-        m = replace(m, container=Container.STOPPING)
+        m, more = _stop(m)
+        acts += more
     return _to(m, p, State.BACKUP, reason, now, acts)
 
 
 def _enter_fault(m: Machine, p: Params, now: float, reason: str, actions=(), *, grace: bool = True,
                  **changes) -> Decision:
-    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, lease_retry_deadline=None,
-                master_down_deadline=None, leaving=None, boost=False, **changes)
+    m = replace(m, adver_deadline=None, garp_deadline=None, master_down_deadline=None, leaving=None, release_op=None,
+                boost=False, **changes)
     acts: list[Action] = [*actions, DelVip()]
     if p.supervise and m.container != Container.STOPPED:
-        acts.append(StopContainer(grace=grace))
-        m = replace(m, container=Container.STOPPING)
+        m, more = _stop(m, grace)
+        acts += more
     return _to(m, p, State.FAULT, reason, now, acts)
 
 
 def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> Decision:
     m = replace(m, master_down_deadline=None, adver_deadline=now + p.interval,
                 garp_deadline=(now + p.garp_refresh) if p.garp_refresh else None,
-                healthy=None, leaving=None, hold=False, **changes)
+                healthy=None, leaving=None, release_op=None, hold=False, **changes)
     acts: list[Action] = [SendAdvert(effective_priority(m, p))]
     if not p.supervise:
         acts += [AddVip(), SendGarp()]
@@ -184,18 +268,19 @@ def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> 
             # itself at this very moment (both started together). One advert interval
             # lets its advert reach us before any Milvus starts.
             settle = max(settle, now + p.interval)
+        # A container still stopping here (a leftover found at start-up) stays Stopping
+        # behind the gate: the gate never overwrites a pending stop.
         if prev is not None and prev.priority > 0 and now < prev.last_seen + _peer_down(m, p, prev.interval):
             # The previous master is still alive: wait for its priority 0 (or silence).
-            m = replace(m, container=Container.WAITING,
-                        gate_deadline=max(prev.last_seen + _peer_down(m, p, prev.interval), settle))
+            m = _shut_gate(m, max(prev.last_seen + _peer_down(m, p, prev.interval), settle))
             reason += f"; milvus waits until {prev.address} has stopped its own"
         elif now < settle and not (prev is not None and prev.priority == 0):
-            m = replace(m, container=Container.WAITING, gate_deadline=settle)
+            m = _shut_gate(m, settle)
             reason += f"; milvus waits {settle - now:.2f}s to be sure no other master is there"
         else:
-            m, more = _open_gate(m, p)
+            m, more, then = _open_gate(m, p)
             acts += more
-            reason += "; taking the storage lease" if p.lease else "; starting milvus"
+            reason += f"; {then}"
     return _to(m, p, State.MASTER, reason, now, acts)
 
 
@@ -207,26 +292,31 @@ def _leave_master(m: Machine, p: Params, now: float, target: State, reason: str,
     check cannot act on a stop signal either (a hung one would cost the whole stop
     timeout), and nothing of a dead one is left to shut down cleanly."""
     m = replace(m, **changes)
-    if p.supervise and m.container in (Container.STARTING, Container.RUNNING, Container.STOPPING):
+    if p.supervise and m.container in MAY_RUN:
         # The VIP goes first: no write may reach a Milvus that is shutting down (milvus-lite
         # was seen to acknowledge a batch during its shutdown and lose it). The price is
         # the server's drain of connections that can no longer answer.
-        m = replace(m, leaving=target, reason=reason, container=Container.STOPPING, stop_grace=grace,
-                    garp_deadline=None, gate_deadline=None, stop_retry_deadline=None, lease_retry_deadline=None)
-        return Decision(m, (DelVip(), StopContainer(grace=grace)), f"{reason}; stopping milvus before handing over")
+        m = replace(m, leaving=target, reason=reason, garp_deadline=None)
+        m, stop = _stop(m, grace)
+        return Decision(m, (DelVip(), *stop), f"{reason}; stopping milvus before handing over")
     return _finish_leave(m, p, now, target, reason)
 
 
-def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str) -> Decision:
+def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str,
+                  first: tuple[Action, ...] = ()) -> Decision:
+    if m.container in MAY_RUN:
+        raise MachineError(f"leaving for {target} with the container {m.container}: a pending stop abandoned")
     # RFC 5798 6.4.3: a master that stops sends an advert with priority 0.
-    acts: list[Action] = [SendAdvert(0)] if m.link_up else []
-    m = replace(m, container=Container.STOPPED)
+    acts: list[Action] = [*first, *([SendAdvert(0)] if m.link_up and m.state == State.MASTER else [])]
+    m = replace(m, phase=Stopped())
     if target == State.BACKUP:
         return _enter_backup(m, p, now, reason, acts)
     if target == State.FAULT:
         return _enter_fault(m, p, now, reason, acts, healthy=None)
-    m = replace(m, adver_deadline=None, garp_deadline=None, gate_deadline=None, stop_retry_deadline=None,
-                lease_retry_deadline=None, leaving=None, master_down_deadline=None)
+    m = replace(m, adver_deadline=None, garp_deadline=None, leaving=None, release_op=None, master_down_deadline=None)
+    if m.lease_held and not any(isinstance(a, ReleaseLease) for a in acts):
+        m, rel = _release(m, p)
+        acts += rel
     return _to(m, p, State.STOPPED, reason, now, [*acts, DelVip()])
 
 
@@ -235,15 +325,28 @@ def _finish_leave(m: Machine, p: Params, now: float, target: State, reason: str)
 
 def _startup(m: Machine, p: Params, ev: Startup, now: float) -> Decision:
     m = replace(Machine(), started_at=now, since=now, listening_since=now, master_adver_interval=p.interval,
-                link_up=ev.interface_up, container=Container.RUNNING if p.supervise else Container.STOPPED)
+                link_up=ev.interface_up, phase=Running() if p.supervise else Stopped())
     # The container is assumed running so that start-up stops a stale one: the old
     # recipe's backup never stopped it, and two Milvus on one storage is the failure.
+    # With a lease, the lease is taken first (one try, ahead of the stop on the worker)
+    # and held until the stop is confirmed: a peer that becomes master meanwhile finds it
+    # held and does not start Milvus beside the leftover (its attempts retry).
+    guard: list[Action] = []
+    if p.supervise and p.lease:
+        m, op = _next_op(m)
+        guard = [AcquireLease(op=op)]
     if not ev.interface_up:
-        return _enter_fault(m, p, now, f"interface {p.interface} is down; waiting for it")
-    if p.priority == OWNER_PRIORITY:
-        m = replace(m, container=Container.STOPPED)
-        return _enter_master(m, p, now, "priority 255: this host owns the addresses (RFC 5798 6.4.1)")
-    return _enter_backup(m, p, now, f"started; waiting {master_down(m, p):.2f}s for a master's advert")
+        d = _enter_fault(m, p, now, f"interface {p.interface} is down; waiting for it")
+    elif p.priority == OWNER_PRIORITY:
+        # The owner too stops a container it finds before its own may start (behind the gate).
+        stop: list[Action] = []
+        if p.supervise:
+            m, stop = _stop(m)
+        d = _enter_master(m, p, now, "priority 255: this host owns the addresses (RFC 5798 6.4.1)")
+        d = replace(d, actions=(*([DelVip(), *stop] if p.supervise else []), *d.actions))
+    else:
+        d = _enter_backup(m, p, now, f"started; waiting {master_down(m, p):.2f}s for a master's advert")
+    return replace(d, actions=(*guard, *d.actions)) if guard else d
 
 
 def _takeover_reason(m: Machine, p: Params, now: float) -> str:
@@ -260,10 +363,10 @@ def _takeover_reason(m: Machine, p: Params, now: float) -> str:
 
 def _tick(m: Machine, p: Params, now: float) -> Decision:
     retry: list[Action] = []
-    if m.stop_retry_deadline is not None and now >= m.stop_retry_deadline:
-        m = replace(m, stop_retry_deadline=None)
-        if m.container == Container.STOPPING:
-            retry.append(StopContainer(grace=m.stop_grace))
+    if isinstance(m.phase, Stopping) and m.phase.retry_at is not None and now >= m.phase.retry_at:
+        m, op = _next_op(m)
+        m = replace(m, phase=replace(m.phase, op=op, retry_at=None))
+        retry.append(StopContainer(grace=m.phase.grace, op=op))
     d = _tick_timers(m, p, now)
     return replace(d, actions=(*retry, *d.actions)) if retry else d
 
@@ -288,23 +391,21 @@ def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
     if m.paused:
         # No container actions while paused; look again an interval later (a deadline left
         # in the past would have the loop spin).
-        if m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline:
-            m = replace(m, gate_deadline=now + p.interval)
+        if _gate_shut(m) and now >= m.gate_deadline:
+            m = _shut_gate(m, now + p.interval)
         if m.lease_retry_deadline is not None and now >= m.lease_retry_deadline:
-            m = replace(m, lease_retry_deadline=now + p.interval)
-    if (m.container == Container.WAITING and m.gate_deadline is not None and now >= m.gate_deadline
-            and not m.paused):
+            m = replace(m, phase=replace(m.phase, retry_at=now + p.interval))
+    if _gate_shut(m) and now >= m.gate_deadline and not m.paused:
         # The gate held the VIP back too: clients must not follow the ARP to a host whose
         # Milvus is not there while the old master still serves and stops its own.
-        m, more = _open_gate(m, p)
+        m, more, then = _open_gate(m, p)
         acts += more
-        then = "taking the storage lease" if p.lease else "starting milvus"
         reason = (f"no other master appeared; {then}" if m.master is None
                   else f"previous master {m.master.address} went silent; {then}")
-    if (m.container == Container.LEASING and m.lease_retry_deadline is not None
-            and now >= m.lease_retry_deadline and not m.paused):
-        acts.append(AcquireLease())
-        m = replace(m, lease_retry_deadline=None)
+    if (isinstance(m.phase, Leasing) and m.phase.retry_at is not None
+            and now >= m.phase.retry_at and not m.paused):
+        m, more = _acquire(m, m.phase.holder)
+        acts += more
     return Decision(m, tuple(acts), reason)
 
 
@@ -352,10 +453,9 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
         # RFC 5798 6.4.3: answer a resignation at once so backups do not take over.
         m = replace(m, adver_deadline=now + p.interval)
         acts: list[Action] = [SendAdvert(eff)] if not m.leaving else []
-        if m.container == Container.WAITING and m.master and m.master.address == a.src:
-            m, more = _open_gate(replace(m, master=view), p)
-            return Decision(m, (*acts, *more), f"{a.src} has stopped its milvus; "
-                            + ("taking the storage lease" if p.lease else "starting ours"))
+        if _gate_shut(m) and m.master and m.master.address == a.src:
+            m, more, then = _open_gate(replace(m, master=view), p)
+            return Decision(m, (*acts, *more), f"{a.src} has stopped its milvus; {then}")
         return Decision(m, tuple(acts))
     if _higher(a.priority, a.src, eff, p.address):
         m = replace(m, master=view, master_adver_interval=a.interval if p.version == 3 else m.master_adver_interval)
@@ -365,8 +465,8 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
                              f"master {a.src} advertises priority {a.priority}, above ours {eff}; stepping down")
     # A lower master (on its way out, or about to yield to us): it gates our container.
     m = replace(m, master=view)
-    if m.container == Container.WAITING:
-        m = replace(m, gate_deadline=max(m.gate_deadline or now, now + _peer_down(m, p, a.interval)))
+    if _gate_shut(m):
+        m = _shut_gate(m, max(m.gate_deadline, now + _peer_down(m, p, a.interval)))
     return Decision(m)
 
 
@@ -390,6 +490,12 @@ def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
     if ev.role != check_role(m):
         return Decision(m)  # a verdict on checks that no longer apply
     m = replace(m, healthy=ev.healthy)
+    if ev.fence and not ev.healthy and m.state == State.MASTER and not m.leaving:
+        # Fence: the storage lease is lost or cannot be proven. Another host may hold it
+        # now, so do not wait for `fall` (nor for an operator's pause): the VIP goes and
+        # Milvus is killed at once (Patroni demotes in the cycle its leader key fails).
+        return _leave_master(m, p, now, State.FAULT, f"{ev.reason}; fencing: milvus killed at once",
+                             grace=False, hold=True)
     if m.paused:
         return Decision(m, (), f"paused: checks {'pass' if ev.healthy else 'fail'} ({ev.reason}), no action")
     if not ev.healthy:
@@ -410,42 +516,84 @@ def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
     return Decision(m)
 
 
+def _stale(kind: str, got: int | None, pending: int | None) -> str | None:
+    """Why an answer is stale (it answers an operation other than the pending one), or None."""
+    if got is None or got == pending:
+        return None
+    wanted = f"#{pending} is pending" if pending is not None else "none is pending"
+    return f"stale {kind} answer dropped: it answers #{got}, {wanted}"
+
+
 def _container_ready(m: Machine, p: Params, ev: ContainerReady, now: float) -> Decision:
+    stale = _stale("start", ev.op, m.start_op)
+    if stale:
+        return Decision(m, (), stale)
     if m.state != State.MASTER or m.container != Container.STARTING or m.leaving:
         return Decision(m)
     if ev.ok:
-        return Decision(replace(m, container=Container.RUNNING), (), f"milvus is serving: {ev.reason}")
+        return Decision(replace(m, phase=Running()), (), f"milvus is serving: {ev.reason}")
     return _leave_master(m, p, now, State.FAULT, f"milvus did not become healthy: {ev.reason}; giving up mastership",
                          grace=False, hold=True)
 
 
 def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) -> Decision:
+    if m.container != Container.STOPPING:
+        return Decision(m)   # no stop pending (a hand-built answer, or one after a shutdown)
+    stale = _stale("stop", ev.op, m.stop_op)
+    if stale:
+        return Decision(m, (), stale)
     if not ev.ok:
-        if m.container != Container.STOPPING:
-            return Decision(m)
-        m = replace(m, stop_retry_deadline=now + STOP_RETRY)
+        m = replace(m, phase=replace(m.phase, retry_at=now + STOP_RETRY))
         return Decision(m, (), f"milvus could not be stopped: {ev.reason}; retrying, and not handing over")
-    m = replace(m, stop_retry_deadline=None)
-    if m.container == Container.STOPPING:
-        m = replace(m, container=Container.STOPPED)
-    if m.state == State.MASTER and m.leaving is not None:
-        return _finish_leave(m, p, now, m.leaving, m.reason)
-    return Decision(m, (), ev.reason)
+    # Confirmed: no Milvus of ours runs. Only now may the lease go back and priority 0 go out.
+    was = m.phase
+    m = replace(m, phase=Stopped())
+    m, release = _release(m, p)
+    if m.leaving is not None and release and m.state == State.MASTER and m.link_up:
+        # The lease goes back before priority 0, so the peer that answers it finds it free
+        # (the release is bounded: a hung storage answers LeaseReleased(ok=False)).
+        m = replace(m, release_op=release[0].op)
+        return Decision(m, tuple(release), f"{ev.reason}; giving the storage lease back before resigning")
+    if m.leaving is not None:
+        return _finish_leave(m, p, now, m.leaving, m.reason, tuple(release))
+    if m.state == State.MASTER and was.gate_at is not None:
+        return Decision(replace(m, phase=Waiting(was.gate_at)), tuple(release), ev.reason)
+    if m.state == State.MASTER and was.start_after:
+        m, more, then = _open_gate(m, p)
+        return Decision(m, (*release, *more), f"{ev.reason}; {then}")
+    return Decision(m, tuple(release), ev.reason)
 
 
 def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     wanted = m.state == State.MASTER and m.container == Container.LEASING and not m.leaving
+    stale = _stale("lease", ev.op, m.lease_op)
+    if ev.ok and ev.op is not None and ev.op < m.released_at_op:
+        # A ReleaseLease ran after this attempt on the ordered worker: the lease it took is
+        # gone again. Only the answer to the pending attempt may start Milvus.
+        return Decision(m, (), f"{stale or 'lease answer'}: void, the lease was given back after it")
     if ev.ok:
-        if not wanted:
-            return Decision(m, (ReleaseLease(),))     # we left meanwhile: give it back
-        m = replace(m, container=Container.STARTING, lease_retry_deadline=None, lease_holder=None)
-        return Decision(m, (AddVip(), SendGarp(), StartContainer()), f"{ev.reason}; starting milvus")
+        # The lease is ours now (acquire is idempotent); an older attempt's yes does not start
+        # Milvus, the pending one will say "already held".
+        m = replace(m, lease_held=True)
+        if wanted and not stale:
+            m, start = _start(m)
+            return Decision(m, tuple(start), f"{ev.reason}; starting milvus")
+        if wanted:
+            return Decision(m, (), f"{stale}; the lease is ours, the pending attempt will confirm it")
+        if m.container in MAY_RUN:
+            # Our Milvus may run on it (or its stop is pending; also the start-up guard over
+            # a leftover): it goes back only after a confirmed stop.
+            return Decision(m, (), f"{ev.reason}: kept while a milvus of ours may run here")
+        m, release = _release(m, p)
+        return Decision(m, tuple(release), f"{stale or 'lease granted'} after we stopped needing it: given back")
+    if stale:
+        return Decision(m, (), stale)
     if not wanted:
         return Decision(m)
     # Another host holds it (a split brain, or its havip died before `havip cleanup`):
     # no VIP, no Milvus here; try again shortly. Say so once per holder, not every try.
     said = m.lease_holder == (ev.holder or ev.reason)
-    m = replace(m, lease_retry_deadline=now + LEASE_RETRY, lease_holder=ev.holder or ev.reason)
+    m = replace(m, phase=Leasing(None, retry_at=now + LEASE_RETRY, holder=ev.holder or ev.reason))
     return Decision(m, (), None if said else f"milvus waits: {ev.reason}; retrying every {LEASE_RETRY}s")
 
 
@@ -457,6 +605,16 @@ def _lease_lost(m: Machine, p: Params, ev: LeaseLost, now: float) -> Decision:
     if m.state != State.MASTER or m.leaving or m.container not in (Container.STARTING, Container.RUNNING):
         return Decision(m)
     return _leave_master(m, p, now, State.FAULT, f"{ev.reason}; fencing", grace=False, hold=True)
+
+
+def _lease_released(m: Machine, p: Params, ev: LeaseReleased, now: float) -> Decision:
+    if m.release_op is None or (ev.op is not None and ev.op != m.release_op):
+        return Decision(m)   # nobody waits for this one (a backup's release after its stop)
+    m = replace(m, release_op=None)
+    if m.leaving is None or m.container != Container.STOPPED:
+        return Decision(m)
+    reason = m.reason if ev.ok else f"{m.reason} ({ev.reason})"
+    return _finish_leave(m, p, now, m.leaving, reason)
 
 
 def _failover(m: Machine, p: Params, ev: FailoverRequested, now: float) -> Decision:
@@ -490,31 +648,49 @@ def _pause(m: Machine, p: Params, ev: PauseChanged, now: float) -> Decision:
 def _shutdown(m: Machine, p: Params, ev: Shutdown, now: float) -> Decision:
     if m.state == State.STOPPED:
         return Decision(m)
+    if m.leaving:
+        return Decision(replace(m, leaving=State.STOPPED, reason="shutting down"))
     if m.state == State.MASTER:
-        if m.leaving:
-            return Decision(replace(m, leaving=State.STOPPED, reason="shutting down"))
         return _leave_master(m, p, now, State.STOPPED, "shutting down")
-    acts: list[Action] = [DelVip()]
+    m = replace(m, master_down_deadline=None)
     if p.supervise and m.container != Container.STOPPED:
-        acts.append(StopContainer())
-    m = replace(m, master_down_deadline=None, stop_retry_deadline=None, gate_deadline=None,
-                lease_retry_deadline=None, container=Container.STOPPED)
-    return _to(m, p, State.STOPPED, "shutting down", now, acts)
+        # Like a leaving master: wait for the stop (it retries), then stop and give the
+        # lease back. Nothing else moves meanwhile (see step).
+        m, stop = _stop(replace(m, leaving=State.STOPPED, reason="shutting down"))
+        return Decision(m, (DelVip(), *stop), "shutting down; waiting for milvus to be confirmed stopped")
+    return _finish_leave(m, p, now, State.STOPPED, "shutting down")
+
+
+def _params_changed(m: Machine, p: Params, ev: ParamsChanged, now: float) -> Decision:
+    """A reload: VRRPv2 never learns the master's interval, so it is ours (RFC 3768 6.1,
+    both hosts must agree); v3 learns it from the next advert. Running timers follow."""
+    if p.version == 2 or m.master is None:
+        m = replace(m, master_adver_interval=p.interval)
+    if m.state == State.BACKUP and m.master_down_deadline is not None:
+        m = replace(m, master_down_deadline=now + master_down(m, p))
+    if m.adver_deadline is not None:
+        m = replace(m, adver_deadline=min(m.adver_deadline, now + p.interval))
+    return Decision(m, (), f"reloaded: advert interval {p.interval:g}s, master-down {master_down(m, p):.2f}s")
 
 
 _HANDLERS = {
     Startup: _startup, AdvertReceived: _advert, LinkChanged: _link, HealthChanged: _health,
     ContainerReady: _container_ready, ContainerStopped: _container_stopped, LeaseResult: _lease,
-    LeaseLost: _lease_lost,
-    FailoverRequested: _failover, PauseChanged: _pause, Shutdown: _shutdown,
+    LeaseLost: _lease_lost, LeaseReleased: _lease_released,
+    FailoverRequested: _failover, PauseChanged: _pause, ParamsChanged: _params_changed, Shutdown: _shutdown,
 }
+_WHILE_STOPPING = (Tick, ContainerStopped, ContainerReady, LeaseResult, LeaseReleased, ParamsChanged)
 
 
 def step(m: Machine, p: Params, event: Event, now: float) -> Decision:
-    """Apply one event at monotonic time `now`; pure."""
+    """Apply one event at monotonic time `now`; pure. Raises MachineError on a decision that
+    would break the single-writer contract (a bug here, never an input)."""
     if isinstance(event, Tick):
-        return _tick(m, p, now)
-    return _HANDLERS[type(event)](m, p, event, now)
+        return _checked(m, p, event, _tick(m, p, now))
+    if m.leaving == State.STOPPED and m.state != State.MASTER and not isinstance(event, _WHILE_STOPPING):
+        # Shutting down with a stop pending: no takeover, no fault, no new stop; wait.
+        return Decision(replace(m, link_up=event.up) if isinstance(event, LinkChanged) else m)
+    return _checked(m, p, event, _HANDLERS[type(event)](m, p, event, now))
 
 
 def next_deadline(m: Machine) -> float | None:

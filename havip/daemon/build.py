@@ -63,7 +63,7 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
         return []
 
     def make_runner(on_change):
-        return CheckRunner(probes_for_role, m.check_interval, m.rise, m.fall, on_change)
+        return CheckRunner(probes_for_role, m.check_interval, m.rise, m.fall, on_change, fence=("lease",))
 
     ad.make_runner = make_runner
 

@@ -3,6 +3,11 @@
 Fast actions (advert send, netlink) run inline on the loop. Slow ones (Docker, Milvus
 readiness, hook scripts) run on worker threads and report back with an event, so they
 never delay an advert. Every failure is logged and counted; none is swallowed silently.
+
+The container and the lease share one ordered worker; every answer carries the id of
+the operation it answers. The executor decides nothing: it gives the lease back only on
+the machine's ReleaseLease, never on its own, not even on close (a lease still held at
+close stays held: see close()).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from havip.config import Config
 from havip.errors import AdapterError, HavipError
 from havip.model import (
-    AcquireLease, Action, AddVip, ContainerReady, ContainerStopped, DelVip, Event, LeaseLost, LeaseResult,
+    AcquireLease, Action, AddVip, ContainerReady, ContainerStopped, DelVip, Event, LeaseLost, LeaseReleased,
+    LeaseResult,
     Notify, ReleaseLease, SendAdvert, SendGarp, StartContainer, StopContainer,
 )
 
@@ -54,6 +60,8 @@ class Executor:
         self.container_timings: dict[str, float] = {}
         self._adverts: dict[tuple[int, str, str], bytes] = {}
         self._cancel_start = threading.Event()
+        self._pending = 0               # container-worker tasks submitted and not finished
+        self._pending_lock = threading.Lock()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -89,19 +97,36 @@ class Executor:
                 g = self.cfg.garp
                 self.garp_due = [now + g.delay + i * g.interval for i in range(g.repeat)]
                 self.run_garp(now)
-            case StartContainer():
+            case StartContainer(op=op):
                 self._cancel_start.clear()
-                self._container_pool.submit(self._start_container)
-            case StopContainer(grace=grace):
+                self._submit(self._start_container, op)
+            case StopContainer(grace=grace, op=op):
                 # A start still waiting for Milvus must not hold the stop up (one worker).
                 self._cancel_start.set()
-                self._container_pool.submit(self._stop_container, grace)
-            case AcquireLease():
-                self._container_pool.submit(self._acquire_lease)
-            case ReleaseLease():
-                self._container_pool.submit(self._release_lease)
+                self._submit(self._stop_container, grace, op)
+            case AcquireLease(op=op):
+                self._submit(self._acquire_lease, op)
+            case ReleaseLease(op=op):
+                self._submit(self._release_lease_bounded, op)
             case Notify(state=state, priority=prio):
                 self._notify(str(state), prio)
+
+    def _submit(self, fn, *args) -> None:
+        with self._pending_lock:
+            self._pending += 1
+
+        def run():
+            try:
+                fn(*args)
+            finally:
+                with self._pending_lock:
+                    self._pending -= 1
+        self._container_pool.submit(run)
+
+    def busy(self) -> bool:
+        """Container or lease work is queued or running (its answer is still to come)."""
+        with self._pending_lock:
+            return self._pending > 0
 
     # ------------------------------------------------------------------ network
 
@@ -171,10 +196,10 @@ class Executor:
 
     # ------------------------------------------------------------------ container (worker thread)
 
-    def _start_container(self) -> None:
+    def _start_container(self, op: int | None = None) -> None:
         t0 = self.clock()
         if self._cancel_start.is_set():
-            self.post(ContainerReady(ok=False, reason="the start was cancelled before it began"))
+            self.post(ContainerReady(ok=False, reason="the start was cancelled before it began", op=op))
             return
         try:
             self.runtime.start()
@@ -186,54 +211,55 @@ class Executor:
             reason = result.reason if result.ok else result.reason
             msg = (f"container started in {started - t0:.2f}s, Milvus healthy {ready - started:.2f}s later"
                    if result.ok else f"{reason} ({ready - t0:.1f}s after start)")
-            self.post(ContainerReady(ok=result.ok, reason=msg))
+            self.post(ContainerReady(ok=result.ok, reason=msg, op=op))
         except HavipError as exc:
-            self.post(ContainerReady(ok=False, reason=str(exc)))
+            self.post(ContainerReady(ok=False, reason=str(exc), op=op))
         except Exception as exc:  # noqa: BLE001 - a worker must always report back
-            self.post(ContainerReady(ok=False, reason=f"unexpected error starting the container: {exc!r}"))
+            self.post(ContainerReady(ok=False, reason=f"unexpected error starting the container: {exc!r}", op=op))
 
-    def _stop_container(self, grace: bool = True) -> None:
+    def _stop_container(self, grace: bool = True, op: int | None = None) -> None:
         t0 = self.clock()
         try:
             was_running = self.runtime.stop() if grace else self.runtime.stop(timeout=0)
             took = self.clock() - t0
             self.container_timings["stop"] = took
             what = ("stopped" if grace else "stopped without grace") if was_running else "was not running"
-            # Only a confirmed stop gives the lease back (also one this host left behind
-            # when it was killed): then the next writer may start.
-            self._release_lease_bounded()
-            self.post(ContainerStopped(ok=True, reason=f"container {self.cfg.milvus.container} {what} ({took:.2f}s)"))
+            # The machine gives the lease back on this answer (ReleaseLease), not us.
+            self.post(ContainerStopped(ok=True, reason=f"container {self.cfg.milvus.container} {what} ({took:.2f}s)",
+                                       op=op))
         except HavipError as exc:
-            self.post(ContainerStopped(ok=False, reason=str(exc)))
+            self.post(ContainerStopped(ok=False, reason=str(exc), op=op))
         except Exception as exc:  # noqa: BLE001
-            self.post(ContainerStopped(ok=False, reason=f"unexpected error stopping the container: {exc!r}"))
+            self.post(ContainerStopped(ok=False, reason=f"unexpected error stopping the container: {exc!r}", op=op))
 
     # ------------------------------------------------------------------ lease (container worker)
 
-    def _acquire_lease(self) -> None:
+    def _acquire_lease(self, op: int | None = None) -> None:
         if self.lease is None:
-            self.post(LeaseResult(ok=True, reason="no storage lease configured"))
+            self.post(LeaseResult(ok=True, reason="no storage lease configured", op=op))
             return
         try:
             res = self.lease.acquire()
         except HavipError as exc:
-            self.post(LeaseResult(ok=False, reason=str(exc), holder="(error)"))
+            self.post(LeaseResult(ok=False, reason=str(exc), holder="(error)", op=op))
             return
         except Exception as exc:  # noqa: BLE001 - a worker must always report back
             self.post(LeaseResult(ok=False, reason=f"unexpected error taking the storage lease: {exc!r}",
-                                  holder="(error)"))
+                                  holder="(error)", op=op))
             return
         if res.ok:
             self.log.info("lease_acquired", reason=res.reason)
-        self.post(LeaseResult(ok=res.ok, reason=res.reason, holder=res.holder))
+        self.post(LeaseResult(ok=res.ok, reason=res.reason, holder=res.holder, op=op))
 
-    def _release_lease_bounded(self) -> None:
-        """Release before the handover, but never let a hung storage hold the handover up:
-        our Milvus is stopped, so the peer may serve as soon as the storage lets go of the
-        lock (the peer's attempts fail until then)."""
+    def _release_lease_bounded(self, op: int | None = None) -> None:
+        """The machine's ReleaseLease (after a confirmed stop), on the worker; a hung storage
+        holds the worker up at most release_timeout: our Milvus is stopped, so the peer may
+        serve as soon as the storage lets go of the lock (its attempts fail until then)."""
         if self.lease is None:
+            self.post(LeaseReleased(ok=True, reason="no storage lease configured", op=op))
             return
-        t = threading.Thread(target=self._release_lease, name="lease-release", daemon=True)
+        said: list[tuple[bool, str]] = []
+        t = threading.Thread(target=lambda: said.append(self._release_lease()), name="lease-release", daemon=True)
         t.start()
         t.join(self.release_timeout)
         if t.is_alive():
@@ -241,23 +267,29 @@ class Executor:
             self.log.error("lease_release_slow", timeout=self.release_timeout,
                            consequence="handing over anyway (Milvus is stopped); the peer gets the lease "
                                        "once the storage answers or drops our lock")
+            self.post(LeaseReleased(ok=False, op=op, reason=f"the storage did not answer the lease release "
+                                                            f"within {self.release_timeout:g}s"))
+            return
+        ok, reason = said[0] if said else (False, "the lease release ended without an answer")
+        self.post(LeaseReleased(ok=ok, reason=reason, op=op))
 
     @property
     def release_timeout(self) -> float:
         return (self.cfg.milvus.check_timeout if self.cfg.milvus else 1.0) + 1.0
 
-    def _release_lease(self) -> None:
+    def _release_lease(self) -> tuple[bool, str]:
         if self.lease is None:
-            return
+            return True, "no storage lease configured"
         try:
             said = self.lease.release()
         except HavipError as exc:
             self.counters["error_ReleaseLease"] += 1
             self.log.error("lease_release_failed", error=str(exc),
                            consequence="the peer waits for the lease's orphan_timeout before it starts Milvus")
-            return
+            return False, f"the lease release failed: {exc}"
         if said:
             self.log.info("lease_released", reason=said)
+        return True, said or "no lease of ours to release"
 
     # ------------------------------------------------------------------ hooks
 
@@ -311,11 +343,14 @@ class Executor:
         self.runtime.stop(timeout=min(self.cfg.milvus.stop_timeout, self.cfg.advert_interval))
         self._release_lease_bounded()
 
-    def close(self, wait: bool = True, *, keep_lease: bool = False) -> None:
-        """Stop the workers. A lease still held was taken by an attempt whose answer came
-        after the machine stopped (no Milvus ran on it): give it back, unless the shutdown
-        was forced with the container's stop unconfirmed (`keep_lease`)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers. Nothing is given back here: the machine releases the lease after
+        a confirmed stop (and a lease granted after it stopped, see Daemon.run). A lease still
+        held now belongs to a container whose stop was never confirmed (a forced shutdown):
+        it stays held, on the storage, until `havip cleanup` stops that container."""
         self._container_pool.shutdown(wait=wait, cancel_futures=not wait)
         self._hook_pool.shutdown(wait=False, cancel_futures=True)
-        if self.lease is not None and self.lease.held and not keep_lease:
-            self._release_lease()
+        if self.lease is not None and self.lease.held:
+            self.log.error("lease_kept", path=getattr(self.lease, "path", None),
+                           consequence="the container's stop was never confirmed: the lease stays held "
+                                       "until `havip cleanup` stops it")

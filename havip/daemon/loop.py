@@ -21,6 +21,7 @@ from typing import Any
 
 from havip.config import Config, load
 from havip.core import machine as sm
+from havip.daemon import contracts
 from havip.daemon.beaconing import BeaconService
 from havip.daemon.executor import Executor
 from havip.daemon.peers import Peers
@@ -29,8 +30,8 @@ from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
 from havip.errors import HavipError
 from havip.model import (
-    AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, SendAdvert, Shutdown, Startup, State,
-    Tick,
+    AdvertReceived, Drop, DropReason, Event, HealthChanged, LinkChanged, ParamsChanged, SendAdvert, Shutdown,
+    Startup, State, Tick,
 )
 
 MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are seen promptly
@@ -43,14 +44,14 @@ READ_BEFORE_TAKEOVER = 4096
 class Adapters:
     """Everything the daemon touches, built by havip.daemon.build or by tests."""
 
-    make_socket: Callable[[], Any]          # -> AdvertSocket (re-created when the link returns)
-    vips: Any                               # VipManager
-    announcer: Any                          # Announcer
-    link: Any                               # LinkMonitor
-    runtime: Any = None                     # ContainerRuntime
-    milvus_probe: Any = None                # MilvusProbe
-    lease: Any = None                       # StorageLease
-    make_runner: Callable[..., Any] | None = None   # (on_change) -> CheckRunner
+    make_socket: Callable[[], contracts.AdvertSocket]   # re-created when the link returns
+    vips: contracts.Vips
+    announcer: contracts.Announcer
+    link: contracts.Link
+    runtime: contracts.ContainerRuntime | None = None
+    milvus_probe: Any = None                # MilvusProbe (handed to runtime.wait_ready)
+    lease: contracts.Lease | None = None    # StorageLease, or another backend with its contract
+    make_runner: Callable[..., contracts.Runner] | None = None   # (on_change) -> CheckRunner
     make_beacon: Callable[[str], Any] | None = None  # (source) -> Beacon (peer state on the link)
     extra_close: list[Callable[[], None]] = field(default_factory=list)
 
@@ -94,6 +95,7 @@ class Daemon:
         self._reload_requested = False
         self._shutdown_at: float | None = None
         self._forced = False
+        self.stalls = 0             # times the loop stood still longer than an advert interval
         self._link_up = False
         self._runner = None
         self._runner_role: str | None = None
@@ -214,11 +216,11 @@ class Daemon:
             self._runner_role = role
             self._runner.set_role(role)
 
-    def _on_health(self, healthy: bool, reason: str) -> None:
+    def _on_health(self, healthy: bool, reason: str, fence: bool = False) -> None:
         # Called by the runner under its lock, for the role it currently checks: stale
         # verdicts (a role that changed meanwhile) never reach here.
         role = getattr(self._runner, "role", None) or self._runner_role or "backup"
-        self.post(HealthChanged(healthy=healthy, reason=reason, role=role))
+        self.post(HealthChanged(healthy=healthy, reason=reason, role=role, fence=fence))
 
     # ------------------------------------------------------------------ inputs
 
@@ -329,7 +331,7 @@ class Daemon:
         """The loop after start(). Whatever escapes it (a bug: inputs are caught one by one)
         ends it as SIGTERM would, by handing over, and `close()` runs in any case."""
         try:
-            while self.machine.state != State.STOPPED:
+            while self.machine.state != State.STOPPED or self._draining():
                 self.run_once()
         except BaseException as exc:  # noqa: BLE001 - hand over, then exit non-zero
             self._fail_safe(exc)
@@ -366,6 +368,7 @@ class Daemon:
     def run_once(self) -> None:
         now = self.clock()
         self.notify.kick(now)      # WATCHDOG=1 every WatchdogSec/2, from the loop itself
+        self._note_stall(now)
         if self._reload_requested and not self.reloading:     # a SIGHUP during a reload: once more after it
             self._reload_requested = False
             self.reload()
@@ -424,6 +427,28 @@ class Daemon:
                 ev = self._events.popleft()
             self.feed(ev)
 
+    def _note_stall(self, now: float) -> None:
+        """Say so when the loop stood still (SIGSTOP, a VM paused, swap): adverts were not
+        sent meanwhile, so the peer may have taken over (behind the storage lease)."""
+        last, self._last_turn = getattr(self, "_last_turn", None), now
+        if last is not None and now - last > max(1.0, 2 * self.cfg.advert_interval):
+            self.stalls += 1
+            self.log.warning("loop_stalled", seconds=round(now - last, 3), state=str(self.machine.state),
+                             consequence="no advert was sent meanwhile: the peer may have become master")
+
+    def _draining(self) -> bool:
+        """Stopped, but container or lease work is still out: its answer must reach the machine
+        (a lease granted after we left is given back by it). Bounded like the shutdown."""
+        if self._forced or not (self.executor.busy() or self._events):
+            return False
+        limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
+        if self._shutdown_at is not None and self.clock() - self._shutdown_at > limit:
+            self.log.error("shutdown_forced", reason=f"container or lease work still running after {limit:.0f}s",
+                           consequence="a lease taken meanwhile stays held until `havip cleanup`")
+            self._forced = True
+            return False
+        return True
+
     def _run_calls(self) -> None:
         while True:
             with self._lock:
@@ -441,7 +466,7 @@ class Daemon:
     def close(self) -> None:
         """Stop the workers and close everything; each step is tried even if one fails."""
         steps = [self._runner.stop] if self._runner is not None else []
-        steps += [lambda: self.executor.close(wait=True, keep_lease=self._forced), self._close_socket,
+        steps += [lambda: self.executor.close(wait=not self._forced), self._close_socket,
                   *self.ad.extra_close]
         for fn in steps:
             try:
@@ -475,6 +500,7 @@ class Daemon:
         self.executor.set_config(cfg)
         self.params = self._params(self.params.address)
         self.beacons.set_config(cfg, self.sock.source if self.sock else None)
+        self.feed(ParamsChanged())
 
     # ------------------------------------------------------------------ status
 

@@ -387,12 +387,15 @@ def test_split_brain_keeps_one_writer_through_the_storage_lease(env):
         api.kill("milvus")
         api.close()
         assert lab.wait_serving("h2", 30) == "h2"
+        # Heal at once: h1, back to backup since its Milvus failed, hears nobody while apart
+        # and would become VRRP master (in name: no lease) after its master-down interval;
+        # healed after that, its priority wins over h2's (seen under load).
+        h1.isolate(False)
+        h2.isolate(False)
         client.wait_reachable(30)
         assert "storage lease" in _decisions(lab, "h2", n2) and "acquired" in _decisions(lab, "h2", n2)
         changes = env.sampler.changes_since(t0)
         assert next(t for t, r in changes["h2"] if r) > next(t for t, r in changes["h1"] if not r)
-        h1.isolate(False)
-        h2.isolate(False)
         # Healed: h1, whose Milvus failed, holds back (no bouncing); h2 serves on.
         wait_for(lambda: "not preempting back" in _decisions(lab, "h1", n1), 10, what="h1 to hold back")
         time.sleep(4)
@@ -405,6 +408,46 @@ def test_split_brain_keeps_one_writer_through_the_storage_lease(env):
         report = client.traffic_stop()
     assert lab.wait_serving("h1", 60) == "h1", lab.describe()
     client.wait_reachable(30)
+    assert report["ops"] - report["failures"] > 10, report
+    assert client.missing() == [], "acknowledged rows lost"
+    no_overlap(env)
+
+
+def test_havip_frozen_on_the_master_never_two_writers(env):
+    """havip on h1 frozen (SIGSTOP) for 20 s while its Milvus serves: h1 stops advertising,
+    h2 becomes VRRP master but finds the storage lease held by the frozen process (its flock
+    lives on): no VIP and no Milvus on h2. SIGCONT: h1 advertises again, h2 steps down, h1
+    serves on; its log says how long its loop stood still."""
+    lab, client = env.lab, env.client
+    assert lab.wait_serving(None, 30) == "h1"
+    pid = lab.havipds["h1"].proc.pid
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert b"havip.cli" in f.read(), "the Popen pid is not havip itself"
+    n1, n2 = len(lab.havipds["h1"].events()), len(lab.havipds["h2"].events())
+    client.traffic_start(batch=BATCH, period=PERIOD, flush=True)
+    holders: set[tuple[str, ...]] = set()
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        STOPPED_PIDS.append(pid)
+        end = time.time() + 20
+        while time.time() < end:
+            holders.add(tuple(lab.vip_holders()))
+            time.sleep(0.2)
+        assert lab.havipds["h2"].state() == "master", lab.describe()
+        assert "milvus waits: the storage lease" in _decisions(lab, "h2", n2)
+        assert lab.container_running("h2") is False
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        STOPPED_PIDS.remove(pid)
+    try:
+        lab.havipds["h2"].wait_state("backup", 15, after=len(lab.havipds["h2"].transitions()) - 1)
+        assert lab.wait_serving(None, 30) == "h1"
+        client.wait_reachable(30)
+    finally:
+        report = client.traffic_stop()
+    assert holders <= {("h1",)}, f"VIP holders seen while h1 was frozen: {holders}"
+    wait_for(lambda: any(e.get("event") == "loop_stalled" for e in lab.havipds["h1"].events()[n1:]), 10,
+             what="h1 to say its loop stood still")
     assert report["ops"] - report["failures"] > 10, report
     assert client.missing() == [], "acknowledged rows lost"
     no_overlap(env)

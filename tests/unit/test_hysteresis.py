@@ -195,3 +195,52 @@ def test_thread_runs_on_schedule_and_stops():
     calls = p.calls
     threading.Event().wait(0.05)
     assert p.calls == calls
+
+
+# ---------------------------------------------------------------- fence (issue 10)
+
+
+class FenceRecorder(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.fences: list[bool] = []
+
+    def __call__(self, healthy: bool, reason: str, fence: bool = False) -> None:
+        super().__call__(healthy, reason)
+        self.fences.append(fence)
+
+
+def test_a_failed_lease_check_fences_the_master_at_once_without_waiting_for_fall():
+    lease, grpc = FakeProbe("lease"), FakeProbe("grpc")
+    rec = FenceRecorder()
+    runner = CheckRunner(lambda r: [grpc.check, lease.check], interval=1.0, rise=1, fall=3, on_change=rec,
+                         clock=lambda: 0.0, role="master", fence=("lease",))
+    assert runner.run_once() is True
+    lease.ok, lease.reason = False, "cannot write the storage lease /s/.havip-lease: Input/output error"
+    assert runner.run_once() is False                       # the first failure, not the third
+    assert rec.changes[-1] == (False, "lease check failed: cannot write the storage lease /s/.havip-lease: "
+                                      "Input/output error")
+    assert rec.fences[-1] is True and runner.healthy is False
+    assert runner.run_once() is None and len(rec.changes) == 2   # said once
+
+
+def test_a_lease_check_stuck_past_its_timeout_fences_too():
+    lease = FakeProbe("lease", timeout=0.05)
+    rec = FenceRecorder()
+    runner = CheckRunner(lambda r: [lease.check], interval=1.0, rise=1, fall=3, on_change=rec,
+                         role="master", fence=("lease",), grace=0.05)
+    assert runner.run_once() is True
+    lease.blocking = True                                   # the storage hangs
+    assert runner.run_once() is False
+    assert rec.fences[-1] is True and "did not finish within" in rec.changes[-1][1]
+    lease.block.set()
+
+
+def test_a_fence_check_on_a_backup_goes_through_the_hysteresis():
+    lease = FakeProbe("lease")
+    rec = FenceRecorder()
+    runner = CheckRunner(lambda r: [lease.check], interval=1.0, rise=1, fall=2, on_change=rec,
+                         clock=lambda: 0.0, role="backup", fence=("lease",))
+    lease.ok = False
+    assert runner.run_once() is None
+    assert runner.run_once() is False and rec.fences == [False]

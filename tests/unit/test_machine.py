@@ -2,9 +2,9 @@
 
 Every Decision goes through `Run.do`, which also checks the transition contract: a
 transition carries a non-empty reason sentence, that sentence becomes `machine.reason`,
-and the actions end with one Notify for the new state. `Pair` puts two machines on one
-link (adverts arrive after LATENCY, the container runtime answers after a delay) to
-check the single-writer promise of the module docstring end to end.
+and the actions end with one Notify for the new state. `Pair` (tests/unit/sim.py) puts two
+machines on one link and one storage, each with one ordered worker like the real executor,
+to check the single-writer promise of the module docstring end to end.
 
 Tests named test_regression_* pin bugs that were found here and fixed in havip/core/machine.py;
 they must keep passing.
@@ -12,15 +12,13 @@ they must keep passing.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 
 from havip.core.machine import (
     LEASE_RETRY, STOP_RETRY, TAKEOVER_PRIORITY, Container, Decision, Machine, Params, check_role, master_down,
-    next_deadline, step,
+    Running, Starting, Stopping, Waiting, next_deadline, step,
 )
 from havip.model import (
     AcquireLease, AddVip, Advert, AdvertReceived, ContainerReady, ContainerStopped, DelVip, Event,
@@ -170,9 +168,10 @@ def test_startup_owner_is_master_at_once(supervise):
     r = Run(params(priority=255, supervise=supervise), now=2.0)
     assert r.first.transition == (State.INIT, State.MASTER)
     if supervise:
-        # Nothing heard yet: Milvus (and with it the VIP) waits a master-down interval.
-        assert r.first.actions == (SendAdvert(255), Notify(State.MASTER, 255))
-        assert r.m.container == Container.WAITING
+        # A leftover container is stopped first (issue 10, hole 5); nothing heard yet:
+        # Milvus (and with it the VIP) waits a master-down interval, and for that stop.
+        assert r.first.actions == (DelVip(), StopContainer(), SendAdvert(255), Notify(State.MASTER, 255))
+        assert r.m.container == Container.STOPPING and r.m.gate_deadline is not None
     else:
         assert r.first.actions[:3] == (SendAdvert(255), AddVip(), SendGarp())
     assert r.first.actions[-1] == Notify(State.MASTER, 255)
@@ -497,7 +496,7 @@ def test_gate_waits_for_the_old_masters_priority_zero():
     r.do(advert(100), 6.5)
     d = r.do(advert(0), 7.0)
     assert d.actions == (SendAdvert(150), AddVip(), SendGarp(), StartContainer())
-    assert d.reason == "10.0.0.9 has stopped its milvus; starting ours"
+    assert d.reason == "10.0.0.9 has stopped its milvus; starting milvus"
     assert r.m.container == Container.STARTING and r.m.gate_deadline is None
     assert r.state == State.MASTER
 
@@ -711,113 +710,23 @@ def test_paused_master_ignores_failing_checks():
 def test_check_role():
     assert check_role(Machine(state=State.BACKUP)) == "backup"
     assert check_role(Machine(state=State.FAULT)) == "backup"
-    assert check_role(Machine(state=State.MASTER, container=Container.RUNNING)) == "master"
-    assert check_role(Machine(state=State.MASTER, container=Container.STARTING)) == "none"
-    assert check_role(Machine(state=State.MASTER, container=Container.RUNNING, leaving=State.FAULT)) == "none"
+    assert check_role(Machine(state=State.MASTER, phase=Running())) == "master"
+    assert check_role(Machine(state=State.MASTER, phase=Starting(op=1))) == "none"
+    assert check_role(Machine(state=State.MASTER, phase=Running(), leaving=State.FAULT)) == "none"
 
 
 def test_next_deadline_is_the_earliest():
     assert next_deadline(Machine()) is None
-    assert next_deadline(Machine(adver_deadline=5.0, garp_deadline=3.0, gate_deadline=4.0)) == 3.0
+    assert next_deadline(Machine(adver_deadline=5.0, garp_deadline=3.0, phase=Waiting(gate_at=4.0))) == 3.0
+    assert next_deadline(Machine(adver_deadline=5.0, phase=Stopping(op=1, retry_at=2.0))) == 2.0
 
 
 # ---------------------------------------------------------------- two hosts on one link
 
 
-LATENCY = 0.005
-
-
-@dataclass
-class Host:
-    name: str
-    p: Params
-    m: Machine = field(default_factory=Machine)
-    running: bool = False          # the container may be running (start issued, stop not confirmed)
-    last_op: int = 0
-    armed: float | None = None
-    start_delay: float = 5.0
-    stop_delay: float = 2.0
-    ready_ok: bool = True
-    decisions: list[Decision] = field(default_factory=list)
-
-
-class Pair:
-    """Two machines on one link, driven by a discrete-event loop.
-
-    Adverts reach the other host after LATENCY, unless the link is `partitioned` (a split
-    brain: both hosts up, neither hears the other). The container runtime confirms a start
-    (ContainerReady) after start_delay and a stop (ContainerStopped) after stop_delay; a
-    confirmed stop gives back the storage lease, which both hosts share (`lease_holder`).
-    `overlaps` lists the moments at which both containers may have been running.
-    """
-
-    def __init__(self, a: Params, b: Params) -> None:
-        self.hosts = [Host("a", a), Host("b", b)]
-        self.queue: list[tuple[float, int, int, Event]] = []
-        self.seq = itertools.count()
-        self.now = 0.0
-        self.overlaps: list[float] = []
-        self.partitioned = False
-        self.lease_holder: int | None = None
-
-    @property
-    def a(self) -> Host:
-        return self.hosts[0]
-
-    @property
-    def b(self) -> Host:
-        return self.hosts[1]
-
-    def at(self, t: float, host: int, event: Event) -> None:
-        heapq.heappush(self.queue, (t, next(self.seq), host, event))
-
-    def run_until(self, end: float) -> None:
-        while self.queue and self.queue[0][0] <= end:
-            t, _, i, ev = heapq.heappop(self.queue)
-            h = self.hosts[i]
-            if isinstance(ev, Tick):
-                if h.armed != t:
-                    continue  # superseded
-                h.armed = None
-            self.now = t
-            self._apply(i, ev, t)
-            if self.a.running and self.b.running:
-                self.overlaps.append(t)
-        self.now = max(self.now, end)
-
-    def _apply(self, i: int, ev: Event, t: float) -> None:
-        h = self.hosts[i]
-        d = step(h.m, h.p, ev, t)
-        check_decision(h.m, d, ev)
-        h.m = d.machine
-        h.decisions.append(d)
-        if isinstance(ev, ContainerStopped) and ev.ok and ev.reason == str(h.last_op):
-            h.running = False
-            if self.lease_holder == i:
-                self.lease_holder = None      # the executor releases after a confirmed stop
-        for a in d.actions:
-            if isinstance(a, AcquireLease):
-                free = self.lease_holder in (None, i)
-                if free:
-                    self.lease_holder = i
-                self.at(t + LATENCY, i, LeaseResult(ok=free, reason="lease", holder=None if free else "other"))
-            elif isinstance(a, ReleaseLease) and self.lease_holder == i and not h.running:
-                self.lease_holder = None
-            if isinstance(a, SendAdvert) and h.m.link_up and not self.partitioned:
-                adv = advert(a.priority, src=h.p.address, interval=h.p.interval, version=h.p.version)
-                self.at(t + LATENCY, 1 - i, adv)
-            elif isinstance(a, StartContainer):
-                h.running = True
-                h.last_op += 1
-                self.at(t + h.start_delay, i, ContainerReady(ok=h.ready_ok, reason=str(h.last_op)))
-            elif isinstance(a, StopContainer):
-                h.last_op += 1
-                self.at(t + h.stop_delay, i, ContainerStopped(ok=True, reason=str(h.last_op)))
-        nd = next_deadline(h.m)
-        # A deadline at or before a tick that has just run would spin the loop forever.
-        if nd is not None and not (isinstance(ev, Tick) and nd <= t) and nd != h.armed:
-            h.armed = max(nd, t)
-            self.at(h.armed, i, Tick())
+# The two-host simulator models the real executor (one ordered worker per host, the lease
+# released only by the machine's ReleaseLease): tests/unit/sim.py.
+from tests.unit.sim import Sim as Pair  # noqa: E402
 
 
 def _serving_pair(pa: int, pb: int, b_starts: float = 20.0, **kw) -> Pair:
@@ -947,6 +856,8 @@ def test_regression_owner_startup_gates_milvus():
     r = Run(params(priority=255, supervise=True))
     assert r.state == State.MASTER
     assert StartContainer() not in r.first.actions
+    assert r.m.container == Container.STOPPING and r.m.gate_deadline is not None
+    r.do(ContainerStopped(ok=True, reason="no leftover"), r.now + 0.1)
     assert r.m.container == Container.WAITING
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from havip.core.machine import Container, check_role
 from havip.model import (
-    AddVip, ContainerReady, ContainerStopped, DelVip, HealthChanged, LeaseLost, LeaseResult, SendAdvert,
-    StartContainer, State, StopContainer,
+    AddVip, ContainerReady, ContainerStopped, DelVip, HealthChanged, LeaseLost, LeaseReleased, LeaseResult,
+    ReleaseLease, SendAdvert, StartContainer, State, StopContainer,
 )
 from tests.unit.test_machine import _leasing, params
 
@@ -28,6 +28,10 @@ def test_lease_lost_while_starting_fences_without_grace():
     assert d.actions == (DelVip(), StopContainer(grace=False))
     assert d.reason == f"{LOST}; fencing; stopping milvus before handing over"
     d = r.do(ContainerStopped(ok=True, reason="killed"), r.now + 0.2)
+    # Only after the confirmed stop is the lease given back, and only then priority 0.
+    (release,) = [a for a in d.actions if isinstance(a, ReleaseLease)]
+    assert SendAdvert(0) not in d.actions
+    d = r.do(LeaseReleased(ok=True, reason="etcd lease revoked", op=release.op), r.now + 0.01)
     assert d.transition == (State.MASTER, State.FAULT) and SendAdvert(0) in d.actions
     assert r.m.hold                           # it must not take the master back while the peer waits
 
@@ -39,7 +43,9 @@ def test_lease_lost_while_running_fences():
     d = r.do(LeaseLost(LOST), r.now + 1)
     assert StopContainer(grace=False) in d.actions and DelVip() in d.actions
     # Fenced hosts come back as a held-back backup once their standby checks pass.
-    r.do(ContainerStopped(ok=True, reason="killed"), r.now + 0.2)
+    d = r.do(ContainerStopped(ok=True, reason="killed"), r.now + 0.2)
+    (release,) = [a for a in d.actions if isinstance(a, ReleaseLease)]
+    r.do(LeaseReleased(ok=True, reason="etcd lease revoked", op=release.op), r.now + 0.01)
     d = r.do(HealthChanged(healthy=True, reason="could serve", role="backup"), r.now + 1)
     assert d.transition == (State.FAULT, State.BACKUP) and r.m.hold
 

@@ -1,8 +1,7 @@
 """Properties of the VRRP state machine over random event sequences (hypothesis).
 
 One machine: random Params and a random stream of events at increasing `now`, with the
-invariants checked after every step. Two machines: random incidents on a shared link
-(tests.unit.test_machine.Pair), checking that the two Milvus containers never run at once.
+invariants checked after every step. Two machines: tests/unit/test_sim_props.py.
 """
 
 from __future__ import annotations
@@ -17,10 +16,10 @@ from havip.core.machine import (
 )
 from havip.model import (
     AcquireLease, AddVip, ContainerReady, ContainerStopped, DelVip, Event, FailoverRequested,
-    HealthChanged, LeaseResult, LinkChanged, PauseChanged, SendAdvert, Shutdown, StartContainer,
+    HealthChanged, LeaseReleased, LeaseResult, LinkChanged, PauseChanged, SendAdvert, Shutdown, StartContainer,
     Startup, State, Tick,
 )
-from tests.unit.test_machine import Pair, advert, check_decision
+from tests.unit.test_machine import advert, check_decision
 
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OURS = "10.0.0.5"
@@ -92,6 +91,7 @@ def events(p: Params, peer_prios: list[int]) -> st.SearchStrategy:
         st.builds(PauseChanged, paused=st.booleans()),
         st.builds(LeaseResult, ok=st.booleans(), reason=st.just("lease?"),
                   holder=st.sampled_from([None, "other-host"])),
+        st.builds(LeaseReleased, ok=st.booleans(), reason=st.just("released?")),
     )
 
 
@@ -156,7 +156,9 @@ class Observer:
                     "Milvus started without the storage lease"
                 self.maybe_running = True
             elif isinstance(a, AcquireLease):
-                assert self.p.lease and m.container == Container.LEASING
+                # (or the start-up guard: the lease held while a leftover container stops)
+                assert self.p.lease and (m.container == Container.LEASING
+                                         or isinstance(ev, Startup) and m.container == Container.STOPPING)
                 self.acquiring = True
             elif isinstance(a, SendAdvert):
                 # 6. the priorities a machine may put on the wire
@@ -167,7 +169,7 @@ class Observer:
                     assert not self.maybe_running, "priority 0 sent before a confirmed stop"
         # 1. the VIP: never held outside MASTER; held by a master that is not leaving, except
         #    while its Milvus waits for the old master (both would answer ARP for it)
-        if (m.state != State.MASTER or m.container in (Container.WAITING, Container.LEASING)
+        if (m.state != State.MASTER or m.container in (Container.WAITING, Container.LEASING, Container.STOPPING)
                 or m.leaving is not None):
             assert self.last_vip is not AddVip
         else:
@@ -176,7 +178,9 @@ class Observer:
         if m.state != State.MASTER:
             assert m.container in (Container.STOPPED, Container.STOPPING)
         elif self.p.supervise and m.leaving is None:
-            assert m.container in (Container.WAITING, Container.LEASING, Container.STARTING, Container.RUNNING)
+            # (STOPPING: a leftover found at start-up, its stop still pending behind the gate)
+            assert m.container in (Container.WAITING, Container.LEASING, Container.STARTING, Container.RUNNING,
+                                   Container.STOPPING)
         if m.container == Container.WAITING:
             assert m.gate_deadline is not None, "a gate without a deadline could wait forever"
         if m.container == Container.LEASING:
@@ -185,6 +189,9 @@ class Observer:
         # timers that belong to each state
         if m.state == State.MASTER:
             assert m.adver_deadline is not None and m.master_down_deadline is None
+        elif m.state == State.BACKUP and m.leaving == State.STOPPED:
+            # shutting down with a stop pending: no takeover while it waits
+            assert m.master_down_deadline is None and m.adver_deadline is None
         elif m.state == State.BACKUP:
             assert m.master_down_deadline is not None and m.adver_deadline is None
         else:
@@ -220,6 +227,7 @@ def test_invariants_hold_for_any_event_sequence(scenario):
         if obs.m.state == State.STOPPED:
             break
         obs.apply(ContainerStopped(ok=True, reason="exited"), 0.5)
+        obs.apply(LeaseReleased(ok=True, reason="released"), 0.1)
     assert obs.m.state == State.STOPPED
     assert obs.last_vip is not AddVip
 
@@ -247,66 +255,14 @@ def test_regression_no_deadline_is_left_in_the_past_after_a_tick(scenario):
         obs.apply(ev, dt)
     assert obs.stuck_ticks == []
     obs.apply(Shutdown(), 0.1)
-    while obs.m.state != State.STOPPED:
+    for _ in range(3):
+        if obs.m.state == State.STOPPED:
+            break
         obs.apply(ContainerStopped(ok=True, reason="exited"), 0.5)
+        obs.apply(LeaseReleased(ok=True, reason="released"), 0.1)
+    assert obs.m.state == State.STOPPED
     assert next_deadline(obs.m) is None, "a stopped machine still asks to be woken"
 
 
-# ---------------------------------------------------------------- two hosts, one Milvus
-
-
-INCIDENTS = ("fail-master-checks", "fail-backup-checks", "checks-pass", "failover", "restart",
-             "start-fails", "start-ok")
-
-
-def _incident(net: Pair, i: int, what: str, t: float) -> None:
-    h = net.hosts[i]
-    if what == "fail-master-checks":
-        net.at(t, i, HealthChanged(healthy=False, reason="grpc timeout", role=check_role(h.m)))
-    elif what == "fail-backup-checks":
-        net.at(t, i, HealthChanged(healthy=False, reason="disk full", role="backup"))
-    elif what == "checks-pass":
-        net.at(t, i, HealthChanged(healthy=True, reason="ok", role="backup"))
-    elif what == "failover":
-        net.at(t, i, FailoverRequested(force=False))
-    elif what == "restart":
-        net.at(t, i, Shutdown())
-        net.at(t + 15.0, i, Startup())
-    elif what == "start-fails":
-        h.ready_ok = False
-    elif what == "start-ok":
-        h.ready_ok = True
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    version=st.sampled_from([2, 3]),
-    # Distinct, below the owner (a known bug), and far enough apart that the two skew times
-    # never tie within the link latency (test_bug_pair_simultaneous_election_overlaps).
-    prios=st.lists(st.integers(1, 25).map(lambda k: 10 * k), min_size=2, max_size=2, unique=True),
-    delays=st.tuples(st.sampled_from([0.5, 2.0, 8.0]), st.sampled_from([1.0, 5.0, 20.0])),  # stop, start
-    plan=st.lists(st.tuples(st.integers(1, 20), st.integers(0, 1), st.sampled_from(INCIDENTS)), max_size=12),
-)
-def test_two_hosts_never_run_milvus_at_once(version, prios, delays, plan):
-    a = Params(version=version, priority=prios[0], interval=1.0, address="10.0.0.1", supervise=True)
-    b = Params(version=version, priority=prios[1], interval=1.0, address="10.0.0.2", supervise=True)
-    net = Pair(a, b)
-    for h in net.hosts:
-        h.stop_delay, h.start_delay = delays
-    net.at(0.0, 0, Startup())
-    net.at(7.0, 1, Startup())
-    t = 30.0
-    net.run_until(t)
-    for wait, i, what in plan:
-        t += wait                       # whole seconds: incidents never line up with skew times
-        net.run_until(t - 1e-9)
-        _incident(net, i, what, t)
-        if what == "restart":
-            # The stop (at most 8 s) ends before the Startup 15 s later, so this is a clean
-            # restart, not a crash with Milvus left running (a window no VRRP peer can see).
-            # The next incident comes after the restarted host has listened for a master-down
-            # interval: a takeover before that is a known bug
-            # (test_machine.py::test_bug_pair_failover_right_after_startup_overlaps).
-            t += 20.0
-    net.run_until(t + 120.0)
-    assert net.overlaps == []
+# Two hosts, one Milvus: tests/unit/test_sim_props.py, over the simulator that behaves like
+# the real executor (tests/unit/sim.py), with priorities 1..255 (the owner included).
