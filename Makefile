@@ -61,6 +61,7 @@ bench: deps venv
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
 	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
+	$(PY) bench/pool_rss.py --out docs/benchmarks-pool-rss.md
 	$(MAKE) bench-standalone
 
 # The real Milvus standalone server: start-up and stop on shared data, and what an automatic
