@@ -20,7 +20,7 @@ M = messages()
 class FakeMilvus:
     """Answers CheckHealth with `self.reply` (a CheckHealthResponse, or "hang" to never
     answer within the deadline), GetLoadState with `self.load_states[collection]` (a
-    GetLoadStateResponse; LoadStateNotExist if absent), and grpc.health.v1 Check from
+    GetLoadStateResponse, LoadStateNotExist if absent, or "hang"), and grpc.health.v1 Check from
     `self.health` (grpc_health's HealthServicer: `self.health.set("", status)`)."""
 
     def __init__(self, path):
@@ -56,7 +56,11 @@ class FakeMilvus:
 
     def _load_state(self, request, context):
         self.load_requests.append((request.collection_name, request.db_name))
-        return self.load_states.get(request.collection_name, M["GetLoadStateResponse"]())
+        reply = self.load_states.get(request.collection_name, M["GetLoadStateResponse"]())
+        if isinstance(reply, str) and reply == "hang":
+            self.release.wait(10)
+            return M["GetLoadStateResponse"]()
+        return reply
 
     def stop(self):
         self.release.set()

@@ -97,6 +97,17 @@ def test_a_hung_member_fails_by_its_deadline_even_between_calls(fake):
     assert chk().ok, "the next check connects afresh"
 
 
+def test_one_deadline_for_all_the_calls_of_a_check(fake):
+    """A member that answers CheckHealth but hangs on GetLoadState fails by the check's
+    own deadline, with the call it did not answer named."""
+    fake.load_states = {"a": _loaded(), "b": "hang"}
+    t0 = time.monotonic()
+    r = GrpcCheck(fake.target, "milvus", 0.3, collections=("a", "b"))()
+    assert (r.ok, r.reason) == (
+        False, f"{fake.target} did not answer within 0.3s (connected, but no answer to GetLoadState)")
+    assert 0.3 <= time.monotonic() - t0 < 1.0
+
+
 def test_nothing_listening(tmp_path):
     missing = f"unix:{tmp_path}/none.sock"
     assert GrpcCheck(missing, "milvus", 0.5)().reason == f"{missing} is unreachable: No such file or directory"
