@@ -190,7 +190,7 @@ def check_health(target: str, timeout: float) -> tuple[bool, str]:
     try:
         with Connection(target, timeout) as conn:
             ok, what = verdict(conn.call(CHECK_HEALTH))
-    except CallTimeout:
+    except CallTimeout:         # the daemon's own sentence, quoted by its takeover logs, docs and tests
         return False, f"Milvus did not answer CheckHealth within {fmt_seconds(timeout)}"
     except CallFailed as exc:
         return False, f"Milvus at {target} {exc}"
