@@ -64,6 +64,7 @@ bench: deps venv
 	$(PY) bench/fence.py --out docs/benchmarks-fence.md
 	$(PY) bench/etcd_lease.py --out docs/benchmarks-etcd.md
 	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
+	$(PY) bench/pool_rss.py --out docs/benchmarks-pool-rss.md
 	$(MAKE) bench-standalone
 
 # The real Milvus standalone server: start-up and stop on shared data, and what an automatic

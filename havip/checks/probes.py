@@ -22,6 +22,7 @@ import docker.errors
 import requests.exceptions
 
 from havip.errors import HavipError
+from havip.fmt import fmt_seconds
 
 Clock = Callable[[], float]
 
@@ -43,11 +44,6 @@ def check_name(name: str) -> Callable:
         fn.check_name = name
         return fn
     return mark
-
-
-def fmt_seconds(t: float) -> str:
-    """1.0 -> "1.0s", 0.25 -> "0.25s": enough digits to be exact, at least one decimal."""
-    return f"{t:.1f}s" if round(t, 1) == t else f"{t:g}s"
 
 
 # ------------------------------------------------------------------ Docker engine

@@ -21,7 +21,8 @@ from typing import Callable
 
 import structlog
 
-from havip.checks.probes import CheckResult, fmt_seconds
+from havip.checks.probes import CheckResult
+from havip.fmt import fmt_seconds
 
 Check = Callable[[], CheckResult]
 log = structlog.get_logger("havip.checks")

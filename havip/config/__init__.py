@@ -47,7 +47,7 @@ def _is_secret(path: str) -> bool:
     return any(part.split("[", 1)[0] in SECRET_KEYS for part in path.split("."))
 
 
-def _show(value: object, path: str) -> str:
+def show(value: object, path: str) -> str:
     """A value as the user would write it in YAML ('1111' is a string, 1111 a number).
 
     Bounded: at most SHOWN characters and _SHOWN_DEPTH levels, whatever the input (a
@@ -103,9 +103,9 @@ def _scalar(value: object) -> str:
     return " ".join(text.removesuffix("\n...\n").split())
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+def _model_at(loc: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
     """The model class that holds the key at the end of `loc`, for 'did you mean'."""
-    cls: type[BaseModel] | None = Config
+    cls: type[BaseModel] | None = root
     for part in loc[:-1]:
         if isinstance(part, int) or cls is None:
             continue
@@ -130,10 +130,10 @@ _REASONS = {
 }
 
 
-def _reason(err: dict) -> str:
+def _reason(err: dict, root: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        cls = _model_at(err["loc"])
+        cls = _model_at(err["loc"], root)
         near = difflib.get_close_matches(str(err["loc"][-1]), list(cls.model_fields) if cls else [], 1)
         return f"unknown key; did you mean {near[0]}?" if near else "unknown key"
     if kind == "literal_error":
@@ -143,32 +143,34 @@ def _reason(err: dict) -> str:
     return _REASONS.get(kind, err["msg"].removeprefix("Value error, "))
 
 
-def _field_problems(err: ValidationError) -> list[Problem]:
+def field_problems(err: ValidationError, root: type[BaseModel] = Config) -> list[Problem]:
+    """(path, value, reason) of each error pydantic found validating a `root`."""
     out = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"])
         value = _MISSING if e["type"] == "missing" else e.get("input")
-        out.append((path, value, _reason(e)))
+        out.append((path, value, _reason(e, root)))
     return out
 
 
 @functools.cache
-def _field_model(name: str) -> type[BaseModel]:
+def _field_model(root: type[BaseModel], name: str) -> type[BaseModel]:
     """A one-field model, to validate a single top-level key on its own."""
-    info = Config.model_fields[name]
+    info = root.model_fields[name]
     return create_model(f"_Only_{name}", __base__=StrictModel, **{name: (info.annotation, info)})
 
 
-def _valid_fields(data: dict) -> dict:
-    """Each top-level field that is valid on its own (or defaulted), validated."""
+def valid_fields(data: dict, root: type[BaseModel] = Config) -> dict:
+    """Each top-level field of a `root` that is valid on its own (or defaulted), validated:
+    what cross checks can still look at when the whole document is not valid."""
     out = {}
-    for name, info in Config.model_fields.items():
+    for name, info in root.model_fields.items():
         if name not in data:
             if not info.is_required():
                 out[name] = info.get_default(call_default_factory=True)
             continue
         try:
-            out[name] = getattr(_field_model(name).model_validate({name: data[name]}), name)
+            out[name] = getattr(_field_model(root, name).model_validate({name: data[name]}), name)
         except ValidationError:
             pass
     return out
@@ -177,10 +179,12 @@ def _valid_fields(data: dict) -> dict:
 MAX_PROBLEMS = 100      # lines listed; 300,000 bad list items took 20 s to format and 29 MB to log
 
 
-def _format(problems: list[Problem]) -> list[str]:
-    order = {name: i for i, name in enumerate(Config.model_fields)}
+def format_problems(problems: list[Problem], root: type[BaseModel] = Config) -> list[str]:
+    """`path: value: reason` lines, in the order of `root`'s top-level keys; at most
+    MAX_PROBLEMS of them and one saying how many more there were."""
+    order = {name: i for i, name in enumerate(root.model_fields)}
     ranked = sorted(problems, key=lambda p: order.get(p[0].split(".", 1)[0], len(order)))
-    return _capped([f"{_printable(path)}: {_show(value, path)}: {reason}" for path, value, reason
+    return _capped([f"{_printable(path)}: {show(value, path)}: {reason}" for path, value, reason
                     in ranked[:MAX_PROBLEMS + 1]], len(ranked))
 
 
@@ -205,18 +209,18 @@ def parse(data: object, *, source: str = "config", default_instance: str = "havi
     if data is None:
         raise ConfigError([f"{source}: (empty): no settings; expected a mapping of key: value lines"])
     if not isinstance(data, dict):
-        shown = _show(data, "")
+        shown = show(data, "")
         raise ConfigError([f"{source}: {shown}: must be a mapping of key: value lines, "
                            f"not a {type(data).__name__}"])
     data = {"instance": default_instance, **data}
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        problems = _field_problems(err) + cross_checks(_valid_fields(data))
-        raise ConfigError(_format(problems)) from None
+        problems = field_problems(err) + cross_checks(valid_fields(data))
+        raise ConfigError(format_problems(problems)) from None
     problems = cross_checks(dict(config))
     if problems:
-        raise ConfigError(_format(problems))
+        raise ConfigError(format_problems(problems))
     return config
 
 

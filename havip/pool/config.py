@@ -11,22 +11,22 @@ Milvus port, a name nginx could not resolve, a method that is not a read).
 from __future__ import annotations
 
 import difflib
-import functools
 import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, create_model
+from pydantic import AfterValidator, Field, ValidationError
 
+from havip.config import field_problems, format_problems, show, valid_fields
+from havip.config.checks import Problem
 from havip.config.schema import AbsPath, HostPort, Instance, Seconds, StrictModel, _between
 from havip.errors import ConfigError
 from havip.pool import methods
 
-Problem = tuple[str, Any, str]
 MILVUS_PORT = 19530
 
 
@@ -230,89 +230,21 @@ def cross_checks(values: dict, *, resolve: Callable[[str], bool] = resolves,
             *_check_timers(values)]
 
 
-# ------------------------------------------------------------------ reporting
-
-
-def _show(value: object) -> str:
-    if value is _MISSING:
-        return "(missing)"
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    try:
-        text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-    except yaml.YAMLError:
-        text = repr(value)
-    text = text.removesuffix("\n...\n").strip()
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_MISSING = object()
-_REASONS = {"missing": "required", "int_type": "must be a whole number", "float_type": "must be a number",
-            "bool_type": "must be true or false", "string_type": "must be a string", "list_type": "must be a list",
-            "model_type": "must be a mapping of keys", "too_short": "must not be empty",
-            "extra_forbidden": "unknown key"}
-
-
-def _reason(err: dict) -> str:
-    if err["type"] == "literal_error":
-        return f"must be {err['ctx']['expected']}"
-    if err["type"] == "extra_forbidden":
-        return _unknown_key(err["loc"])
-    return _REASONS.get(err["type"], err["msg"].removeprefix("Value error, "))
-
-
-def _unknown_key(loc: tuple) -> str:
-    model: type[StrictModel] | None = PoolConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if model else None
-        ann = field.annotation if field else None
-        model = ann if isinstance(ann, type) and issubclass(ann, StrictModel) else None
-    near = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [], 1)
-    return f"unknown key; did you mean {near[0]}?" if near else "unknown key"
-
-
-def _valid_fields(data: dict) -> dict:
-    out = {}
-    for name, info in PoolConfig.model_fields.items():
-        if name not in data:
-            if not info.is_required():
-                out[name] = info.get_default(call_default_factory=True)
-            continue
-        try:
-            out[name] = getattr(_field_model(name).model_validate({name: data[name]}), name)
-        except ValidationError:
-            pass
-    return out
-
-
-@functools.cache
-def _field_model(name: str) -> type[StrictModel]:
-    """A one-field model, to validate a single top-level key on its own."""
-    info = PoolConfig.model_fields[name]
-    return create_model(f"_Only_{name}", __base__=StrictModel, **{name: (info.annotation, info)})
-
-
 def parse(data: object, *, source: str = "config", default_instance: str = "pool",
           resolve: Callable[[str], bool] = resolves, local: Callable[[str], bool] = is_local) -> PoolConfig:
     """Validate a decoded YAML document; raise ConfigError listing every problem."""
     if not isinstance(data, dict):
-        raise ConfigError([f"{source}: {_show(data)}: must be a mapping of key: value lines"])
+        raise ConfigError([f"{source}: {show(data, '')}: must be a mapping of key: value lines"])
     data = {"instance": default_instance, **data}
-    problems: list[Problem] = []
     try:
         cfg = PoolConfig.model_validate(data)
     except ValidationError as err:
-        for e in err.errors():
-            value = _MISSING if e["type"] == "missing" else e.get("input")
-            problems.append((".".join(str(p) for p in e["loc"]), value, _reason(e)))
-        problems += cross_checks(_valid_fields(data), resolve=resolve, local=local)
-        cfg = None
-    else:
-        problems = cross_checks(dict(cfg), resolve=resolve, local=local)
+        problems = field_problems(err, PoolConfig) + cross_checks(valid_fields(data, PoolConfig), resolve=resolve,
+                                                                  local=local)
+        raise ConfigError(format_problems(problems, PoolConfig)) from None
+    problems = cross_checks(dict(cfg), resolve=resolve, local=local)
     if problems:
-        order = {name: i for i, name in enumerate(PoolConfig.model_fields)}
-        problems.sort(key=lambda p: order.get(p[0].split(".", 1)[0], len(order)))
-        raise ConfigError([f"{path}: {_show(value)}: {reason}" for path, value, reason in problems])
+        raise ConfigError(format_problems(problems, PoolConfig))
     return cfg
 
 

@@ -14,10 +14,9 @@ from typing import Callable
 
 import docker.errors
 
-from havip.checks.probes import (
-    CheckResult, EngineClient, EngineUnreachable, MilvusProbe, describe_state, fmt_seconds,
-)
+from havip.checks.probes import CheckResult, EngineClient, EngineUnreachable, MilvusProbe, describe_state
 from havip.errors import AdapterError
+from havip.fmt import fmt_seconds
 
 
 class ContainerRuntime:

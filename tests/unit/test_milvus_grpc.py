@@ -1,11 +1,12 @@
-"""The daemon's own CheckHealth client (havip.checks.milvus_grpc): wire-compatible with
-Milvus' messages (pymilvus' generated ones, test-only) and with a real gRPC server
-(grpcio's, test-only), every answer a sentence, and the daemon never loading pymilvus,
-pandas, numpy or grpcio.
+"""The gRPC client of both daemons (havip.checks.milvus_grpc): wire-compatible with
+Milvus' messages (pymilvus' generated ones, test-only) and grpc.health.v1's
+(grpcio-health-checking's), working against a real gRPC server (grpcio's, test-only),
+every answer a sentence, and the daemon never loading pymilvus, pandas, numpy or grpcio.
 
 The gRPC server here listens on a unix socket in the test's temporary directory: no
 network at all. The real Milvus (milvus-lite in a lab container) is asked in
-tests/integration/test_docker_milvus.py.
+tests/integration/test_docker_milvus.py; the read pool's checks against it in
+tests/integration/test_read_pool.py.
 """
 
 from __future__ import annotations
@@ -21,12 +22,56 @@ from concurrent import futures
 
 import grpc
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
 
+from havip.checks import milvus_grpc as g
 from havip.checks.milvus_grpc import METHOD, check_health, messages
 from havip.checks.probes import MilvusProbe
 from tests.conftest import REPO
+from tests.grpc_fakes import FakeMilvus
 
-Request, Response = messages()
+M = messages()
+Request, Response = M["CheckHealthRequest"], M["CheckHealthResponse"]
+
+
+def _theirs():
+    from grpc_health.v1 import health_pb2
+    from pymilvus.grpc_gen import common_pb2, milvus_pb2
+
+    return {"Status": common_pb2.Status, "CheckHealthRequest": milvus_pb2.CheckHealthRequest,
+            "CheckHealthResponse": milvus_pb2.CheckHealthResponse,
+            "GetLoadStateRequest": milvus_pb2.GetLoadStateRequest,
+            "GetLoadStateResponse": milvus_pb2.GetLoadStateResponse,
+            "HealthCheckRequest": health_pb2.HealthCheckRequest, "HealthCheckResponse": health_pb2.HealthCheckResponse}
+
+
+# The wire type of a field (protobuf's encoding.md): what must agree for bytes to be read alike.
+_VARINT = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_ENUM, FieldDescriptor.TYPE_BOOL}
+_LEN = {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE}
+
+
+def _wire(f) -> str:
+    return "varint" if f.type in _VARINT else "len" if f.type in _LEN else f"type {f.type}"
+
+
+def test_every_declared_field_is_the_generated_codes_field():
+    """Each field we declare has the number, wire type, repetition and (for enums) values
+    of Milvus' and gRPC's own generated messages; the fields we leave out are only ones
+    that protobuf skips as unknown."""
+    theirs = _theirs()
+    assert set(theirs) == set(M)
+    for name, ours in M.items():
+        their = theirs[name].DESCRIPTOR
+        for f in ours.DESCRIPTOR.fields:
+            t = their.fields_by_number[f.number]
+            assert (f.name, _wire(f), f.is_repeated) == (t.name, _wire(t), t.is_repeated), (name, f.name)
+            if f.enum_type is not None:
+                assert {v.number: v.name for v in f.enum_type.values} == {
+                    v.number: v.name for v in t.enum_type.values}, (name, f.name)
+    left_out = {(n, f.name) for n, m in M.items() for f in theirs[n].DESCRIPTOR.fields
+                if f.number not in m.DESCRIPTOR.fields_by_number}
+    assert left_out == {("Status", "retriable"), ("Status", "detail"), ("Status", "extra_info"),
+                        ("CheckHealthResponse", "quota_states"), ("GetLoadStateRequest", "base")}
 
 
 def test_our_messages_read_and_write_milvus_own_encoding():
@@ -45,34 +90,40 @@ def test_our_messages_read_and_write_milvus_own_encoding():
     assert Request().SerializeToString() == milvus_pb2.CheckHealthRequest().SerializeToString() == b""
     back = milvus_pb2.CheckHealthResponse.FromString(ours.SerializeToString())   # unknown fields kept
     assert list(back.quota_states) == [milvus_pb2.DenyToWrite, milvus_pb2.DenyToRead]
+    negative = Response.FromString(milvus_pb2.CheckHealthResponse(status=common_pb2.Status(code=-3, reason="quota"))
+                                   .SerializeToString())      # an int32 below 0 is a 10-byte varint
+    assert g.verdict(negative) == (False, "answered CheckHealth with error -3: quota")
 
 
-class FakeMilvus:
-    """A gRPC server on a unix socket that answers CheckHealth with `self.reply` (a
-    Response, or "hang" to never answer within the deadline)."""
+def test_load_state_request_and_reply_as_milvus_encodes_them():
+    from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
-    def __init__(self, path):
-        self.target = f"unix:{path}"
-        self.reply: Response | str = Response(isHealthy=True)
-        self.release = threading.Event()
-        self.calls = 0
-        handler = grpc.method_handlers_generic_handler("milvus.proto.milvus.MilvusService", {
-            "CheckHealth": grpc.unary_unary_rpc_method_handler(
-                self._check, request_deserializer=Request.FromString, response_serializer=Response.SerializeToString)})
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler])
-        self.server.add_insecure_port(self.target)
-        self.server.start()
+    ours = M["GetLoadStateRequest"](collection_name="havip_pool", partition_names=["p1", "p2"], db_name="db1")
+    req = milvus_pb2.GetLoadStateRequest.FromString(ours.SerializeToString())
+    assert (req.collection_name, list(req.partition_names), req.db_name, req.HasField("base")) == (
+        "havip_pool", ["p1", "p2"], "db1", False)
+    theirs = milvus_pb2.GetLoadStateRequest(base=common_pb2.MsgBase(msgID=7), collection_name="c").SerializeToString()
+    assert M["GetLoadStateRequest"].FromString(theirs).collection_name == "c"        # base skipped
+    for state in (common_pb2.LoadStateNotExist, common_pb2.LoadStateNotLoad, common_pb2.LoadStateLoading,
+                  common_pb2.LoadStateLoaded):
+        reply = M["GetLoadStateResponse"].FromString(milvus_pb2.GetLoadStateResponse(
+            status=common_pb2.Status(code=5 if state == 0 else 0, reason="r"), state=state).SerializeToString())
+        assert (reply.state, reply.status.code, g.enum_name(reply, "state")) == (
+            state, 5 if state == 0 else 0, common_pb2.LoadState.Name(state))
+    assert g.LOADED == common_pb2.LoadStateLoaded
 
-    def _check(self, request, context):
-        self.calls += 1
-        if self.reply == "hang":
-            self.release.wait(10)
-            return Response(isHealthy=True)
-        return self.reply
 
-    def stop(self):
-        self.release.set()
-        self.server.stop(0).wait(5)
+def test_health_v1_messages_as_grpc_encodes_them():
+    from grpc_health.v1 import health_pb2
+
+    assert M["HealthCheckRequest"](service="milvus").SerializeToString() == \
+        health_pb2.HealthCheckRequest(service="milvus").SerializeToString()
+    for status in (0, 1, 2, 3):
+        reply = M["HealthCheckResponse"].FromString(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+        assert g.enum_name(reply, "status") == health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    assert g.SERVING == health_pb2.HealthCheckResponse.SERVING
+    future = M["HealthCheckResponse"].FromString(b"\x08\x07")           # a status this module does not know
+    assert g.enum_name(future, "status") == "7"
 
 
 @pytest.fixture
@@ -86,15 +137,19 @@ def test_answers_become_sentences(fake):
     assert METHOD == "/milvus.proto.milvus.MilvusService/CheckHealth"
     assert check_health(fake.target, 2) == (True, f"Milvus at {fake.target} is healthy")
     fake.reply = Response(isHealthy=False, reasons=["querynode 3 is down", "quota"])
-    assert check_health(fake.target, 2) == (False, "Milvus reports unhealthy: querynode 3 is down; quota")
+    at = f"Milvus at {fake.target}"
+    assert check_health(fake.target, 2) == (False, f"{at} reports unhealthy: querynode 3 is down; quota")
     fake.reply = Response(isHealthy=False)
-    assert check_health(fake.target, 2) == (False, "Milvus reports unhealthy: no reason given")
+    assert check_health(fake.target, 2) == (False, f"{at} reports unhealthy: no reason given")
     fake.reply = Response(isHealthy=True)
     fake.reply.status.error_code, fake.reply.status.reason = 1, "not ready"
-    assert check_health(fake.target, 2) == (False, "Milvus answered CheckHealth with error 1: not ready")
+    assert check_health(fake.target, 2) == (False, f"{at} answered CheckHealth with error 1: not ready")
     fake.reply = Response()
     fake.reply.status.code = 2
-    assert check_health(fake.target, 2) == (False, "Milvus answered CheckHealth with error 2: no reason given")
+    assert check_health(fake.target, 2) == (False, f"{at} answered CheckHealth with error 2: no reason given")
+    fake.reply = b"\x0a\x05ab"                      # a status field longer than the message
+    assert check_health(fake.target, 2) == (
+        False, f"{at} answered CheckHealth with bytes that are not a CheckHealthResponse")
 
 
 def test_a_hung_server_fails_by_the_deadline_and_the_next_check_connects_afresh(fake):
@@ -114,7 +169,7 @@ def test_a_server_that_is_not_milvus(fake, tmp_path):
     other.start()
     try:
         assert check_health(f"unix:{tmp_path}/other.sock", 2) == (
-            False, "Milvus CheckHealth failed with UNIMPLEMENTED: Method not found!")
+            False, f"Milvus at unix:{tmp_path}/other.sock does not implement {METHOD}: Method not found!")
     finally:
         other.stop(0).wait(5)
 
@@ -161,7 +216,7 @@ def test_probe_checks_with_a_connection_each(fake):
 # import: the daemon must work without them installed, and never load them.
 DAEMON_WITHOUT_PYMILVUS = r"""
 import importlib, json, pkgutil, sys, time
-FORBIDDEN = ("pymilvus", "pandas", "numpy")
+FORBIDDEN = ("pymilvus", "pandas", "numpy", "grpc")
 tried = []
 class Block:
     def find_spec(self, name, path=None, target=None):

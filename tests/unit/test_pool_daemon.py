@@ -201,17 +201,40 @@ def test_status_table_and_exit_codes(tmp_path):
 # ------------------------------------------------------------------ light imports
 
 
-def test_the_pool_daemon_never_imports_pymilvus_numpy_or_pandas():
-    """The `havip pool run` import path, plus a real gRPC check (a unix socket that does
-    not exist: no traffic outside a namespace)."""
-    code = ("import sys, havip.cli, havip.pool.cli\n"
+def test_the_pool_daemon_never_imports_grpcio_pymilvus_numpy_or_pandas():
+    """The `havip pool run` import path, plus real checks of both kinds (a unix socket that
+    does not exist: no traffic outside a namespace), with grpcio, pymilvus, numpy and
+    pandas made impossible to import. Regression: the checks were grpcio channels (16 MB
+    of RSS for its C core) and a hand-written protobuf decoder."""
+    code = ("import sys\n"
+            "FORBIDDEN = ('grpc', 'pymilvus', 'numpy', 'pandas')\n"
+            "tried = []\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in FORBIDDEN:\n"
+            "            tried.append(name)\n"
+            "            raise ImportError(name + ' is blocked by the test')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import havip.cli, havip.pool.cli\n"
             "from havip.pool import checker, daemon, nginx, probe, status, render, accesslog\n"
-            "r = probe.GrpcCheck('unix:/nonexistent/havip-test.sock', 'milvus', 0.2, collections=('c',))()\n"
-            "assert not r.ok and 'grpc' in sys.modules, r\n"
-            "print(sorted(m for m in ('pymilvus', 'numpy', 'pandas') if m in sys.modules))\n")
+            "for kind in ('milvus', 'grpc-health'):\n"
+            "    r = probe.GrpcCheck('unix:/nonexistent/havip-test.sock', kind, 0.2, collections=('c',))()\n"
+            "    assert not r.ok and 'No such file' in r.reason, r\n"
+            "assert 'h2' in sys.modules\n"
+            "print(tried, sorted(m for m in sys.modules if m.split('.')[0] in FORBIDDEN))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "[] []"
+
+
+def test_access_log_lines():
+    from havip.pool.accesslog import Counts, parse_line
+
+    c = Counts()
+    parse_line("1.0 /milvus.proto.milvus.MilvusService/Search 10.0.0.1:1, 10.0.0.2:1 200 0 1.001", c)
+    parse_line("1.0 /milvus.proto.milvus.MilvusService/Search 10.0.0.1:1 : 10.0.0.3:1 200 0 1.001", c)
+    parse_line("garbage", c)
+    assert c.served == {"10.0.0.2:1": 1, "10.0.0.3:1": 1} and c.retried == {"10.0.0.1:1": 2} and c.bad_lines == 1
 
 
 def test_prometheus_metrics_per_member(tmp_path):
