@@ -13,7 +13,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.markers import write_block  # noqa: E402
 from havip.lab.loss import measure  # noqa: E402
 from havip.lab.netns import Topology  # noqa: E402
 
@@ -69,8 +69,7 @@ def main() -> None:
                       f"{sum(r['master_transitions'] for r in rs)} master transitions, "
                       f"{sum(r['takeovers'] - r['runs_long_enough'] for r in rs)} takeovers not explained by "
                       f"3 lost adverts.")
-    block = "\n".join([
-        BEGIN,
+    body = [
         f"Measured {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, shared with other jobs), "
         f"commit {commit}, Python {platform.python_version()}, load average "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end; {args.percent} % loss for "
@@ -83,16 +82,8 @@ def main() -> None:
         *[row(r) for r in results],
         "",
         *totals,
-        END,
-    ])
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else ""
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text += "\n" + block + "\n"
-    out.write_text(text)
-    print(block)
+    ]
+    print(write_block(args.out, BEGIN, END, body))
 
 
 if __name__ == "__main__":
