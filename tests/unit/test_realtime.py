@@ -141,3 +141,15 @@ def test_unit_allows_realtime_without_cap_sys_nice():
     s = cp["Service"]
     assert s["RestrictRealtime"] == "no" and s["LimitRTPRIO"] == "99"
     assert "CAP_SYS_NICE" not in s["CapabilityBoundingSet"]
+
+
+def test_a_reload_names_realtime_priority_as_needing_a_restart(tmp_path):
+    import yaml
+
+    from havip.daemon import reload
+
+    old = config.parse(BASE, default_instance="t")
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "realtime_priority": 10, "priority": 120}))
+    cfg, applied, restart = reload.plan(old, str(path))
+    assert applied == ["priority"] and restart == ["realtime_priority"] and cfg.realtime_priority == 0
