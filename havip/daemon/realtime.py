@@ -8,7 +8,9 @@ Linux schedules threads, not processes: `sched_setscheduler(0, ...)` changes the
 thread. Threads it creates afterwards would inherit the policy, so it is set with
 SCHED_RESET_ON_FORK: the check, container, hook and control threads the loop starts, and
 the hook scripts they run, begin at SCHED_OTHER (the kernel does this; no thread has to
-remember to reset itself).
+remember to reset itself). The loop still shares the interpreter lock with them: a worker
+holding it delays the loop until that worker is scheduled again (they mostly wait on I/O,
+which releases it).
 
 A refusal (EPERM: no CAP_SYS_NICE and RLIMIT_RTPRIO too low, systemd's
 RestrictRealtime=yes, a cgroup without a real-time budget) is a warning and the daemon
