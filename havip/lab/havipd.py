@@ -45,11 +45,12 @@ class Havipd:
         self.conf_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         return self.conf_path
 
-    def start(self, extra_env: dict | None = None) -> "Havipd":
+    def start(self, extra_env: dict | None = None, wrapper: list[str] | None = None) -> "Havipd":
+        """Start `havip run`; `wrapper` (e.g. setpriv ... --) is put before it."""
         self.write_config()
         env = {**os.environ, **(extra_env or {})}
         log = open(self.log_path, "ab")
-        self.proc = self.host.popen([*havip_argv(), "run", "-c", str(self.conf_path), "--log-format", "json",
+        self.proc = self.host.popen([*(wrapper or []), *havip_argv(), "run", "-c", str(self.conf_path), "--log-format", "json",
                                      "--log-level", "debug"], stdout=log, stderr=log, env=env)
         log.close()
         return self

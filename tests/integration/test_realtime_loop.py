@@ -62,3 +62,24 @@ def test_loop_thread_is_sched_rr_and_workers_are_not(topology, tmp_path):
         assert d.wait_event(lambda e: e.get("event") == "realtime", timeout=5)["priority"] == 20
     finally:
         d.kill()
+
+
+def test_refused_realtime_is_a_warning_and_the_daemon_serves(topology, tmp_path):
+    """What systemd's RestrictRealtime=yes or a unit without LimitRTPRIO= does: no
+    CAP_SYS_NICE and RLIMIT_RTPRIO 0. The daemon logs why, runs at SCHED_OTHER, becomes
+    master, and `havipctl status` says REFUSED."""
+    h1 = topology.add_host("h1", 11)
+    cfg = vrrp_config(priority=110, vips=[f"{VIP}/24"], version=3, interval=0.1, realtime_priority=10)
+    d = Havipd(h1, cfg, tmp_path)
+    try:
+        d.start(wrapper=["setpriv", "--bounding-set", "-sys_nice", "prlimit", "--rtprio=0"])
+        d.wait_state("master", timeout=20)
+        e = d.wait_event(lambda e: e.get("event") == "realtime_refused", timeout=5)
+        assert "Operation not permitted" in e["reason"] and "LimitRTPRIO" in e["reason"], e
+        assert threads(d.proc.pid)[d.proc.pid][0] == 0
+        text = subprocess.run([sys.executable, "-m", "havip.ctl", "-s", d.config["control"]["socket"], "status"],
+                              capture_output=True, text=True, timeout=30).stdout
+        assert "REFUSED: asked for SCHED_RR 10: refused by the kernel (Operation not permitted)" in text, text
+        assert d.running
+    finally:
+        d.kill()
