@@ -36,9 +36,15 @@ def one(version: int, interval: float, seconds: float, percent: int) -> dict:
 
 def row(r: dict) -> str:
     e = r["expected"]
-    verdict = "yes" if (r["master_transitions"] == 0 and r["takeovers"] == r["runs_long_enough"]) else (
-        f"no: {r['takeovers'] - r['runs_long_enough']} after a run one short" if r["master_transitions"] == 0
-        else "NO: the master moved")
+    diff = r["takeovers"] - r["runs_long_enough"]
+    if r["master_transitions"]:
+        verdict = "NO: the master moved"
+    elif diff == 0:
+        verdict = "yes"
+    elif diff > 0:
+        verdict = f"no: {diff} after a run of only {r['lost_in_a_row_to_take_over'] - 1} (late advert or timer)"
+    else:
+        verdict = f"{-diff} run(s) of {r['lost_in_a_row_to_take_over']} without a takeover (backup's timer late)"
     return (f"| v{r['version']} {r['interval']:g} s | {r['adverts_sent']} | "
             f"{1 - r['adverts_heard'] / r['adverts_sent']:.0%} ({r['frame_loss']:.0%} of all frames) | "
             f"{', '.join(f'{k}: {v}' for k, v in r['runs'].items())} | {r['runs_long_enough']} | "
@@ -67,8 +73,8 @@ def main() -> None:
                       f"takeovers for {sum(r['runs_long_enough'] for r in rs)} runs of >= 3 lost adverts "
                       f"(expected {sum(r['expected']['mean'] for r in rs):.1f}), "
                       f"{sum(r['master_transitions'] for r in rs)} master transitions, "
-                      f"{sum(r['takeovers'] - r['runs_long_enough'] for r in rs)} takeovers not explained by "
-                      f"3 lost adverts.")
+                      f"{sum(max(0, r['takeovers'] - r['runs_long_enough']) for r in rs)} takeovers not explained "
+                      f"by 3 lost adverts.")
     body = [
         f"Measured {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, shared with other jobs), "
         f"commit {commit}, Python {platform.python_version()}, load average "
