@@ -6,11 +6,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 iputils-ping procps util-linux \
-          psmisc systemd python3-venv etcd-server etcd-client iptables openssl
+DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 nftables iputils-ping procps \
+          util-linux psmisc systemd python3-venv etcd-server etcd-client iptables openssl
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz lab demo lab-down bench bench-standalone bench-fence soak install check clean fresh
+.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-standalone bench-fence soak install check clean fresh
 
 all: test
 
@@ -44,6 +44,12 @@ unit: venv
 fuzz: deps venv
 	HAVIP_FUZZ_PACKETS=100000 $(PY) -m pytest -ra -s tests/unit/test_fuzz_network.py \
 	    tests/integration/test_hostile_flood.py $(PYTEST_ARGS)
+
+# 30 % packet loss on the lab bridge (nftables in the switch namespace) for 60 s, three trials
+# each of VRRPv2 1 s and VRRPv3 0.1 s; figures to docs/benchmarks-loss.md. `make test` runs
+# 20 s of each (tests/integration/test_loss.py).
+loss: deps venv
+	$(PY) bench/loss.py --seconds 60 --trials 3 --out docs/benchmarks-loss.md
 
 # The built-in lab: two hosts and a client in network namespaces, one dockerd and one
 # Milvus container per host, havip on both, a failover shown to a client.

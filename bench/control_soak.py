@@ -9,7 +9,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.markers import write_block  # noqa: E402
 from tests.control_soak import soak  # noqa: E402
 
 BEGIN, END = "<!-- control-soak:begin -->", "<!-- control-soak:end -->"
@@ -38,8 +38,7 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     lat = (s["daemon"] or {}).get("lateness_ms", {})
-    block = "\n".join([
-        BEGIN,
+    body = [
         f"Measured {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, shared with other "
         f"jobs), commit {commit}, Python {platform.python_version()}; {args.seconds:g} s.",
         "",
@@ -60,16 +59,8 @@ def main() -> None:
         f"| daemon process CPU (loop, control server, workers) | {(s['daemon'] or {}).get('daemon_cpu_s')} s |",
         f"| control server refusals | {(s['daemon'] or {}).get('control_counters')} |",
         f"| daemon traceback / exit status | {s['daemon_stderr_traceback']} / {s['daemon_exit']} |",
-        END,
-    ])
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else ""
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text += "\n" + block + "\n"
-    out.write_text(text)
-    print(block)
+    ]
+    print(write_block(args.out, BEGIN, END, body))
 
 
 if __name__ == "__main__":

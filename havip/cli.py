@@ -39,6 +39,11 @@ def check_config(file: str) -> None:
     cfg = _load_or_exit(file)
     click.echo(f"{file}: ok (instance {cfg.instance}, VRID {cfg.virtual_router_id}, priority {cfg.priority}, "
                f"VRRPv{cfg.version})")
+    from havip.daemon.realtime import advice
+
+    hint = advice(cfg.advert_interval, cfg.realtime_priority)
+    if hint:
+        click.echo(f"{file}: warning: {hint}", err=True)
     if cfg.milvus is not None and cfg.milvus.lease_path:
         from havip.runtime.lease import mount_warning
 

@@ -208,6 +208,15 @@ def _lease_line(lease: object) -> str:
     return f"{lease.get('state')} by {lease.get('holder')} (epoch {lease.get('epoch')}; {lease.get('path')})"
 
 
+def _sched_line(sched: object) -> str:
+    sched = _dict(sched)
+    if not sched:
+        return "unknown"
+    if sched.get("requested") and sched.get("policy") != "SCHED_RR":
+        return f"REFUSED: asked for SCHED_RR {sched.get('requested')}: {sched.get('detail')}"
+    return f"{sched.get('policy')} {sched.get('priority')} ({sched.get('detail')})"
+
+
 def _peer_row(peer: dict) -> list[str]:
     health = {True: "healthy", False: "cannot serve"}.get(peer.get("healthy"), "health unknown")
     paused = ", PAUSED" if peer.get("paused") is True else ""
@@ -247,6 +256,7 @@ def render(st: dict) -> str:
         ["storage lease", _lease_line(st.get("lease"))],
         *([["held back", "yes: will not preempt (after a handover, or Milvus failed here); "
                          "`havipctl failover` on this host takes over"]] if st.get("hold") else []),
+        ["scheduling", _sched_line(st.get("scheduling"))],
         ["transitions", str(st.get("transitions"))],
         ["drops", ", ".join(f"{k} {v}" for k, v in sorted(drops.items(), key=str)) or "none"],
         ["paused", "yes: no automatic transitions, no container actions" if paused else "no"],

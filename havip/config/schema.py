@@ -350,6 +350,9 @@ class Config(StrictModel):
     virtual_ipaddresses: list[Vip] = Field(min_length=1)
     preempt: bool = True
     preempt_delay: Annotated[float, _between(0, 1000, "seconds")] = 0.0
+    # SCHED_RR priority of the loop thread (keepalived's vrrp_rt_priority); 0 = normal
+    # scheduling, the default as in keepalived (see havip.daemon.realtime).
+    realtime_priority: Annotated[int, _between(0, 99)] = 0
     unicast: Unicast | None = None
     garp: Garp = Garp()
     # VRRPv3 over IPv4: keepalived and RFC 5798 include the pseudo-header; RFC 9568

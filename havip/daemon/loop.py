@@ -25,6 +25,7 @@ from havip.daemon import contracts
 from havip.daemon.beaconing import BeaconService
 from havip.daemon.executor import Executor
 from havip.daemon.peers import Peers
+from havip.daemon import realtime
 from havip.daemon.ratelimit import RateLimiter
 from havip.daemon.receive import Receiver
 from havip.daemon.sdnotify import SdNotify
@@ -60,7 +61,8 @@ class Daemon:
     def __init__(self, cfg: Config, adapters: Adapters, *, log, clock: Callable[[], float] = time.monotonic,
                  metrics=None, on_transition: Callable[[dict], None] | None = None,
                  notify: SdNotify | None = None, config_path: str | None = None,
-                 wall: Callable[[], float] = time.time, load_config: Callable[[str], Config] = load):
+                 wall: Callable[[], float] = time.time, load_config: Callable[[str], Config] = load,
+                 set_realtime: Callable[[int], realtime.Scheduling] = realtime.apply):
         self.cfg = cfg
         self.config_path = config_path
         self.load_config = load_config      # called off the loop thread at a reload (SIGHUP)
@@ -81,6 +83,8 @@ class Daemon:
         self.input_errors: Counter[str] = Counter()
         self._error_log = RateLimiter(60.0, burst=5, max_keys=16)
         self.failure: str | None = None
+        self._set_realtime = set_realtime
+        self.scheduling: realtime.Scheduling | None = None
         self.beacons = BeaconService(cfg, self.peers, make_beacon=adapters.make_beacon, log=self.log, clock=clock,
                                      wall=wall, metrics=metrics, on_error=self._input_error)
         self.history: deque[dict] = deque(maxlen=50)
@@ -319,6 +323,7 @@ class Daemon:
         """Start, serve until stopped, close. The exit status is 0 after a clean stop and
         EXIT_LOOP_FAILED when the loop died; either way the VIP and Milvus were handed over."""
         try:
+            self.schedule()
             self.start()
             self.notify.ready(f"{self.machine.state}: {self.machine.reason}")
         except Exception as exc:  # noqa: BLE001 - hand over below, then exit non-zero
@@ -364,6 +369,21 @@ class Daemon:
         if self.machine.state != State.STOPPED:
             self._forced = True
             self.executor.emergency_stop()
+
+    def schedule(self) -> None:
+        """Set the calling thread's (the loop's) scheduling, before it starts any worker.
+        A refusal is a warning: the daemon runs at normal priority."""
+        want = self.cfg.realtime_priority
+        self.scheduling = self._set_realtime(want)
+        if want and self.scheduling.policy != "SCHED_RR":
+            self.log.warning("realtime_refused", requested=want, reason=self.scheduling.detail,
+                             consequence="advert timers can be late on a loaded host")
+        elif want:
+            self.log.info("realtime", policy=self.scheduling.policy, priority=self.scheduling.priority,
+                          reason=self.scheduling.detail)
+        hint = realtime.advice(self.cfg.advert_interval, want)
+        if hint:
+            self.log.warning("realtime_advice", reason=hint)
 
     def run_once(self) -> None:
         now = self.clock()
@@ -525,6 +545,7 @@ class Daemon:
             "healthy": m.healthy,
             "paused": m.paused,
             "hold": m.hold,
+            "scheduling": self.scheduling.view() if self.scheduling else None,
             "transitions": m.transitions,
             "drops": dict(self.drops),
             "input_errors": dict(self.input_errors),

@@ -14,7 +14,7 @@ from havip import config as config_mod
 from havip.errors import ConfigError
 
 RESTART_KEYS = ("interface", "virtual_router_id", "version", "virtual_ipaddresses", "unicast", "checksum",
-                "control", "metrics", "instance")
+                "control", "metrics", "instance", "realtime_priority")
 # Baked into the probes, the check runner and the container runtime when they are built.
 RESTART_MILVUS_KEYS = ("container", "docker", "grpc", "data_path", "check_interval", "check_timeout", "rise",
                        "fall", "stop_timeout", "lease")

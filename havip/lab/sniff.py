@@ -15,6 +15,7 @@ from havip.protocol import codec
 def main() -> None:
     ifname, seconds = sys.argv[1], float(sys.argv[2])
     sock = AdvertSocket(ifname, 4)
+    print("listening", file=sys.stderr, flush=True)      # callers may wait for this line
     end = time.monotonic() + seconds
     seen = []
     while (left := end - time.monotonic()) > 0:

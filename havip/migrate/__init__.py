@@ -26,7 +26,7 @@ from havip.migrate.syntax import Node, parse_conf
 
 __all__ = ["PLACEHOLDER", "Result", "ScriptReader", "convert", "read_script", "render", "write"]
 
-_GLOBAL_GARP = ("vrrp_garp_master_repeat", "vrrp_garp_master_refresh", "vrrp_garp_interval")
+_GLOBAL_GARP = ("vrrp_garp_master_repeat", "vrrp_garp_master_refresh", "vrrp_garp_interval", "vrrp_rt_priority")
 
 
 @dataclass

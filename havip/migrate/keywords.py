@@ -17,6 +17,7 @@ SIMPLE = {
     "garp_master_repeat": ("garp.repeat", int),
     "garp_master_refresh": ("garp.refresh", float),
     "garp_interval": ("garp.interval", float),
+    "rt_priority": ("realtime_priority", int),
 }
 NOTIFY = {"notify_master": "master", "notify_backup": "backup", "notify_fault": "fault", "notify_stop": "stop"}
 SCRIPT_CHECKS = {"interval": "check_interval", "timeout": "check_timeout", "rise": "rise", "fall": "fall"}
@@ -55,7 +56,7 @@ WEIGHT = ("havip gives up mastership at once when the Milvus check fails, "
 # The order of keys in the YAML havip writes (the order of docs/configuration.md).
 ORDER = ("interface", "virtual_router_id", "priority", "version", "advert_interval",
           "authentication.type", "authentication.password", "virtual_ipaddresses", "preempt",
-          "preempt_delay", "unicast.source", "unicast.peers", "garp.repeat",
+          "preempt_delay", "realtime_priority", "unicast.source", "unicast.peers", "garp.repeat",
           "garp.interval", "garp.refresh", "milvus.container", "milvus.check_interval",
           "milvus.check_timeout", "milvus.rise", "milvus.fall", "notify.master", "notify.backup",
           "notify.fault", "notify.stop")
