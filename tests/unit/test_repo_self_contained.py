@@ -1,4 +1,4 @@
-"""A clone must not depend on anything beside it: nothing in the repository reads ../shared."""
+"""A clone must not depend on anything beside it: no file reads the shared folder next to the repository."""
 
 from __future__ import annotations
 
