@@ -11,8 +11,9 @@ import structlog
 
 from havip.daemon.loop import EXIT_LOOP_FAILED
 from havip.daemon.receive import Receiver
+from havip.core.machine import Container
 from havip.model import State
-from tests.unit.test_daemon import _become_master, _priorities, make
+from tests.unit.test_daemon import _become_master, _priorities, _settle, make
 
 
 class _ExplodingReceiver(Receiver):
@@ -100,3 +101,37 @@ def test_when_even_the_handover_fails_the_blunt_cleanup_runs():
         assert d.serve() == EXIT_LOOP_FAILED
     assert not vips.attached and not rt.running
     assert _priorities(sock)[-1] == 0
+
+
+def test_a_loop_that_dies_while_the_lease_is_being_taken_gives_the_late_grant_back():
+    """The loop dies while the storage lease is being taken (the storage is slow): the
+    handover stops at once (no Milvus runs yet), but the grant that arrives afterwards must
+    still reach the machine, which gives it back; serve() drains for that, and so must the
+    fail-safe, or the peer finds the lease held by a host that is gone."""
+    import threading
+
+    from tests.fakes import FakeLease
+
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    lease = FakeLease(holder="h2")
+    d.ad.lease = d.executor.lease = lease
+    d.params = d._params("")
+    d.start()
+    _settle(d)                                          # the start-up guard: leftover stopped, lease back
+    assert rt.calls == ["stop"] and lease.calls == ["acquire", "release"] and not lease.held
+    lease.hang = threading.Event()
+    clock.advance(3.7)
+    d.run_once()
+    clock.advance(1.0)
+    _settle(d)
+    assert d.machine.state == State.MASTER and d.machine.container == Container.LEASING
+    assert lease.calls[-1] == "acquire" and not lease.held
+    threading.Timer(0.3, lease.hang.set).start()        # the storage answers after the loop died
+    link.drain_error = RuntimeError("netlink monitor bug")
+    link.set(True)
+    with structlog.testing.capture_logs() as logs:
+        assert d.serve() == EXIT_LOOP_FAILED
+    assert lease.calls[-2:] == ["acquire", "release"], "the late grant was never given back"
+    assert not lease.held
+    assert not any(e["event"] == "lease_kept" for e in logs)
+    assert not rt.running
