@@ -351,6 +351,8 @@ class Executor:
         self._container_pool.shutdown(wait=wait, cancel_futures=not wait)
         self._hook_pool.shutdown(wait=False, cancel_futures=True)
         if self.lease is not None and self.lease.held:
+            # An etcd lease is no longer kept alive once the daemon is gone: it lasts its ttl.
+            until = "its ttl runs out or " if getattr(self.lease, "backend", None) == "etcd" else ""
             self.log.error("lease_kept", path=getattr(self.lease, "path", None),
-                           consequence="the container's stop was never confirmed: the lease stays held "
-                                       "until `havip cleanup` stops it")
+                           consequence=f"the container's stop was never confirmed: the lease stays held "
+                                       f"until {until}`havip cleanup` stops it")

@@ -135,3 +135,44 @@ def test_a_loop_that_dies_while_the_lease_is_being_taken_gives_the_late_grant_ba
     assert not lease.held
     assert not any(e["event"] == "lease_kept" for e in logs)
     assert not rt.running
+
+
+def _blunt(stop_error=None):
+    """A master holding the lease whose loop dies and whose machine cannot hand over: the
+    executor's emergency_stop runs (havip cleanup's order)."""
+    from tests.fakes import FakeLease
+
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    _become_master(d, clock)
+    lease = FakeLease(holder="h2", board={"holder": "h2"})      # held, as a serving master's
+    seen: list[bool] = []
+    release = lease.release
+    lease.release = lambda: (seen.append(rt.running), release())[1]
+    d.ad.lease = d.executor.lease = lease
+    rt.stop_error = stop_error
+
+    def broken_feed(event):
+        raise RuntimeError("the machine itself is broken")
+
+    d.feed = broken_feed
+    link.drain_error = RuntimeError("first failure")
+    link.set(True)
+    with structlog.testing.capture_logs() as logs:
+        assert d.serve() == EXIT_LOOP_FAILED
+    return lease, seen, sock, rt, logs
+
+
+def test_the_blunt_cleanup_releases_the_lease_only_after_the_confirmed_stop():
+    lease, seen, sock, rt, logs = _blunt()
+    assert seen == [False], "the lease went back while Milvus ran"
+    assert not lease.held and not rt.running
+    assert _priorities(sock)[-1] == 0
+
+
+def test_the_blunt_cleanup_keeps_the_lease_when_the_stop_fails():
+    from tests.fakes import fail
+
+    lease, seen, sock, rt, logs = _blunt(fail("docker: the engine does not answer"))
+    assert seen == [] and lease.held and rt.running
+    assert 0 not in _priorities(sock), "priority 0 sent while our Milvus may run"
+    assert any(e["event"] == "lease_kept" for e in logs)
