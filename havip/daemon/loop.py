@@ -303,7 +303,8 @@ class Daemon:
                       priority=self.cfg.priority, version=self.cfg.version,
                       link=st.detail or ("up" if st.up else "down"))
         self.beacons.say()
-        if self.ad.lease is not None:
+        if self.ad.lease is not None and getattr(self.ad.lease, "backend", "file") == "file":
+            # A file's mount may keep locks on this host only; an etcd lease's path is its key.
             from havip.runtime.lease import mount_warning
 
             warning = mount_warning(self.ad.lease.path)

@@ -176,3 +176,24 @@ def test_the_blunt_cleanup_keeps_the_lease_when_the_stop_fails():
     assert seen == [] and lease.held and rt.running
     assert 0 not in _priorities(sock), "priority 0 sent while our Milvus may run"
     assert any(e["event"] == "lease_kept" for e in logs)
+
+
+def test_the_mount_warning_is_for_a_lease_file_not_an_etcd_key(monkeypatch):
+    """The etcd lease's `path` is its key (/service/havip/51/leader): looked up in
+    /proc/self/mounts it lands on `/`, and a root on NFS with nolock (a diskless host)
+    made the daemon warn that the etcd lease could not see the other host's lock."""
+    from havip.runtime import lease as lease_mod
+    from havip.runtime.etcdlease import EtcdLease
+    from tests.fakes import FakeLease
+
+    asked: list[str] = []
+    monkeypatch.setattr(lease_mod, "mount_warning", lambda path: asked.append(path) or f"{path} on nfs, nolock")
+    for lease, warned in ((FakeLease(path="/s/.havip-lease"), True),
+                          (EtcdLease(["http://198.18.0.1:2379"], "/service/havip/51/leader", "h2/test"), False)):
+        d, *_ = make(milvus=True)
+        d.ad.lease = lease
+        with structlog.testing.capture_logs() as logs:
+            d.start()
+        assert any(e["event"] == "lease_unsafe" for e in logs) == warned, lease.path
+        d.close()
+    assert asked == ["/s/.havip-lease"]
