@@ -197,3 +197,81 @@ def test_the_mount_warning_is_for_a_lease_file_not_an_etcd_key(monkeypatch):
         assert any(e["event"] == "lease_unsafe" for e in logs) == warned, lease.path
         d.close()
     assert asked == ["/s/.havip-lease"]
+
+
+def test_the_blunt_cleanup_stops_after_a_start_in_flight_not_beside_it():
+    """The machine breaks while Milvus is being started (the engine has the start request
+    but has not run it yet). A stop beside it found nothing running, gave the lease back
+    and sent priority 0, and then that Milvus came up: running, lease-less, with the peer
+    taking over. The stop now runs on the ordered worker, after the start."""
+    import threading
+
+    from tests.fakes import FakeLease
+
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    lease = FakeLease(holder="h2")
+    d.ad.lease = d.executor.lease = lease
+    d.params = d._params("")
+    go, done = threading.Event(), threading.Event()
+    start = rt.start
+
+    def slow_start():
+        go.wait(5)
+        start()
+        done.set()
+
+    rt.start = slow_start
+    _become_master(d, clock)
+    assert d.machine.container == Container.STARTING and lease.held and not rt.running
+    seen: list[bool] = []
+    release = lease.release
+    lease.release = lambda: (seen.append(rt.running), release())[1]
+
+    def broken_feed(event):
+        raise RuntimeError("the machine itself is broken")
+
+    d.feed = broken_feed
+    threading.Timer(0.3, go.set).start()                 # the engine runs the start after the loop died
+    link.drain_error = RuntimeError("first failure")
+    link.set(True)
+    with structlog.testing.capture_logs():
+        assert d.serve() == EXIT_LOOP_FAILED
+    assert done.wait(5)
+    assert not rt.running, "a Milvus started after the emergency stop and runs on"
+    assert seen == [False] and not lease.held
+    assert _priorities(sock)[-1] == 0
+
+
+def test_the_blunt_cleanup_keeps_the_lease_when_the_worker_stays_busy(monkeypatch):
+    """A start that never returns (a hung engine) holds the ordered worker: the blunt
+    cleanup stops Milvus from the loop's thread after a bounded wait, but keeps the lease
+    and sends no priority 0, since that start may still come through."""
+    import threading
+
+    from havip.daemon import executor as executor_mod
+    from tests.fakes import FakeLease
+
+    monkeypatch.setattr(executor_mod, "EMERGENCY_WORKER_WAIT", 0.2)
+    d, sock, vips, link, clock, rt = make(milvus=True)
+    lease = FakeLease(holder="h2")
+    d.ad.lease = d.executor.lease = lease
+    d.params = d._params("")
+    hung = threading.Event()
+    rt.start = lambda: hung.wait(10)
+    _become_master(d, clock)
+    assert d.machine.container == Container.STARTING and lease.held
+
+    def broken_feed(event):
+        raise RuntimeError("the machine itself is broken")
+
+    d.feed = broken_feed
+    link.drain_error = RuntimeError("first failure")
+    link.set(True)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert d.serve() == EXIT_LOOP_FAILED
+    finally:
+        hung.set()
+    assert lease.held and "release" not in lease.calls[2:]
+    assert 0 not in _priorities(sock)
+    assert any(e["event"] == "emergency_step_failed" and "start may be under way" in e["error"] for e in logs)
