@@ -491,11 +491,7 @@ def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
         return Decision(m)  # a verdict on checks that no longer apply
     m = replace(m, healthy=ev.healthy)
     if ev.fence and not ev.healthy and m.state == State.MASTER and not m.leaving:
-        # Fence: the storage lease is lost or cannot be proven. Another host may hold it
-        # now, so do not wait for `fall` (nor for an operator's pause): the VIP goes and
-        # Milvus is killed at once (Patroni demotes in the cycle its leader key fails).
-        return _leave_master(m, p, now, State.FAULT, f"{ev.reason}; fencing: milvus killed at once",
-                             grace=False, hold=True)
+        return _fence(m, p, now, ev.reason)      # the lease check failed on a running Milvus
     if m.paused:
         return Decision(m, (), f"paused: checks {'pass' if ev.healthy else 'fail'} ({ev.reason}), no action")
     if not ev.healthy:
@@ -597,14 +593,23 @@ def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     return Decision(m, (), None if said else f"milvus waits: {ev.reason}; retrying every {LEASE_RETRY}s")
 
 
+def _fence(m: Machine, p: Params, now: float, reason: str) -> Decision:
+    """The storage lease is lost or cannot be proven: another host may hold it now, so wait
+    neither for `fall` nor for an operator's pause. The VIP goes and Milvus is killed at
+    once (Patroni demotes in the cycle its leader key fails); the lease goes back after
+    the confirmed stop and before priority 0 (_container_stopped), and the host is held
+    back so that it does not take over again while the peer waits for the lease. Both
+    paths come here: a failed `lease` check (HealthChanged.fence) and the etcd
+    keep-alive's LeaseLost."""
+    return _leave_master(m, p, now, State.FAULT, f"{reason}; fencing: milvus killed at once", grace=False,
+                         hold=True)
+
+
 def _lease_lost(m: Machine, p: Params, ev: LeaseLost, now: float) -> Decision:
-    # Fencing by time (Patroni's rule): the holder that can no longer prove its lease
-    # removes the VIP and kills Milvus now, even while Milvus starts (no check runs
-    # then), before the lease can expire and another host may take it. Held back: it
-    # must not take over again while the peer waits for the key.
+    # Fencing by time: even while Milvus starts (no check runs then, see check_role).
     if m.state != State.MASTER or m.leaving or m.container not in (Container.STARTING, Container.RUNNING):
         return Decision(m)
-    return _leave_master(m, p, now, State.FAULT, f"{ev.reason}; fencing", grace=False, hold=True)
+    return _fence(m, p, now, ev.reason)
 
 
 def _lease_released(m: Machine, p: Params, ev: LeaseReleased, now: float) -> Decision:

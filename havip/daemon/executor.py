@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from havip.config import Config
 from havip.errors import AdapterError, HavipError
@@ -26,6 +27,11 @@ from havip.model import (
     LeaseResult,
     Notify, ReleaseLease, SendAdvert, SendGarp, StartContainer, StopContainer,
 )
+
+
+# How long the blunt cleanup waits for the container worker's current task beyond the
+# stop's grace: a start's Docker call, well within systemd's WatchdogSec (10 s).
+EMERGENCY_WORKER_WAIT = 5.0
 
 
 class Executor:
@@ -339,8 +345,20 @@ class Executor:
         self.vip_attached = False
 
     def _emergency_container(self) -> None:
+        """Stop on the ordered worker, after any start or acquire in flight there: a stop run
+        beside a start that has not reached the engine yet finds nothing running, and that
+        Milvus would then start with the lease given back. The lease goes back only after
+        that ordered stop; if the worker stays busy (a hung engine), stop here anyway but
+        keep the lease and send no priority 0 (a start may still be under way there)."""
         self._cancel_start.set()
-        self.runtime.stop(timeout=min(self.cfg.milvus.stop_timeout, self.cfg.advert_interval))
+        grace = min(self.cfg.milvus.stop_timeout, self.cfg.advert_interval)
+        ordered = self._container_pool.submit(self.runtime.stop, timeout=grace)
+        try:
+            ordered.result(timeout=grace + EMERGENCY_WORKER_WAIT)
+        except FutureTimeout:
+            self.runtime.stop(timeout=grace)
+            raise AdapterError(f"the container worker is still busy after {grace + EMERGENCY_WORKER_WAIT:g}s: a "
+                               "start may be under way there; stopped here, the lease is kept") from None
         self._release_lease_bounded()
 
     def close(self, wait: bool = True) -> None:
@@ -351,6 +369,8 @@ class Executor:
         self._container_pool.shutdown(wait=wait, cancel_futures=not wait)
         self._hook_pool.shutdown(wait=False, cancel_futures=True)
         if self.lease is not None and self.lease.held:
+            # An etcd lease is no longer kept alive once the daemon is gone: it lasts its ttl.
+            until = "its ttl runs out or " if getattr(self.lease, "backend", None) == "etcd" else ""
             self.log.error("lease_kept", path=getattr(self.lease, "path", None),
-                           consequence="the container's stop was never confirmed: the lease stays held "
-                                       "until `havip cleanup` stops it")
+                           consequence=f"the container's stop was never confirmed: the lease stays held "
+                                       f"until {until}`havip cleanup` stops it")

@@ -307,7 +307,8 @@ class Daemon:
                       priority=self.cfg.priority, version=self.cfg.version,
                       link=st.detail or ("up" if st.up else "down"))
         self.beacons.say()
-        if self.ad.lease is not None:
+        if self.ad.lease is not None and getattr(self.ad.lease, "backend", "file") == "file":
+            # A file's mount may keep locks on this host only; an etcd lease's path is its key.
             from havip.runtime.lease import mount_warning
 
             warning = mount_warning(self.ad.lease.path)
@@ -358,7 +359,9 @@ class Daemon:
                 self.feed(Shutdown())
             limit = (self.cfg.milvus.stop_timeout + 15) if self.cfg.milvus else 5
             end = time.monotonic() + limit
-            while self.machine.state != State.STOPPED and time.monotonic() < end:
+            # Drained as serve() drains: a lease granted after the machine stopped must still
+            # reach it, to be given back.
+            while (self.machine.state != State.STOPPED or self._draining()) and time.monotonic() < end:
                 self.notify.kick(self.clock())      # systemd's watchdog: the handover is in progress
                 select.select([self._wake_r], [], [], 0.05)
                 self._drain_wake()

@@ -88,8 +88,16 @@ def test_three_hosts_the_holder_dies_the_highest_remaining_takes_the_key(site_fa
     site.wait_serving("h2")
     assert site.holder().endswith("/h2")
     assert site.nodes["h2"].daemon.wait_state("master", timeout=1, after=n2)
-    assert site.nodes["h3"].daemon.transitions()[n3:] == []           # h3 never moved
-    assert site.starts("h3") == s3
+    # h2 (110) and h3 (100) time out on the dead master only 8 ms apart (their skew times
+    # at 0.2 s adverts), so on a loaded host h3 may fire first and then yield to h2's first
+    # advert: VRRP as specified, not a fault. What must hold: h3 moved at most that once,
+    # ends backup, and its Milvus never ran beside another (never_two_milvus below).
+    moved = site.nodes["h3"].daemon.transitions()[n3:]
+    if moved:
+        assert [(t["from"], t["to"]) for t in moved] == [("backup", "master"), ("master", "backup")], moved
+        assert "above ours" in moved[-1]["reason"], moved
+    else:
+        assert site.starts("h3") == s3                                # h3 never moved, never started
     assert holders(site.hosts, VIP) == ["h2"]
     site.never_two_milvus()
 

@@ -17,6 +17,7 @@ from havip.net.link import LinkMonitor
 from havip.net.sock import AdvertSocket
 from havip.net.vip import VipManager
 from havip.runtime.container import ContainerRuntime
+from havip.runtime.etcdlease import EtcdLease
 from havip.runtime.lease import StorageLease
 from tests.fakes import FakeAnnouncer, FakeLease, FakeLink, FakeRuntime, FakeSocket, FakeVips
 
@@ -26,7 +27,7 @@ PAIRS = [
     (contracts.Announcer, [Announcer, FakeAnnouncer]),
     (contracts.Link, [LinkMonitor, FakeLink]),
     (contracts.ContainerRuntime, [ContainerRuntime, FakeRuntime]),
-    (contracts.Lease, [StorageLease, FakeLease]),
+    (contracts.Lease, [StorageLease, EtcdLease, FakeLease]),
     (contracts.Runner, [CheckRunner]),
 ]
 
@@ -81,6 +82,13 @@ def test_fakes_pass_the_runtime_checks():
     assert isinstance(FakeLink(), contracts.Link)
     assert isinstance(FakeRuntime(), contracts.ContainerRuntime)
     assert isinstance(FakeLease(), contracts.Lease)
+
+
+def test_both_lease_backends_pass_the_runtime_check():
+    """The etcd backend stands where StorageLease does (Adapters.lease): no I/O to build."""
+    assert isinstance(StorageLease("/nonexistent/.havip-lease", "h1"), contracts.Lease)
+    etcd = EtcdLease(["http://198.18.0.1:2379"], "/service/havip/51/leader", "h1/vi_1")
+    assert isinstance(etcd, contracts.Lease) and etcd.path == etcd.key and not etcd.held
 
 
 def test_a_fake_that_drifts_fails_the_contract():

@@ -241,3 +241,37 @@ def test_foreign_key_and_our_own_stale_key():
 ])
 def test_transport_errors_in_words(text, said):
     assert _why(ex.ConnectionFailedError(text)) == said
+
+
+def test_the_daemon_closes_a_held_etcd_lease_without_revoking_it():
+    """Executor.close() gives nothing back (only the machine releases, after a confirmed
+    stop); EtcdLease.close(), the daemon's last step, stops the keep-alive thread without
+    revoking, so a lease whose stop was never confirmed is left to `havip cleanup` or its
+    ttl, and no thread renews it after the daemon is gone. Its LeaseLost is wired to the loop."""
+    import structlog
+
+    from havip.daemon.executor import Executor
+    from tests.fakes import FakeAnnouncer, FakeVips
+    from tests.unit.test_daemon import make
+
+    cfg = make(milvus=True)[0].cfg
+    etcd = FakeEtcd()
+    a = lease(etcd)
+    posted: list = []
+    ex_ = Executor(cfg, sock=None, vips=FakeVips(), announcer=FakeAnnouncer(), lease=a, post=posted.append,
+                   log=structlog.get_logger("test"))
+    assert a.on_lost is not None
+    assert a.acquire().ok
+    thread = a._thread
+    with structlog.testing.capture_logs() as logs:
+        ex_.close()
+    assert a.held and thread.is_alive(), "the executor must not touch the lease"
+    (kept,) = [e for e in logs if e["event"] == "lease_kept"]
+    assert "until its ttl runs out or `havip cleanup`" in kept["consequence"]
+    a.close()
+    assert not thread.is_alive()
+    kept = sum(1 for _, path in etcd.calls if path == "lease/keepalive")
+    time.sleep(0.35)                                   # > 3 renew intervals
+    assert sum(1 for _, path in etcd.calls if path == "lease/keepalive") == kept
+    assert not any(path == "lease/revoke" for _, path in etcd.calls) and KEY in etcd.kv
+    assert posted == []
