@@ -1,0 +1,770 @@
+"""The headline benchmark: the recipe (keepalived + its scripts) against havip, side by side.
+
+One MilvusLab with the real Milvus 2.3.5 standalone server (havip.lab.standalone): h1
+(priority 110) and h2 (priority 91), each with its own dockerd and a `milvus` container
+on one shared directory, and a client namespace. Two systems take turns on these same
+hosts, trial by trial (recipe, havip, recipe, havip, ...):
+
+- **recipe**: Debian's keepalived 2.2.7 with the HA seed's keepalived.conf (master and
+  backup), chk_milvus.sh, start_docker.sh and stop_docker.sh, read from
+  tests/fixtures/seed and changed only where the lab must (interface, VIP, script paths,
+  the container's name) and in stop_docker.sh's `docker start`, which its author meant to
+  be `docker stop` (RECIPE_CHANGES lists every change). The scripts reach their host's
+  own dockerd through DOCKER_HOST. As the recipe says, h1's Milvus is started by hand
+  and h2's is left stopped before keepalived starts.
+- **havip**: `havip run` on both hosts with the lab's standalone settings (MilvusLab).
+
+Faults, on h1 while it serves: container killed (`docker kill`), Milvus hung (SIGSTOP of
+the `milvus` process), link cut (h1's switch port down), service stopped (SIGTERM to
+keepalived / havip on h1), split brain (bridge port isolation of h1 and h2: both keep
+their link and the client, neither hears the other; the storage stays shared).
+
+Measured per trial: a probe (bench/milvus_failover.py's) searching through the VIP every
+50 ms gives the client's outage (fault -> first successful search after the failure it
+caused) and what it saw; the lab client (havip.lab.client) inserts 10 rows every 0.2 s,
+acknowledged when the insert returns, and after the trial reads every acknowledged id
+back with Strong consistency (rows lost); the Sampler (havip.lab.sampler) asks both
+engines every 50 ms which Milvus runs (windows with two Milvus running); a thread records
+who holds the VIP. Every fault is repaired after the service came back or after CAP
+seconds (the recipe never notices some faults: that is a result, reported as ">= CAP"),
+and the lab is reset to "h1 serves, h2 stands by" before each trial.
+
+Usage (root): python bench/vs_recipe.py [--trials N] [--out docs/benchmarks-vs-recipe.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import milvus_failover as mf  # noqa: E402 - the probe and the report helpers
+
+SEED = ROOT / "tests" / "fixtures" / "seed"
+SYSTEMS = ("recipe", "havip")
+FAULTS = ("container killed", "Milvus hung", "link cut", "service stopped (SIGTERM)", "split brain")
+MILVUS_FAULTS = ("container killed", "Milvus hung")      # the issue's ratio target applies here
+CAP = 60.0            # s after the fault before the bench repairs it, whether or not the service is back
+SPLIT_HOLD = 30.0     # s the split brain lasts
+SETTLE = 15.0         # s watched after the repair (failbacks, a second Milvus)
+PROBE_PERIOD, PROBE_TIMEOUT = 0.05, 1.0   # the real server: 1 s per search (milvus-lite's 0.5 s is short)
+
+# Every change made to the seed, as (file, seed text, lab text, why). Nothing else differs.
+RECIPE_CHANGES = [
+    ("master/keepalived.conf", "interface enp7s0", "interface eth0", "the lab host's interface"),
+    ("master/keepalived.conf", "192.168.1.104/24", "198.18.0.100/24", "the lab's VIP"),
+    ("master/keepalived.conf", "/etc/keepalived/chk_milvus.sh", "{dir}/master/chk_milvus.sh",
+     "the script's path in the bench's workdir"),
+    ("backup/keepalived.conf", "interface enp3s0", "interface eth0", "the lab host's interface"),
+    ("backup/keepalived.conf", "192.168.1.104/24", "198.18.0.100/24", "the lab's VIP"),
+    ("backup/keepalived.conf", "/etc/keepalived/start_docker.sh", "{dir}/backup/start_docker.sh",
+     "the script's path in the bench's workdir"),
+    ("backup/keepalived.conf", "/etc/keepalived/stop_docker.sh", "{dir}/backup/stop_docker.sh",
+     "the script's path in the bench's workdir"),
+    ("master/chk_milvus.sh", "<docker id>", "milvus", "the lab's container name"),
+    ("backup/start_docker.sh", "<docker id>", "milvus", "the lab's container name"),
+    ("backup/stop_docker.sh", "<docker id>", "milvus", "the lab's container name"),
+    ("backup/stop_docker.sh", "docker start milvus\n", "docker stop milvus\n",
+     "the seed's bug: its text says the script stops the backup's Milvus, its code started it"),
+]
+
+
+def render_recipe(out: Path) -> dict[str, str]:
+    """The seed's files with RECIPE_CHANGES applied, written under `out` (scripts
+    executable); returns {relative path: text}. Each change must apply: a seed that
+    changed under us fails loudly instead of running something else."""
+    files = {p.relative_to(SEED).as_posix(): p.read_text() for p in sorted(SEED.glob("*/*"))}
+    for rel, old, new, _why in RECIPE_CHANGES:
+        if old not in files[rel]:
+            raise RuntimeError(f"{SEED / rel}: {old!r}: not found; the seed changed")
+        files[rel] = files[rel].replace(old, new.replace("{dir}", str(out)))
+    for rel, text in files.items():
+        p = out / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        if p.suffix == ".sh":
+            p.chmod(0o755)
+    return files
+
+
+# ====================================================================== the systems
+
+
+class Recipe:
+    """keepalived with the seed's configuration on h1 (master) and h2 (backup)."""
+
+    name = "recipe"
+
+    def __init__(self, lab, workdir: Path):
+        from havip.lab.keepalived import Keepalived
+
+        self.lab = lab
+        self.dir = workdir / "recipe"
+        self.files = render_recipe(self.dir)
+
+        class WithDocker(Keepalived):       # the scripts reach their own host's dockerd
+            def __init__(self, host, conf, wd, docker_url):
+                super().__init__(host, conf, wd)
+                self.docker_url = docker_url
+
+            def argv(self):
+                return ["env", f"DOCKER_HOST={self.docker_url}", *super().argv()]
+
+        self.k = {h: WithDocker(lab.hosts[h], self.files[f"{role}/keepalived.conf"], self.dir / "run",
+                                lab.dockerds[h].url) for h, role in (("h1", "master"), ("h2", "backup"))}
+
+    def start(self) -> None:
+        """As the recipe says: h1's Milvus started by hand, h2's stopped, then keepalived."""
+        api = self.lab.api("h1")
+        try:
+            api.start("milvus")
+        finally:
+            api.close()
+        self.k["h1"].start()
+        time.sleep(0.5)
+        self.k["h2"].start()
+
+    def stop(self) -> None:
+        for h in ("h2", "h1"):
+            try:
+                self.k[h].stop(timeout=15)
+            except Exception:  # noqa: BLE001 - a keepalived that does not stop is killed
+                self.k[h].kill()
+
+    def stop_service(self, host: str) -> None:
+        self.k[host].stop(timeout=15)
+
+    def logs(self) -> dict[str, str]:
+        return {h: k.log() for h, k in self.k.items()}
+
+
+class Havip:
+    name = "havip"
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    def start(self) -> None:
+        self.lab.start_havip("h1")
+        self.lab.wait_serving("h1", 150)
+        self.lab.start_havip("h2")
+        self.lab.havipds["h2"].wait_state("backup", 60)
+
+    def stop(self) -> None:
+        for h in ("h2", "h1"):
+            d = self.lab.havipds[h]
+            if d.running:
+                try:
+                    d.stop(timeout=40)
+                except Exception:  # noqa: BLE001
+                    d.kill()
+                    d.cleanup()
+
+    def stop_service(self, host: str) -> None:
+        d = self.lab.havipds[host]
+        d.proc.send_signal(signal.SIGTERM)
+        d.proc.wait(60)
+
+
+# ====================================================================== watching
+
+
+class VipWatch(threading.Thread):
+    """Who holds the VIP, every 0.1 s: a list of (wall time, holders) at each change."""
+
+    def __init__(self, lab):
+        super().__init__(name="vip-watch", daemon=True)
+        self.lab, self.changes, self._stop_ev = lab, [], threading.Event()
+
+    def run(self) -> None:
+        last = None
+        while not self._stop_ev.is_set():
+            t = time.time()
+            try:
+                now = tuple(self.lab.vip_holders())
+            except Exception:  # noqa: BLE001 - a namespace going away at the end
+                now = last
+            if now != last:
+                self.changes.append((t, list(now or ())))
+                last = now
+            self._stop_ev.wait(0.1)
+
+    def stop(self) -> None:
+        self._stop_ev.set()
+        self.join(5)
+
+
+def milvus_pid(lab, host: str) -> int:
+    """The `milvus` process in host's container (PID 1 there is docker-init)."""
+    init = lab.container_info(host)["State"]["Pid"]
+    todo = [init]
+    while todo:
+        pid = todo.pop()
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "milvus":
+                return pid
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    raise RuntimeError(f"no milvus process under pid {init} on {host}")
+
+
+# ====================================================================== one trial
+
+
+class Bench:
+    def __init__(self, lab, workdir: Path):
+        self.lab = lab
+        self.workdir = workdir
+        self.systems = {"recipe": Recipe(lab, workdir), "havip": Havip(lab)}
+        self.stopped: list[int] = []
+        self.probe = self.client = self.sampler = self.vips = None
+        self.missing: set[int] = set()
+
+    # ------------------------------------------------------------------ reset
+
+    def reset(self, system: str) -> None:
+        """Everything off, every fault undone, then `system` with h1 serving."""
+        lab = self.lab
+        for s in self.systems.values():
+            s.stop()
+        self.cont()
+        lab.hosts["h1"].link_up()
+        for h in ("h1", "h2"):
+            lab.hosts[h].isolate(False)
+        for h in ("h1", "h2"):
+            if lab.container_running(h):
+                api = lab.api(h, timeout=30)
+                try:
+                    api.stop("milvus", timeout=5)
+                finally:
+                    api.close()
+        self.systems[system].start()
+        from havip.lab.netns import wait_for
+        wait_for(lambda: lab.vip_holders() == ["h1"] and lab.container_running("h2") is False, 150,
+                 interval=0.2, what=f"{system}: h1 alone on the VIP, h2's Milvus stopped")
+        wait_for(self.probe.ok_now, 150, interval=0.1, what=f"{system}: the probe to search through the VIP")
+
+    def cont(self) -> None:
+        for pid in self.stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
+        self.stopped.clear()
+
+    # ------------------------------------------------------------------ faults
+
+    def inject(self, system: str, fault: str) -> float:
+        lab = self.lab
+        if fault == "container killed":
+            api = lab.api("h1")
+            try:
+                t0 = time.time()
+                api.kill("milvus")
+            finally:
+                api.close()
+        elif fault == "Milvus hung":
+            pid = milvus_pid(lab, "h1")
+            self.stopped.append(pid)
+            t0 = time.time()
+            os.kill(pid, signal.SIGSTOP)
+        elif fault == "link cut":
+            t0 = time.time()
+            lab.hosts["h1"].link_down()
+        elif fault == "service stopped (SIGTERM)":
+            t0 = time.time()
+            self.systems[system].stop_service("h1")
+        elif fault == "split brain":
+            t0 = time.time()
+            lab.hosts["h1"].isolate(True)
+            lab.hosts["h2"].isolate(True)
+        else:
+            raise ValueError(fault)
+        return t0
+
+    def repair(self, fault: str) -> bool:
+        """Undo a fault that can be undone; True if something was."""
+        if fault == "Milvus hung":
+            self.cont()
+        elif fault == "link cut":
+            self.lab.hosts["h1"].link_up()
+        elif fault == "split brain":
+            for h in ("h1", "h2"):
+                self.lab.hosts[h].isolate(False)
+        else:
+            return False      # a killed container or a stopped service stays so until the reset
+        return True
+
+    # ------------------------------------------------------------------ the trial
+
+    def trial(self, system: str, fault: str) -> dict:
+        self.reset(system)
+        self.client.traffic_start(batch=10, period=0.2, flush=False)
+        time.sleep(3)                             # steady state: writes acknowledged, adverts, checks
+        overl0 = len(self.sampler.overlaps)
+        others = mf._other_labs(self.lab.prefix)
+        t0 = self.inject(system, fault)
+        hold = SPLIT_HOLD if fault == "split brain" else CAP
+        deadline = t0 + hold
+        while time.time() < deadline:             # the service back (and held a little), or the cap
+            o = self.probe.outage_after(t0)
+            if fault != "split brain" and o and o["first_ok"] and time.time() - o["first_ok"] > 2:
+                break
+            time.sleep(0.1)
+        o = self.probe.outage_after(t0)
+        recovered_before_repair = bool(o and o["first_ok"])
+        t_repair = time.time()
+        repaired = self.repair(fault)
+        # Watch SETTLE s after the repair, and on until the service answers (at most CAP more).
+        end = t_repair + SETTLE
+        while time.time() < end or not self.probe.ok_now():
+            if time.time() > t_repair + CAP:
+                break
+            time.sleep(0.1)
+        t_end = time.time()
+        rep = self.client.traffic_stop()
+        lost_now = self.read_back()
+        new_lost = sorted(lost_now - self.missing) if lost_now is not None else None
+        if lost_now is not None:
+            self.missing |= lost_now
+        overlaps = self.sampler.overlaps[overl0:]
+        r = {"system": system, "fault": fault, "t0": t0, "t_repair": t_repair if repaired else None,
+             "t_end": t_end, "recovered_before_repair": recovered_before_repair,
+             "outage": self.outage(t0, t_end), "acked": sum(n for _, n, *_ in rep["acked"]),
+             "lost": new_lost, "overlap_windows": windows([o["at"] for o in overlaps]),
+             "probe": [c for c in self.probe_changes() if t0 - 5 <= c["at"] <= t_end],
+             "traffic": [e for e in rep["events"] if t0 - 5 <= e[0] <= t_end],
+             "docker": {h: [c for c in tl if c[0] >= t0 - 5] for h, tl in self.sampler.changes_since(0).items()},
+             "docker_before": {h: self.running_at(h, t0) for h in ("h1", "h2")},
+             "vip": [c for c in self.vips.changes if t0 - 5 <= c[0] <= t_end],
+             "vip_before": self.vip_at(t0), "other_labs": sorted(others | mf._other_labs(self.lab.prefix))}
+        return r
+
+    def probe_changes(self) -> list[dict]:
+        with self.probe._lock:
+            return list(self.probe.changes)
+
+    def running_at(self, host: str, t: float) -> bool | None:
+        tl = [c for c in self.sampler.changes_since(0)[host] if c[0] <= t]
+        return tl[-1][1] if tl else None
+
+    def vip_at(self, t: float) -> list[str]:
+        tl = [c for c in self.vips.changes if c[0] <= t]
+        return tl[-1][1] if tl else []
+
+    def outage(self, t0: float, t_end: float) -> dict:
+        """The first outage the fault caused, all failing time in the trial, and the errors."""
+        ch = [c for c in self.probe_changes() if c["at"] >= t0 - 0.001]
+        o = self.probe.outage_after(t0)
+        down, total, errors = None, 0.0, []
+        for c in ch:
+            if c["at"] > t_end:
+                break
+            if not c["ok"] and down is None:
+                down = c["at"]
+                errors.append(c["err"])
+            elif c["ok"] and down is not None:
+                total += c["at"] - down
+                down = None
+        if down is not None:
+            total += t_end - down
+        first = (o["first_ok"] - t0) if o and o["first_ok"] else (t_end - t0 if o else 0.0)
+        return {"first": first, "ended": bool(o is None or o["first_ok"]), "failing_total": total,
+                "first_error": o["error"] if o else None, "errors": errors,
+                "first_fail": (o["first_fail"] - t0) if o else None}
+
+    def read_back(self) -> set[int] | None:
+        """Acknowledged ids that a Strong read through the VIP does not return."""
+        for _ in range(6):
+            try:
+                present = set(self.client.request("ids", wait=120)["ids"])
+                return self.client.acked - present
+            except Exception as exc:  # noqa: BLE001 - the service may still be coming back
+                print(f"  read-back failed: {exc}", flush=True)
+                time.sleep(5)
+        return None
+
+
+def windows(times: list[float], gap: float = 0.5) -> list[tuple[float, float]]:
+    """Sample times (50 ms apart) grouped into windows: [(first, last)]."""
+    out: list[list[float]] = []
+    for t in sorted(times):
+        if out and t - out[-1][1] <= gap:
+            out[-1][1] = t
+        else:
+            out.append([t, t])
+    return [(a, b) for a, b in out]
+
+
+# ====================================================================== the run
+
+
+def run(trials: int, faults: tuple[str, ...], keep: bool) -> tuple[list[dict], dict]:
+    from havip.lab.milvuslab import MilvusLab
+    from havip.lab.sampler import Sampler
+
+    mf.PROBE_PERIOD, mf.PROBE_RPC_TIMEOUT = PROBE_PERIOD, PROBE_TIMEOUT
+    workdir = Path(tempfile.mkdtemp(prefix="hvr", dir="/tmp"))
+    lab = MilvusLab(workdir / "lab", prefix="hvr" + secrets.token_hex(2), milvus="standalone")
+    bench = Bench.__new__(Bench)
+    results: list[dict] = []
+    info: dict = {"errors": [], "workdir": str(workdir), "prefix": lab.prefix}
+    try:
+        print(f"building the lab in {workdir} (namespaces {lab.prefix}-*)", flush=True)
+        lab.build()
+        bench.__init__(lab, workdir)
+        info["recipe_files"] = bench.systems["recipe"].files
+        bench.sampler = Sampler(lab)
+        bench.sampler.start()
+        bench.vips = VipWatch(lab)
+        bench.vips.start()
+        # The collection is made once, under havip (either would do), then the probe starts.
+        bench.systems["havip"].start()
+        c = lab.client(collection="bench")
+        try:
+            c.create()
+            c.insert(50, flush=True)
+        finally:
+            c.close()
+        bench.probe = mf.Probe(lab, "bench", workdir / "probe.log")
+        bench.client = lab.client(collection="bench")
+        plan = [(i, f, s) for i in range(trials) for f in faults for s in SYSTEMS]
+        for i, fault, system in plan:
+            print(f"trial {i + 1}/{trials}: {system}: {fault} ...", flush=True)
+            try:
+                r = bench.trial(system, fault)
+            except Exception as exc:  # noqa: BLE001 - recorded; the next reset repairs the lab
+                info["errors"].append(f"{system}, {fault}, trial {i + 1}: {type(exc).__name__}: {exc}")
+                print(f"  FAILED: {exc}", flush=True)
+                traceback.print_exc()
+                try:
+                    bench.client.traffic_stop()
+                except Exception:  # noqa: BLE001
+                    pass
+                continue
+            r["trial"] = i + 1
+            results.append(r)
+            o = r["outage"]
+            print(f"  outage {o['first']:.1f} s ({'ended' if o['ended'] else 'NOT ended'}), failing "
+                  f"{o['failing_total']:.1f} s, acked {r['acked']}, lost {r['lost'] if r['lost'] is None else len(r['lost'])}, "
+                  f"two-Milvus windows {len(r['overlap_windows'])}", flush=True)
+        info["recipe_logs"] = bench.systems["recipe"].logs()
+    finally:
+        for part in ("systems",):
+            for s in getattr(bench, part, {}).values():
+                try:
+                    s.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+        bench.cont() if hasattr(bench, "stopped") else None
+        for name in ("probe", "client"):
+            x = getattr(bench, name, None)
+            if x is not None:
+                try:
+                    x.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        if getattr(bench, "vips", None) is not None:
+            bench.vips.stop()
+        if getattr(bench, "sampler", None) is not None:
+            bench.sampler.stop()
+            info["sampler"] = bench.sampler.summary()
+        lab.down()
+        if keep:
+            print(f"kept {workdir} (logs only; the lab is down)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results, info
+
+
+# ====================================================================== plots
+
+
+def plot(results: list[dict], fault: str, path: Path) -> bool:
+    """Both systems' median trial of `fault` on one time axis: the client's searches, each
+    host's Milvus (Docker's view) and who holds the VIP."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = {}
+    for s in SYSTEMS:
+        rs = sorted([r for r in results if r["system"] == s and r["fault"] == fault],
+                    key=lambda r: r["outage"]["first"])
+        if rs:
+            picks[s] = rs[len(rs) // 2]
+    if not picks:
+        return False
+    span = max(r["t_end"] - r["t0"] for r in picks.values())
+    fig, axes = plt.subplots(len(picks), 1, figsize=(9, 1.9 * len(picks) + 0.6), sharex=True, squeeze=False)
+    rows = ["client search", "VIP on h1", "VIP on h2", "Milvus h1", "Milvus h2"]
+    for ax, (s, r) in zip(axes[:, 0], picks.items()):
+        t0 = r["t0"]
+        end = r["t_end"] - t0
+
+        def bars(changes, state0, y, color):
+            segs, cur, since = [], state0, -5.0
+            for at, val in changes:
+                x = at - t0
+                if cur:
+                    segs.append((since, x - since))
+                cur, since = val, x
+            if cur:
+                segs.append((since, end - since))
+            ax.broken_barh([(a, max(w, 0.05)) for a, w in segs], (y - 0.35, 0.7), color=color)
+
+        bars([(c["at"], c["ok"]) for c in r["probe"] if c["at"] >= t0 - 5], True, 4, "tab:green")
+        bars([(c["at"], not c["ok"]) for c in r["probe"] if c["at"] >= t0 - 5], False, 4, "tab:red")
+        bars([(a, "h1" in v) for a, v in r["vip"]], "h1" in r["vip_before"], 3, "tab:blue")
+        bars([(a, "h2" in v) for a, v in r["vip"]], "h2" in r["vip_before"], 2, "tab:blue")
+        bars([(a, v) for a, v in r["docker"]["h1"]], r["docker_before"]["h1"], 1, "tab:gray")
+        bars([(a, v) for a, v in r["docker"]["h2"]], r["docker_before"]["h2"], 0, "tab:gray")
+        for a, b in r["overlap_windows"]:
+            ax.axvspan(a - t0, b - t0 + 0.05, color="tab:orange", alpha=0.35)
+        ax.axvline(0, color="black", lw=1)
+        ax.text(0.2, 4.45, "fault", fontsize=8)
+        if r.get("t_repair"):
+            ax.axvline(r["t_repair"] - t0, color="black", lw=1, ls="--")
+            ax.text(r["t_repair"] - t0 + 0.2, 4.45, "repaired", fontsize=8)
+        ax.set_yticks(range(5))
+        ax.set_yticklabels(list(reversed(rows)), fontsize=8)
+        ax.set_ylim(-0.6, 4.9)
+        o = r["outage"]
+        ax.set_title(f"{s}: outage {o['first']:.1f} s{'' if o['ended'] else ' (not over)'}, "
+                     f"{len(r['overlap_windows'])} window(s) with two Milvus (orange)", fontsize=9, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlim(-3, span + 1)
+    axes[-1, 0].set_xlabel("seconds after the fault (green/red: the client's searches succeed/fail; "
+                           "blue: VIP held; gray: Milvus running)", fontsize=8)
+    fig.suptitle(f"{fault}: the recipe and havip on the same hosts", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return True
+
+
+# ====================================================================== the report
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def _cell(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return _s(xs[0])
+    return f"{_s(statistics.median(xs))} ({_s(min(xs))}..{_s(max(xs))})"
+
+
+def saw(r: dict) -> str:
+    """What the client saw, in one line."""
+    o = r["outage"]
+    if o["first_fail"] is None:
+        return "nothing: every search succeeded"
+    errs = []
+    for e in o["errors"]:
+        e = re.sub(r"\s+", " ", e)[:80]
+        if e not in errs:
+            errs.append(e)
+    text = f"searches failed from +{o['first_fail']:.1f} s" + \
+        (f" until +{o['first']:.1f} s" if o["ended"] else " to the end of the trial")
+    if len(o["errors"]) > 1:
+        text += f" ({len(o['errors'])} separate outages, {o['failing_total']:.1f} s in all)"
+    return text + "; errors: " + "; ".join(f"`{e}`" for e in errs[:2])
+
+
+def render(results, info, trials, faults, machine, load, revision, plots) -> str:
+    from havip.lab.milvuslab import STANDALONE_SETTINGS, VIP
+    from havip.lab.standalone import LAB_OVERRIDES, MILVUS_VERSION
+
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    by = {(s, f): [r for r in results if r["system"] == s and r["fault"] == f] for s in SYSTEMS for f in faults}
+    counts = {f: {s: len(by[(s, f)]) for s in SYSTEMS} for f in faults}
+    out = ["# Benchmark: the recipe against havip on real Milvus standalone", "",
+           f"Measured {when} on {machine}; {revision}; Milvus {MILVUS_VERSION} standalone (PyPI `milvus` "
+           f"wheel in the lab image), {mf._versions().replace('milvus-lite 3.2.2, ', '')}, keepalived 2.2.7 "
+           f"(Debian). Load average before the run {load}. By `bench/vs_recipe.py --trials {trials}` "
+           "(`make bench-recipe`).", "",
+           f"**Trials: {trials} per fault and system** (the machine has 2 cores shared with other work and "
+           "each takeover of the real server takes 10-50 s, so more did not fit). One trial is evidence on "
+           "one machine, not a distribution; where a cell has one figure there was one trial.", "",
+           *mf._others_line(results),
+           "## Setup", "",
+           f"The same lab hosts for both systems (`MilvusLab`, `--milvus standalone`): h1 (198.18.0.11) "
+           f"and h2 (198.18.0.21) in network namespaces on one bridge, each with its own dockerd and a "
+           f"`milvus` container (docker-init as PID 1, host network, docker stop grace "
+           f"{STANDALONE_SETTINGS['stop_timeout']} s) of the same image, all data (embedded etcd, rocksmq, "
+           f"storage) on one shared directory; a client namespace; VIP {VIP}. The Milvus image carries "
+           f"the lab's Milvus settings for both systems ({', '.join(f'`{k}: {v}`' for k, v in LAB_OVERRIDES.items())}, "
+           "docs/milvus-standalone.md): with Milvus' defaults every takeover of either system would wait "
+           "~54 s for the old server's sessions.", "",
+           "| | recipe | havip |", "|---|---|---|",
+           "| VRRP | v2, advert 1 s, VRID 51, PASS 1111, h1 priority 110 (MASTER), h2 91 (BACKUP), preempt | "
+           "the same VRRP settings, `preempt: false` (the shipped standalone configuration) |",
+           "| Milvus check | h1 only: `chk_milvus.sh` (`docker inspect .State.Running`) every 2 s, weight -20 "
+           f"| both hosts: Docker state and gRPC CheckHealth every {STANDALONE_SETTINGS['check_interval']} s, "
+           f"timeout {STANDALONE_SETTINGS['check_timeout']} s, rise {STANDALONE_SETTINGS['rise']}, fall "
+           f"{STANDALONE_SETTINGS['fall']} |",
+           "| who starts Milvus | h1's by hand, before keepalived; h2's by `start_docker.sh` on notify_master |"
+           f" the master, after taking the storage lease; start_timeout {STANDALONE_SETTINGS['start_timeout']} s |",
+           "| who stops Milvus | h2's by `stop_docker.sh` on notify_backup; h1's never | a leaving master "
+           "(killed without grace after failed checks or a lost link; stopped with grace on SIGTERM) |",
+           "| single writer | none | flock storage lease on the shared directory |", "",
+           "The recipe's files are the seed's (tests/fixtures/seed), changed only as follows:", "",
+           "| file | seed | lab | why |", "|---|---|---|---|",
+           *[f"| {f} | `{a.strip()}` | `{b.strip().replace('{dir}', '<workdir>/recipe')}` | {w} |"
+             for f, a, b, w in RECIPE_CHANGES],
+           "", "keepalived runs with `DOCKER_HOST` set to its host's dockerd, which its scripts inherit.", "",
+           "Each trial: the lab is reset (both systems stopped, both containers stopped, the fault undone), "
+           "the system under test started with h1 serving and h2 standing by, the client writes for 3 s, "
+           f"then the fault. The bench repairs the fault (SIGCONT, link up, isolation off) once the "
+           f"client's searches succeed again for 2 s, or after {CAP:.0f} s if they do not (split brain: "
+           f"after {SPLIT_HOLD:.0f} s), watches {SETTLE:.0f} s more, stops the writes and reads back every "
+           "acknowledged row. A killed container or a stopped service is left so until the next reset.", "",
+           f"- **client outage**: fault -> the probe's first successful search after the first failure "
+           f"the fault caused (the probe searches through the VIP every {PROBE_PERIOD * 1000:.0f} ms, "
+           f"{PROBE_TIMEOUT:g} s deadline, a fresh connection after a failure). `>= N` means the service "
+           "was not back when the trial ended. *Failing in all*: every second of failed searches in the "
+           "trial, repair and its aftermath included;",
+           "- **rows lost**: rows acknowledged by insert (10 every 0.2 s, no flush) that the Strong read "
+           "after the trial did not return;",
+           "- **two Milvus**: windows in which the Sampler (both engines every 50 ms) saw a Milvus "
+           "container running on both hosts, and their total length.", ""]
+
+    out += ["## Results", "", "| fault | system | trials | client outage, s | failing in all, s | rows lost "
+            "(of acknowledged) | two-Milvus windows (s) |", "|---|---|---|---|---|---|---|"]
+    for f in faults:
+        for s in SYSTEMS:
+            rs = by[(s, f)]
+            if not rs:
+                out.append(f"| {f} | {s} | 0 | - | - | - | - |")
+                continue
+            oc = _cell([r["outage"]["first"] for r in rs])
+            if not all(r["outage"]["ended"] for r in rs):
+                oc = ">= " + oc
+            lost = [len(r["lost"]) if r["lost"] is not None else None for r in rs]
+            lost_s = "unreadable" if any(x is None for x in lost) else f"{sum(lost)} (of {sum(r['acked'] for r in rs)})"
+            w = [len(r["overlap_windows"]) for r in rs]
+            wlen = sum(b - a + 0.05 for r in rs for a, b in r["overlap_windows"])
+            out.append(f"| {f} | {s} | {len(rs)} | {oc} | {_cell([r['outage']['failing_total'] for r in rs])} "
+                       f"| {lost_s} | {sum(w)}" + (f" ({wlen:.1f} s)" if sum(w) else "") + " |")
+
+    out += ["", "## Against the targets of issue 11", ""]
+    for f in MILVUS_FAULTS:
+        if f not in faults:
+            continue
+        h = [r["outage"]["first"] for r in by[("havip", f)]]
+        k = [r["outage"]["first"] for r in by[("recipe", f)]]
+        if h and k:
+            ratio = statistics.median(h) / statistics.median(k)
+            bound = "" if all(r["outage"]["ended"] for r in by[("recipe", f)]) else " at most (the recipe's outage did not end)"
+            out.append(f"- {f}: havip's outage is {ratio:.2f} x the recipe's{bound} (median {statistics.median(h):.1f} s "
+                       f"against {statistics.median(k):.1f} s): target <= 0.5: "
+                       + ("**met**" if ratio <= 0.5 else "**missed**") + ".")
+    hl = [r for r in results if r["system"] == "havip"]
+    lost_h = sum(len(r["lost"] or []) for r in hl)
+    unread = sum(1 for r in hl if r["lost"] is None)
+    ov_h = sum(len(r["overlap_windows"]) for r in hl)
+    out.append(f"- havip, every fault: {lost_h} acknowledged rows lost"
+               + (f" ({unread} trial(s) could not be read back)" if unread else "")
+               + f", {ov_h} windows with two Milvus: target zero and zero: "
+               + ("**met**" if not lost_h and not ov_h and not unread else "**missed**") + ".")
+    out += ["- The recipe: its figures above, whatever they are (nothing in it was tuned).", ""]
+
+    out += ["## What the client saw", "", "| fault | system | # | what the client saw |", "|---|---|---|---|"]
+    for f in faults:
+        for s in SYSTEMS:
+            for r in by[(s, f)]:
+                out.append(f"| {f} | {s} | {r['trial']} | {saw(r)} |")
+
+    out += ["", "## Timelines", "",
+            "The median trial of each fault, both systems on one time axis (seconds after the fault). "
+            "Green/red: the client's searches succeed/fail; blue: the VIP on a host; gray: a Milvus "
+            "container running (Docker's view); orange: two Milvus running at once; dashed: the bench's "
+            "repair.", ""]
+    for f, p in plots.items():
+        out += [f"### {f}", "", f"![{f}: recipe and havip]({p})", ""]
+    out += ["## Every trial", "", "s after the fault.", "",
+            "| system | fault | # | first failed search | outage | repaired | trial end | acknowledged | lost | "
+            "two-Milvus windows |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        o = r["outage"]
+        out.append(f"| {r['system']} | {r['fault']} | {r['trial']} | {_s(o['first_fail'])} | "
+                   f"{_s(o['first'])}{'' if o['ended'] else ' (not over)'} | "
+                   f"{_s(r['t_repair'] - r['t0']) if r['t_repair'] else '-'} | {_s(r['t_end'] - r['t0'])} | "
+                   f"{r['acked']} | {'-' if r['lost'] is None else len(r['lost'])} | "
+                   + (", ".join(f"+{a - r['t0']:.1f}..+{b - r['t0'] + 0.05:.1f}" for a, b in r["overlap_windows"])
+                      or "none") + " |")
+    if info.get("errors"):
+        out += ["", "Failed trials (not in the figures):", ""] + [f"- {e}" for e in info["errors"]]
+    out += ["", f"Sampler over the whole run: {info.get('sampler', '-')}.", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=1)
+    ap.add_argument("--faults", default=None, help="comma-separated subset, by index 0-4 or name")
+    ap.add_argument("--out", default=None, help="write the Markdown report here (docs/benchmarks-vs-recipe.md)")
+    ap.add_argument("--json", default=None, help="also dump the raw trials as JSON here")
+    ap.add_argument("--from-json", default=None, help="render the report from an earlier --json dump")
+    ap.add_argument("--keep-workdir", action="store_true")
+    args = ap.parse_args()
+    faults = FAULTS
+    if args.faults:
+        faults = tuple(FAULTS[int(x)] if x.strip().isdigit() else x.strip() for x in args.faults.split(","))
+    if args.from_json:
+        dump = json.loads(Path(args.from_json).read_text())
+        results, info, meta = dump["results"], dump["info"], dump["meta"]
+        faults = tuple(meta["faults"])
+    else:
+        if os.geteuid() != 0:
+            sys.exit("bench/vs_recipe.py needs root (namespaces, dockerd, keepalived)")
+        from failover import _machine
+        meta = {"machine": _machine(), "revision": mf._revision(),
+                "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]), "trials": args.trials,
+                "faults": list(faults), "commit": mf._git("rev-parse", "--short", "HEAD")}
+        results, info = run(args.trials, faults, args.keep_workdir)
+        meta["load"] += "; after it " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        if args.json:
+            Path(args.json).write_text(json.dumps({"results": results, "info": info, "meta": meta}, indent=1,
+                                                  default=str))
+    plots = {}
+    if args.out:
+        out = Path(args.out)
+        for i, f in enumerate(faults):
+            name = f"{out.stem}-{re.sub(r'[^a-z]+', '-', f.lower()).strip('-')}.svg"
+            if plot(results, f, out.parent / name):
+                plots[f] = name
+    revision = f"{meta['revision']} (HEAD {meta.get('commit', '?')})"
+    report = render(results, info, meta["trials"], faults, meta["machine"], meta["load"], revision, plots)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+        print(f"wrote {args.out}")
+    if info.get("errors"):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
