@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 iputils-ping procps util-linux psmisc systemd python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz lab demo lab-down bench bench-standalone soak install check clean fresh
+.PHONY: all deps venv test unit fuzz lab demo lab-down bench bench-standalone bench-recipe soak install check clean fresh
 
 all: test
 
@@ -62,12 +62,24 @@ bench: deps venv
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
 	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
 	$(MAKE) bench-standalone
+	$(MAKE) bench-recipe
 
 # The real Milvus standalone server: start-up and stop on shared data, and what an automatic
 # failback costs (docs/milvus-standalone.md is written from these figures).
 bench-standalone: deps venv
 	$(PY) bench/milvus_standalone.py --out docs/milvus-standalone-startup.json
 	$(PY) bench/milvus_failback.py --trials 2 --out docs/milvus-standalone-failback.json
+
+# The headline: the recipe (keepalived + the seed's scripts) against havip on the same lab
+# hosts and real Milvus standalone, each fault, alternating trials; SVG timelines beside the
+# report. TRIALS=n for more (each trial of the real server takes about a minute).
+TRIALS ?= 1
+$(VENV)/.bench: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+bench-recipe: deps venv $(VENV)/.bench
+	$(PY) bench/vs_recipe.py --trials $(TRIALS) --out docs/benchmarks-vs-recipe.md
 
 # The control socket under 1,000 concurrent clients, slow clients and garbage for 60 s
 # (the real daemon loop over fakes); figures to docs/security.md. A 10 s version runs in make test.
