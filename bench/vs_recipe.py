@@ -249,6 +249,7 @@ class Bench:
         self.stopped: list[int] = []
         self.probe = self.client = self.sampler = self.vips = None
         self.missing: set[int] = set()
+        self.unread: dict | None = None     # a trial whose rows could not be read back at its end
 
     # ------------------------------------------------------------------ reset
 
@@ -329,6 +330,12 @@ class Bench:
 
     def trial(self, system: str, fault: str) -> dict:
         self.reset(system)
+        if self.unread is not None:       # the last trial left no service to read from: read now
+            lost = self.read_back()
+            if lost is not None:
+                self.unread["lost_after_reset"] = sorted(lost - self.missing)
+                self.missing |= lost
+            self.unread = None
         self.client.traffic_start(batch=10, period=0.2, flush=False)
         time.sleep(3)                             # steady state: writes acknowledged, adverts, checks
         overl0 = len(self.sampler.overlaps)
@@ -358,6 +365,7 @@ class Bench:
         if lost_now is not None:
             self.missing |= lost_now
         overlaps = self.sampler.overlaps[overl0:]
+        flock = {h: self.etcd_flock_waits(h, t0) for h in ("h1", "h2")} if overlaps else {}
         r = {"system": system, "fault": fault, "t0": t0, "t_repair": t_repair if repaired else None,
              "t_end": t_end, "recovered_before_repair": recovered_before_repair,
              "outage": self.outage(t0, t_end), "acked": sum(n for _, n, *_ in rep["acked"]),
@@ -367,8 +375,24 @@ class Bench:
              "docker": {h: [c for c in tl if c[0] >= t0 - 5] for h, tl in self.sampler.changes_since(0).items()},
              "docker_before": {h: self.running_at(h, t0) for h in ("h1", "h2")},
              "vip": [c for c in self.vips.changes if t0 - 5 <= c[0] <= t_end],
-             "vip_before": self.vip_at(t0), "other_labs": sorted(others | mf._other_labs(self.lab.prefix))}
+             "vip_before": self.vip_at(t0), "etcd_flock_waits": flock, "other_labs": sorted(others | mf._other_labs(self.lab.prefix))}
+        if new_lost is None:
+            self.unread = r
         return r
+
+    def etcd_flock_waits(self, host: str, since: float) -> int:
+        """How often host's Milvus logged, since `since`, that its embedded etcd waited for
+        the database file another process holds locked: a second server on the shared data
+        that could not open it while the first ran."""
+        try:
+            api = self.lab.api(host, timeout=30)
+            try:
+                text = api.logs("milvus", since=int(since)).decode(errors="replace")
+            finally:
+                api.close()
+        except Exception:  # noqa: BLE001 - evidence only
+            return -1
+        return text.count("db file is flocked by another process")
 
     def probe_changes(self) -> list[dict]:
         with self.probe._lock:
@@ -552,7 +576,7 @@ def plot(results: list[dict], fault: str, path: Path) -> bool:
         bars([(a, "h2" in v) for a, v in r["vip"]], "h2" in r["vip_before"], 3, "tab:blue")
         bars([(a, v) for a, v in r["docker"]["h1"]], r["docker_before"]["h1"], 2, "tab:gray")
         bars([(a, v) for a, v in r["docker"]["h2"]], r["docker_before"]["h2"], 1, "tab:gray")
-        ax.broken_barh([(a - t0, b - a + 0.05) for a, b in r["overlap_windows"]], (-0.35, 0.7), color="tab:orange")
+        ax.broken_barh([(a - t0, b - a + 0.05) for a, b in ow(r)], (-0.35, 0.7), color="tab:orange")
         ax.axvline(0, color="black", lw=1)
         ax.text(0.2, 5.45, "fault", fontsize=8)
         if r.get("t_repair"):
@@ -563,7 +587,7 @@ def plot(results: list[dict], fault: str, path: Path) -> bool:
         ax.set_ylim(-0.6, 5.9)
         o = r["outage"]
         ax.set_title(f"{s}: outage {o['first']:.1f} s{'' if o['ended'] else ' (not over)'}, "
-                     f"{len(r['overlap_windows'])} window(s) with two Milvus", fontsize=9, loc="left")
+                     f"{len(ow(r))} window(s) with two Milvus", fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
     axes[-1, 0].set_xlim(-3, span + 1)
     axes[-1, 0].set_xlabel("seconds after the fault (green/red: the client's searches succeed/fail; "
@@ -594,6 +618,24 @@ def _med(rs: list[dict], key: str) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def ow(r: dict) -> list[tuple[float, float]]:
+    """The trial's windows with two Milvus, within [fault, trial end], samples up to 1 s apart
+    joined (under load the Sampler's interval stretched to ~0.5 s)."""
+    inside = [(a, b) for a, b in r["overlap_windows"] if b >= r["t0"] and a <= r["t_end"]]
+    merged: list[list[float]] = []
+    for a, b in sorted(inside):
+        a, b = max(a, r["t0"]), min(b, r["t_end"])
+        if merged and a - merged[-1][1] <= 1.0:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def by_all(by: dict) -> list[dict]:
+    return [r for rs in by.values() for r in rs]
+
+
 def findings(by: dict, faults) -> list[str]:
     """Why each system did what it did: the mechanism (from both configurations) with the
     figures of these trials."""
@@ -606,9 +648,9 @@ def findings(by: dict, faults) -> list[str]:
         o = [r["outage"]["first"] for r in rs]
         return {"n": len(rs), "outage": statistics.median(o), "ended": all(r["outage"]["ended"] for r in rs),
                 "h2": _med(rs, "h2_started"), "vip": _med(rs, "vip_h2"), "h1stop": _med(rs, "h1_stopped"),
-                "two": sum(len(r["overlap_windows"]) for r in rs),
-                "twolen": sum(b - a + 0.05 for r in rs for a, b in r["overlap_windows"]),
-                "lost": sum(len(r["lost"] or []) for r in rs)}
+                "two": sum(len(ow(r)) for r in rs),
+                "twolen": sum(b - a + 0.05 for r in rs for a, b in ow(r)),
+                "lost": sum(len(r["lost"] or r.get("lost_after_reset") or []) for r in rs)}
 
     def after_start(x):
         if x is None or x["h2"] is None:
@@ -678,6 +720,15 @@ def findings(by: dict, faults) -> list[str]:
             + ("keeps the VIP and Milvus off" if h["vip"] is None and h["h2"] is None else
                f"(VIP at +{_s(h['vip'])} s, Milvus at +{_s(h['h2'])} s)")
             + f": {h['two']} window(s) with two Milvus; the client's outage {_s(h['outage'])} s.")
+    waits = [(r["fault"], h, n) for r in by_all(by) if r["system"] == "recipe"
+             for h, n in (r.get("etcd_flock_waits") or {}).items() if n and n > 0]
+    if waits:
+        out.append("- **The second Milvus.** In the recipe's trials with two Milvus containers running, "
+                   "the second server's embedded etcd logged `db file is flocked by another process` ("
+                   + ", ".join(f"{f}: {h} {n}x" for f, h, n in waits) + "): the first server's etcd holds "
+                   "its bbolt database file locked, so the second cannot open the shared metadata and "
+                   "never serves while the first runs. The overlap is two servers started on one data "
+                   "directory, held apart here by a local flock that an NFS mount may or may not honour.")
     lost_k = sum((fig("recipe", f) or {}).get("lost", 0) for f in faults)
     out.append(f"- **Acknowledged rows.** The recipe lost {lost_k}, havip "
                f"{sum((fig('havip', f) or {}).get('lost', 0) for f in faults)} (Strong read of every row "
@@ -790,14 +841,20 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
             elif not all(r["recovered_before_repair"] for r in rs) and any(r["outage"]["first_fail"] is not None
                                                                           for r in rs):
                 oc += " *"
-            lost = [len(r["lost"]) if r["lost"] is not None else None for r in rs]
+            lost = [len(r["lost"]) if r["lost"] is not None else
+                    (len(r["lost_after_reset"]) if r.get("lost_after_reset") is not None else None) for r in rs]
             lost_s = "unreadable" if any(x is None for x in lost) else f"{sum(lost)} (of {sum(r['acked'] for r in rs)})"
-            w = [len(r["overlap_windows"]) for r in rs]
-            wlen = sum(b - a + 0.05 for r in rs for a, b in r["overlap_windows"])
+            if any(r["lost"] is None for r in rs):
+                lost_s += " †"
+            w = [len(ow(r)) for r in rs]
+            wlen = sum(b - a + 0.05 for r in rs for a, b in ow(r))
             out.append(f"| {f} | {s} | {len(rs)} | {oc} | {_cell([r['outage']['failing_total'] for r in rs])} "
                        f"| {lost_s} | {sum(w)}" + (f" ({wlen:.1f} s)" if sum(w) else "") + " |")
 
-    out += ["", f"\\* The service was not back until the bench repaired the fault ({CAP:.0f} s after it; "
+    out += ["", "† The service was not back at the end of the trial, so its acknowledged rows could not be "
+            "read then; they were read after the next reset (\"unreadable\": not even then, or by a run "
+            "that did not yet do that read; the next trial's read covers them).",
+            "", f"\\* The service was not back until the bench repaired the fault ({CAP:.0f} s after it; "
             "SIGCONT, link up, isolation off): that outage lasts as long as the fault is left in place, "
             "the figure is set by the bench, not by the system.", "",
             "## Against the targets of issue 11", ""]
@@ -814,9 +871,9 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
                        f"against {statistics.median(k):.1f} s): target <= 0.5: "
                        + ("**met**" if ratio <= 0.5 else "**missed**") + ".")
     hl = [r for r in results if r["system"] == "havip"]
-    lost_h = sum(len(r["lost"] or []) for r in hl)
-    unread = sum(1 for r in hl if r["lost"] is None)
-    ov_h = sum(len(r["overlap_windows"]) for r in hl)
+    lost_h = sum(len(r["lost"] or r.get("lost_after_reset") or []) for r in hl)
+    unread = sum(1 for r in hl if r["lost"] is None and r.get("lost_after_reset") is None)
+    ov_h = sum(len(ow(r)) for r in hl)
     out.append(f"- havip, every fault: {lost_h} acknowledged rows lost"
                + (f" ({unread} trial(s) could not be read back)" if unread else "")
                + f", {ov_h} windows with two Milvus: target zero and zero: "
@@ -852,7 +909,7 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
                    f"{_s(o['first'])}{'' if o['ended'] else ' (not over)'} | "
                    f"{_s(r['t_repair'] - r['t0']) if r['t_repair'] else '-'} | {_s(r['t_end'] - r['t0'])} | "
                    f"{r['acked']} | {'-' if r['lost'] is None else len(r['lost'])} | "
-                   + (", ".join(f"+{a - r['t0']:.1f}..+{b - r['t0'] + 0.05:.1f}" for a, b in r["overlap_windows"])
+                   + (", ".join(f"+{a - r['t0']:.1f}..+{b - r['t0'] + 0.05:.1f}" for a, b in ow(r))
                       or "none") + " |")
     if info.get("errors"):
         out += ["", "Failed trials (not in the figures):", ""] + [f"- {e}" for e in info["errors"]]
