@@ -642,7 +642,7 @@ def findings(by: dict, faults) -> list[str]:
     out = []
 
     def fig(s, f):
-        rs = by[(s, f)]
+        rs = by.get((s, f), [])
         if not rs:
             return None
         o = [r["outage"]["first"] for r in rs]
@@ -706,7 +706,11 @@ def findings(by: dict, faults) -> list[str]:
             f"- **{f}.** The recipe: keepalived on h1 sends priority 0 and removes the VIP as it exits, but "
             f"h1's Milvus keeps running (stopped at {'+' + _s(k['h1stop']) + ' s' if k['h1stop'] else 'no point in the trial'}); "
             f"h2 starts its own at +{_s(k['h2'])} s: {k['two']} window(s) with two Milvus "
-            f"({k['twolen']:.1f} s). havip: h1 removes the VIP, stops its Milvus with grace "
+            f"({k['twolen']:.1f} s). "
+            + ("The client never got an answer again in the trial: the VIP now leads to h2, whose server "
+               "cannot start while h1's runs on the same data (docs/milvus-standalone.md, \"Two servers on one data directory\"), and nothing in the recipe stops "
+               "h1's: the outage lasts until an operator steps in. " if not k["ended"] else "")
+            + "havip: h1 removes the VIP, stops its Milvus with grace "
             f"(stopped at +{_s(h['h1stop'])} s), then resigns; h2 starts at +{_s(h['h2'])} s.")
     f = "split brain"
     k, h = fig("recipe", f), fig("havip", f)
