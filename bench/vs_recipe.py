@@ -786,7 +786,7 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
            f"Load average before the run {load}. By `bench/vs_recipe.py --trials {trials}` "
            "(`make bench-recipe`).", "",
            f"**Trials: {done} per fault and system** ({trials} planned; the machine has 2 cores shared with other work and "
-           "each takeover of the real server takes 10-50 s; `make bench-recipe TRIALS=n` runs more). One trial is evidence on "
+           "each takeover of the real server takes 10-50 s; `make bench-recipe RECIPE_TRIALS=n` runs n). One trial is evidence on "
            "one machine, not a distribution; where a cell has one figure there was one trial.", "",
            *mf._others_line(results),
            "## Setup", "",
