@@ -376,6 +376,8 @@ class Bench:
              "docker_before": {h: self.running_at(h, t0) for h in ("h1", "h2")},
              "vip": [c for c in self.vips.changes if t0 - 5 <= c[0] <= t_end],
              "vip_before": self.vip_at(t0), "etcd_flock_waits": flock, "other_labs": sorted(others | mf._other_labs(self.lab.prefix))}
+        if system == "havip":
+            r["havip_ready"] = havip_ready(self.lab.events(), t0, t_end)
         if new_lost is None:
             self.unread = r
         return r
@@ -437,6 +439,18 @@ class Bench:
                 print(f"  read-back failed: {exc}", flush=True)
                 time.sleep(5)
         return None
+
+
+def havip_ready(events: list[dict], t0: float, t_end: float) -> float | None:
+    """Seconds from the fault to havip's first "milvus is serving" (CheckHealth answered on
+    the new master) within the trial, or None."""
+    from havip.lab.milvuslab import log_time
+    for e in events:
+        if "timestamp" in e and str(e.get("reason", "")).startswith("milvus is serving"):
+            at = log_time(e["timestamp"])
+            if t0 <= at <= t_end:
+                return at - t0
+    return None
 
 
 def windows(times: list[float], gap: float = 0.5) -> list[tuple[float, float]]:
@@ -632,6 +646,19 @@ def ow(r: dict) -> list[tuple[float, float]]:
     return [(a, b) for a, b in merged]
 
 
+def writer_back(r: dict) -> float | None:
+    """Seconds from the fault to the writer's first success after its first failure."""
+    down = False
+    for at, ok, _ in r["traffic"]:
+        if at < r["t0"]:
+            continue
+        if not ok:
+            down = True
+        elif down:
+            return at - r["t0"]
+    return None
+
+
 def by_all(by: dict) -> list[dict]:
     return [r for rs in by.values() for r in rs]
 
@@ -724,6 +751,24 @@ def findings(by: dict, faults) -> list[str]:
             + ("keeps the VIP and Milvus off" if h["vip"] is None and h["h2"] is None else
                f"(VIP at +{_s(h['vip'])} s, Milvus at +{_s(h['h2'])} s)")
             + f": {h['two']} window(s) with two Milvus; the client's outage {_s(h['outage'])} s.")
+    gaps = [(r["outage"]["first"] - r["havip_ready"], r["havip_ready"]) for r in by_all(by)
+            if r["system"] == "havip" and r.get("havip_ready") is not None and r["outage"]["ended"]
+            and r["outage"]["first_fail"] is not None]
+    agree = [abs(w - r["outage"]["first"]) for r in by_all(by) if r["outage"]["first_fail"] is not None
+             and r["outage"]["ended"] and (w := writer_back(r)) is not None]
+    if gaps:
+        g = [x for x, _ in gaps]
+        out.append(f"- **Healthy is not yet searchable.** In havip's trials the new master's Milvus answered "
+                   f"CheckHealth {_cell([y for _, y in gaps])} s after the fault, and the client's first "
+                   f"successful search came {_cell(g)} s after that (median, min..max of {len(g)}): the "
+                   "client reconnects and loads the collection again, and the new server must first "
+                   "recover it from the shared storage (rocksmq replay, segments). "
+                   + (f"The writer (5 s deadline) got its first insert through within "
+                      f"{max(agree):.1f} s of the probe (1 s deadline) in every one of these trials: the "
+                      "wait is the server's, not the probe's deadline. " if agree else "")
+                   + "The recipe's clients "
+                   "wait for the same recovery; it is part of both systems' outage on the Milvus faults, "
+                   "and neither system's VRRP or checks can shorten it.")
     waits = [(r["fault"], h, n) for r in by_all(by) if r["system"] == "recipe"
              for h, n in (r.get("etcd_flock_waits") or {}).items() if n and n > 0]
     if waits:
