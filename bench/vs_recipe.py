@@ -558,6 +558,7 @@ def plot(results: list[dict], fault: str, path: Path) -> bool:
     host's Milvus (Docker's view) and who holds the VIP."""
     import matplotlib
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "havip"      # the same SVG from the same trials
     import matplotlib.pyplot as plt
 
     picks = {}
@@ -712,10 +713,12 @@ def findings(by: dict, faults) -> list[str]:
                f"waited (h2's Milvus started only at +{_s(k['h2'])} s)")
             + f": outage {'>= ' if not k['ended'] else ''}{_s(k['outage'])} s, bounded only by the bench's "
             f"{CAP:.0f} s cap. "
-            + (f"After the bench's SIGCONT, h1's Milvus exited by itself (Docker saw it stop at "
+            + (f"In {sum(1 for r in by[('recipe', f)] if marks(r)['h1_stopped'] is not None)} of {k['n']} "
+               f"trial(s), after the bench's SIGCONT, h1's Milvus exited by itself (Docker saw it stop at "
                f"+{_s(k['h1stop'])} s; most likely its sessions had expired during the stall, after which "
                f"Milvus exits on purpose: docs/milvus-standalone.md), and only that stop made the recipe "
-               f"fail over." if k["h1stop"] is not None else "") + f" havip's gRPC CheckHealth times out ({'1 s'} deadline, fall 2): h1 kills "
+               f"fail over; in the other(s) it stayed up without answering to the end of the trial. "
+               if k["h1stop"] is not None else "") + f" havip's gRPC CheckHealth times out ({'1 s'} deadline, fall 2): h1 kills "
             f"the hung container without grace, h2 starts its own at +{_s(h['h2'])} s; outage "
             f"{_s(h['outage'])} s.")
     f = "link cut"
