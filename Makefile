@@ -10,7 +10,7 @@ DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 nftabl
           util-linux psmisc systemd python3-venv etcd-server etcd-client iptables openssl
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-standalone bench-fence soak install check clean fresh
+.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-standalone bench-fence bench-recipe soak install check clean fresh
 
 all: test
 
@@ -27,7 +27,7 @@ deps:
 $(VENV)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -72,12 +72,20 @@ bench: deps venv
 	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
 	$(PY) bench/pool_rss.py --out docs/benchmarks-pool-rss.md
 	$(MAKE) bench-standalone
+	$(MAKE) bench-recipe
 
 # The real Milvus standalone server: start-up and stop on shared data, and what an automatic
 # failback costs (docs/milvus-standalone.md is written from these figures).
 bench-standalone: deps venv
 	$(PY) bench/milvus_standalone.py --out docs/milvus-standalone-startup.json
 	$(PY) bench/milvus_failback.py --trials 2 --out docs/milvus-standalone-failback.json
+
+# The headline: the recipe (keepalived + the seed's scripts) against havip on the same lab
+# hosts and real Milvus standalone, each fault, alternating trials; SVG timelines beside the
+# report. RECIPE_TRIALS=n per fault and system (each trial of the real server takes 1-3 minutes: 2 take ~30 min).
+RECIPE_TRIALS ?= 2
+bench-recipe: deps venv
+	$(PY) bench/vs_recipe.py --trials $(RECIPE_TRIALS) --out docs/benchmarks-vs-recipe.md
 
 # The control socket under 1,000 concurrent clients, slow clients and garbage for 60 s
 # (the real daemon loop over fakes); figures to docs/security.md. A 10 s version runs in make test.

@@ -84,8 +84,9 @@ class Client:
     def count(self) -> int:
         return self.request("count")["count"]
 
-    def ids(self) -> list[int]:
-        return self.request("ids")["ids"]
+    def ids(self, wait: float = 30) -> list[int]:
+        """Every id in the collection (read in windows: complete past 16,384 rows)."""
+        return self.request("ids", wait=wait, upto=self.next_id)["ids"]
 
     def search(self) -> list[int]:
         return self.request("search")["hits"]

@@ -31,6 +31,7 @@ import traceback
 # flush takes longer than milvus-lite's). Creating and loading a collection, done once
 # before anything is measured, get ADMIN_TIMEOUT.
 RPC_TIMEOUT = float(os.environ.get("HAVIP_LAB_RPC_TIMEOUT", "2.0"))
+ID_WINDOW = 10_000              # ids per query of `ids`: below Milvus' 16,384-row query window
 ADMIN_TIMEOUT = 60.0
 GRPC_OPTIONS = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.min_reconnect_backoff_ms": 100,
                 "grpc.max_reconnect_backoff_ms": 500}
@@ -109,14 +110,22 @@ class Session:
         self.call(go)
         return {"start": start, "n": n}
 
-    def ids(self) -> dict:
+    def ids(self, upto: int | None = None) -> dict:
+        """Every id in the collection. One query returns at most 16,384 rows (Milvus' query
+        window), so with `upto` (ids are below it) the ids are read in windows of 10,000
+        ids, each complete; without it, a collection of more rows is read short."""
         def go(c):
             c.load_collection(self.collection, timeout=RPC_TIMEOUT)
             # Strong: every acknowledged write, not the collection's default Bounded view
             # (which may lag a few seconds and would report rows as missing).
-            res = c.query(self.collection, filter="id >= 0", output_fields=["id"], limit=16384,
-                          consistency_level="Strong", timeout=RPC_TIMEOUT)
-            return sorted(r["id"] for r in res)
+            filters = ["id >= 0"] if upto is None else \
+                [f"id >= {lo} and id < {lo + ID_WINDOW}" for lo in range(0, max(upto, 1), ID_WINDOW)]
+            out = []
+            for f in filters:
+                res = c.query(self.collection, filter=f, output_fields=["id"], limit=16384,
+                              consistency_level="Strong", timeout=RPC_TIMEOUT)
+                out += (r["id"] for r in res)
+            return sorted(out)
         return {"ids": self.call(go)}
 
     def count(self) -> dict:

@@ -1,0 +1,88 @@
+"""bench/vs_recipe.py runs the seed's recipe changed only as its RECIPE_CHANGES list says."""
+
+import difflib
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def vs_recipe():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location("vs_recipe", ROOT / "bench" / "vs_recipe.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def test_the_rendered_recipe_differs_from_the_seed_only_where_listed(vs_recipe, tmp_path):
+    files = vs_recipe.render_recipe(tmp_path)
+    seed = {p.relative_to(vs_recipe.SEED).as_posix(): p.read_text() for p in vs_recipe.SEED.glob("*/*")}
+    assert set(files) == set(seed) == {"master/keepalived.conf", "master/chk_milvus.sh",
+                                       "backup/keepalived.conf", "backup/start_docker.sh",
+                                       "backup/stop_docker.sh"}
+    allowed = {(f, new.replace("{dir}", str(tmp_path))) for f, _old, new, _why in vs_recipe.RECIPE_CHANGES}
+    for rel in files:
+        added = [ln[1:] for ln in difflib.ndiff(seed[rel].splitlines(), files[rel].splitlines())
+                 if ln.startswith("+ ")]
+        for line in added:        # every changed line carries one of the listed replacements
+            assert any(f == rel and new.strip() in line for f, new in allowed), (rel, line)
+    # The one fix beyond names and paths: the backup's stop script stops its Milvus.
+    assert "docker start" in seed["backup/stop_docker.sh"]
+    assert "docker start" not in files["backup/stop_docker.sh"]
+    assert "docker stop milvus" in files["backup/stop_docker.sh"]
+    assert (tmp_path / "backup" / "stop_docker.sh").stat().st_mode & 0o111
+    # Nothing tuned: the timers, priorities and weight are the seed's.
+    for rel in ("master/keepalived.conf", "backup/keepalived.conf"):
+        keep = [ln for ln in seed[rel].splitlines() if any(k in ln for k in
+                ("interval", "weight", "priority", "virtual_router_id", "auth_pass", "state "))]
+        assert keep and all(ln in files[rel].splitlines() for ln in keep)
+
+
+def test_keepalived_accepts_the_rendered_recipe_but_for_script_security(vs_recipe, tmp_path):
+    """keepalived 2.2.7 parses both files; its only complaint (exit 6 on the master's) is
+    the one vs_recipe accepts: scripts run as root without enable_script_security."""
+    vs_recipe.render_recipe(tmp_path)
+    for role in ("master", "backup"):
+        res = subprocess.run(["keepalived", "--config-test", "-f", str(tmp_path / role / "keepalived.conf"),
+                              "-i", f"vsr-{role}"], capture_output=True, text=True, timeout=30)
+        said = {ln.strip() for ln in (res.stdout + res.stderr).splitlines() if ln.strip()}
+        assert res.returncode == 0 or said == {vs_recipe.SECURITY_WARNING}, (role, res.returncode, said)
+
+
+def _trial(system, fault, t0, first_fail, first_ok, overlap=()):
+    end = t0 + 40
+    probe = [{"at": t0 - 3, "ok": True, "err": ""}, {"at": t0 + first_fail, "ok": False, "err": "refused"}]
+    if first_ok is not None:
+        probe.append({"at": t0 + first_ok, "ok": True, "err": ""})
+    return {"system": system, "fault": fault, "trial": 1, "t0": t0, "t_repair": None, "t_end": end,
+            "recovered_before_repair": first_ok is not None,
+            "outage": {"first": (first_ok if first_ok is not None else end - t0), "ended": first_ok is not None,
+                       "failing_total": (first_ok or 40) - first_fail, "first_error": "refused",
+                       "errors": ["refused"], "first_fail": first_fail},
+            "acked": 100, "lost": [], "overlap_windows": [(t0 + a, t0 + b) for a, b in overlap],
+            "probe": probe, "traffic": [], "docker": {"h1": [[t0 + 0.1, False]], "h2": [[t0 + 3, True]]},
+            "docker_before": {"h1": True, "h2": False}, "vip": [[t0 + 3, ["h2"]]], "vip_before": ["h1"],
+            "other_labs": []}
+
+
+def test_the_report_and_its_timeline_from_trials(vs_recipe, tmp_path):
+    """The report states each figure against its target, and a plot is drawn per fault."""
+    results = [_trial("recipe", "container killed", 1000.0, 0.5, 20.0, overlap=[(5, 9.02)]),
+               _trial("havip", "container killed", 2000.0, 0.5, 8.0)]
+    svg = tmp_path / "t.svg"
+    assert vs_recipe.plot(results, "container killed", svg)
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+    text = vs_recipe.render(results, {"errors": []}, 1, ("container killed",), "2 cores", "1 1 1", "havip x",
+                            {"container killed": "t.svg"}, "2026-01-01 00:00 UTC")
+    assert "| container killed | recipe | 1 | 20.0 | 19.5 | 0 (of 100) | 1 (4.1 s) |" in text
+    assert "havip's outage is 0.40 x the recipe's" in text and "**met**" in text
+    assert "![container killed: recipe and havip](t.svg)" in text
