@@ -1,4 +1,5 @@
-"""`make soak`: the control-socket soak for 60 s; the figures go to docs/security.md.
+"""`make soak`: the control-socket soak for 60 s, the daemon at `realtime_priority: 10` and at 0,
+under attack and baseline; the figures go to docs/security.md.
 
 Usage: python bench/control_soak.py [--seconds 60] [--out docs/security.md]
 """
@@ -41,8 +42,9 @@ def main() -> None:
         d = runs[name]["daemon"] or {}
         q = d.get("lateness_ms", {})
         sched = d.get("scheduling") or {}
+        load = ", ".join(f"{x:.1f}" for x in runs[name]["load_average"])
         return (f"{q.get('p50')} / {q.get('p99')} / {q.get('max')} ms ({d.get('adverts')} adverts; loop at "
-                f"{sched.get('policy')} {sched.get('priority')}; load {', '.join(f'{x:.1f}' for x in runs[name]['load_average'])}"
+                f"{sched.get('policy')} {sched.get('priority')}; load {load}"
                 f"; `status` failed: {runs[name]['burst_failed'] + runs[name]['monitor_failed']})")
 
     body = [
