@@ -2,7 +2,11 @@
 with the real ControlServer in its own process, under bursts of 1,000 concurrent
 `status`, slow clients (a byte every 3.9 s), held idle connections and garbage.
 
-    python -m tests.control_soak SECONDS      # prints the figures as JSON
+    python -m tests.control_soak SECONDS [RTPRIO]   # prints the figures as JSON
+
+The daemon is configured as production with sub-second adverts is (`realtime_priority`,
+0 = off, for comparison) and runs through `Daemon.run()`, which applies it to the loop
+thread before any worker starts, exactly as `havip run` does.
 
 The daemon process runs with RLIMIT_NOFILE 1024 and, every 50 ms on the loop thread,
 opens a pipe and a file as the loop's own adapters would: any EMFILE there is counted.
@@ -24,7 +28,7 @@ import time
 SOCK_NAME = "soak.sock"
 
 
-def _daemon(sock_path: str, seconds: float) -> None:
+def _daemon(sock_path: str, seconds: float, rtprio: int = 0) -> None:
     import structlog
 
     from havip import config
@@ -39,7 +43,8 @@ def _daemon(sock_path: str, seconds: float) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())     # quiet
     cfg = config.parse({"interface": "eth0", "virtual_router_id": 51, "priority": 110, "version": 3,
-                        "advert_interval": 0.1, "virtual_ipaddresses": ["198.18.0.50/24"]}, default_instance="soak")
+                        "advert_interval": 0.1, "virtual_ipaddresses": ["198.18.0.50/24"],
+                        "realtime_priority": rtprio}, default_instance="soak")
     sock = FakeSocket()
     ad = Adapters(make_socket=lambda: sock, vips=FakeVips(), announcer=FakeAnnouncer(), link=FakeLink())
     d = Daemon(cfg, ad, log=structlog.get_logger("soak"))
@@ -72,7 +77,8 @@ def _daemon(sock_path: str, seconds: float) -> None:
     lateness.sort()
     q = lambda p: round(lateness[min(len(lateness) - 1, int(p * len(lateness)))] * 1000, 3) if lateness else None
     print(json.dumps({"adverts": len(lateness), "lateness_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
-                      "loop_fd_errors": fd_errors[0], "control_counters": counters,
+                      "loop_fd_errors": fd_errors[0],
+                      "scheduling": d.scheduling.view() if d.scheduling else None, "control_counters": counters,
                       "daemon_cpu_s": round(cpu.ru_utime + cpu.ru_stime, 2)}))
 
 
@@ -85,16 +91,19 @@ def _status(path: str, timeout: float = 10.0) -> bool:
         return False
 
 
-def soak(seconds: float, workdir: str, only: tuple[str, ...] | None = None, attacker_nice: int = 0) -> dict:
+def soak(seconds: float, workdir: str, only: tuple[str, ...] | None = None, attacker_nice: int = 0,
+         realtime_priority: int = 10) -> dict:
     """Run the daemon process and the attackers for `seconds`; return the figures.
 
     `only`: a subset of monitor, bursts, slow, held, garbage (("monitor",) is the baseline).
     `attacker_nice`: the attackers (this process) run that much nicer than the daemon
     (needs root to undo afterwards), to tell the daemon's own cost from CPU competition.
+    `realtime_priority`: the daemon's config key (10 as production with 0.1 s adverts; 0 = off).
     """
     path = os.path.join(workdir, SOCK_NAME)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([sys.executable, "-m", "tests.control_soak", "--daemon", path, str(seconds)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.control_soak", "--daemon", path, str(seconds),
+                             str(realtime_priority)],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     niced = os.nice(attacker_nice) if attacker_nice else None     # after the daemon started: it keeps its own
     try:
@@ -223,9 +232,10 @@ def _garbage(path, end, stats):
 
 if __name__ == "__main__":
     if sys.argv[1] == "--daemon":
-        _daemon(sys.argv[2], float(sys.argv[3]))
+        _daemon(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0)
     else:
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
-            print(json.dumps(soak(float(sys.argv[1]), d), indent=2))
+            rt = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+            print(json.dumps(soak(float(sys.argv[1]), d, realtime_priority=rt), indent=2))
