@@ -1,6 +1,7 @@
 """Record when VRRP adverts arrive on an interface: python -m havip.lab.sniff IFACE SECONDS.
 
-Prints one JSON list of [monotonic time, source, priority] per advert. Lab namespaces only.
+Prints one JSON list of [monotonic time, source, priority] per advert, at the end or on
+SIGINT (a caller that does not know how long to listen). Lab namespaces only.
 """
 
 import json
@@ -18,13 +19,16 @@ def main() -> None:
     print("listening", file=sys.stderr, flush=True)      # callers may wait for this line
     end = time.monotonic() + seconds
     seen = []
-    while (left := end - time.monotonic()) > 0:
-        pkt = sock.wait(left)
-        if pkt is None:
-            continue
-        adv = codec.decode(pkt.payload, src=pkt.src, dst=pkt.dst, ttl=pkt.ttl, family=4)
-        if isinstance(adv, Advert):
-            seen.append([time.monotonic(), pkt.src, adv.priority])
+    try:
+        while (left := end - time.monotonic()) > 0:
+            pkt = sock.wait(left)
+            if pkt is None:
+                continue
+            adv = codec.decode(pkt.payload, src=pkt.src, dst=pkt.dst, ttl=pkt.ttl, family=4)
+            if isinstance(adv, Advert):
+                seen.append([time.monotonic(), pkt.src, adv.priority])
+    except KeyboardInterrupt:
+        pass
     print(json.dumps(seen))
 
 
