@@ -88,7 +88,7 @@ bench-recipe: deps venv
 	$(PY) bench/vs_recipe.py --trials $(RECIPE_TRIALS) --out docs/benchmarks-vs-recipe.md
 
 # The control socket under 1,000 concurrent clients, slow clients and garbage for 60 s
-# (the real daemon loop over fakes); figures to docs/security.md. A 10 s version runs in make test.
+# (the real daemon loop over fakes); figures to docs/security.md. The same soak runs in make test (functional assertions).
 soak: venv
 	$(PY) bench/control_soak.py --seconds 60 --out docs/security.md
 
