@@ -42,11 +42,12 @@ def _priorities(sock: FakeSocket) -> list[int]:
 
 
 def _settle(d: Daemon, deadline: float = 3.0) -> None:
-    """Let worker threads report back and the loop process their events."""
+    """Let worker threads report back and the loop process their events. A job the worker
+    is running is not in its queue any more: wait on busy(), queued *or* running."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         d.run_once()
-        if not d.executor._container_pool._work_queue.qsize() and not d._events:
+        if not d.executor.busy() and not d._events:
             d.run_once()
             return
 
