@@ -87,6 +87,12 @@ def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
         m, release = _release(m, p)
         return Decision(m, tuple(release), f"{stale or 'lease granted'} after we stopped needing it: given back")
     m = replace(m, lease=lease_phase.refused(m.lease, ev.op))
+    if not wanted and isinstance(m.lease, Held) and m.container not in MAY_RUN and m.leaving is None:
+        # An older attempt took the lease (hole 3's window) and the attempt that would have
+        # used it says no: nothing of ours will run on it, so it goes back, as a late yes does.
+        m, release = _release(m, p)
+        return Decision(m, tuple(release), f"{stale or 'lease refused'}; the lease an older attempt took is "
+                                           "given back: we stopped needing it")
     if stale:
         return Decision(m, (), stale)
     if not wanted:

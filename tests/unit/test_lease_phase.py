@@ -207,3 +207,28 @@ def test_a_lease_loss_with_no_lease_held_is_stale():
     m = Machine(state=State.BACKUP, phase=Stopped(), lease=Unheld(void_before=3))
     d = step(m, P, LeaseLost("lost", lease_id=0x1a), 1.0)
     assert d.actions == () and d.reason == "stale lease loss dropped: it is about lease 1a, ours is unheld"
+
+
+def test_a_lease_taken_by_an_older_attempt_goes_back_when_the_last_attempt_is_refused():
+    """Hole 3's sequence the other way round: attempt #a is out when the host steps down;
+    it becomes master again and sends #b; #a says yes (the lease is ours, #b will confirm
+    it); the host steps down again, and #b fails (a storage error). Nothing of ours will run
+    on that lease: it goes back instead of staying held until the next stop."""
+    from tests.unit.test_machine import _leasing
+
+    r = _leasing(params(supervise=True, lease=True))
+    first = r.m.lease_op
+    r.do(advert(200), r.now + 0.1)                                  # a higher master: step down
+    assert r.state == State.BACKUP and isinstance(r.m.lease, Acquiring)
+    for _ in range(10):                                             # it goes silent: master again
+        if r.m.container == Container.LEASING:
+            break
+        r.tick(r.m.master_down_deadline if r.state == State.BACKUP else r.m.gate_deadline)
+    second = r.m.lease_op
+    assert r.state == State.MASTER and second > first
+    d = r.do(LeaseResult(ok=True, reason="acquired", op=first), r.now + 0.01)
+    assert "the pending attempt will confirm it" in d.reason and isinstance(r.m.lease, Held)
+    r.do(advert(200), r.now + 0.1)                                  # steps down again: nothing runs
+    assert r.state == State.BACKUP and r.m.container == Container.STOPPED and r.m.lease_held
+    d = r.do(LeaseResult(ok=False, reason="storage error", holder="(error)", op=second), r.now + 0.1)
+    assert ReleaseLease() in d.actions and isinstance(r.m.lease, Releasing)
