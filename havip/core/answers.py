@@ -116,6 +116,20 @@ def _fence(m: Machine, p: Params, now: float, reason: str) -> Decision:
                          hold=True)
 
 
+def graceful_stop_leaving(m: Machine) -> bool:
+    """A master steps down and stops Milvus with grace (up to stop_timeout)."""
+    return m.state == State.MASTER and m.leaving is not None and isinstance(m.phase, Stopping) and m.phase.grace
+
+
+def _fence_leaving(m: Machine, reason: str) -> Decision:
+    """A fence while stepping down with a graceful stop in flight: the lease may move once
+    it expires, so that stop becomes a kill now (see _stop: a new op supersedes it), and
+    the host is held back as after any fence."""
+    target = State.STOPPED if m.leaving == State.STOPPED else State.FAULT
+    m, kill = _stop(replace(m, leaving=target, hold=True, reason=f"{reason}; fenced"), grace=False)
+    return Decision(m, tuple(kill), f"{reason}; fencing: the graceful stop in flight becomes a kill")
+
+
 def _lease_lost(m: Machine, p: Params, ev: LeaseLost, now: float) -> Decision:
     held = m.lease.lease_id if isinstance(m.lease, Held) else None
     if ev.lease_id is not None and held is not None and ev.lease_id != held:
@@ -126,13 +140,8 @@ def _lease_lost(m: Machine, p: Params, ev: LeaseLost, now: float) -> Decision:
     if ev.lease_id is not None and not isinstance(m.lease, Held):
         return Decision(m, (), f"stale lease loss dropped: it is about lease {ev.lease_id:x}, "
                                f"ours is {m.lease.name}")
-    if m.state == State.MASTER and m.leaving and isinstance(m.phase, Stopping) and m.phase.grace:
-        # Stepping down with a graceful stop in flight (up to stop_timeout): the lease may
-        # move once it expires, so that stop becomes a kill now (see _stop), and the host
-        # is held back as after any fence.
-        target = State.STOPPED if m.leaving == State.STOPPED else State.FAULT
-        m, kill = _stop(replace(m, leaving=target, hold=True, reason=f"{ev.reason}; fenced"), grace=False)
-        return Decision(m, tuple(kill), f"{ev.reason}; fencing: the graceful stop in flight becomes a kill")
+    if graceful_stop_leaving(m):
+        return _fence_leaving(m, ev.reason)
     # Fencing by time: even while Milvus starts (no check runs then, see check_role).
     if m.state != State.MASTER or m.leaving or m.container not in (Container.STARTING, Container.RUNNING):
         return Decision(m)

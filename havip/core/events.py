@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import replace
 
 from havip.core import lease as lease_phase
-from havip.core.answers import _fence
+from havip.core.answers import _fence, _fence_leaving, graceful_stop_leaving
 from havip.core.lifecycle import Container, Leasing, Running, Stopped, Stopping
 from havip.core.state import (
     OWNER_PRIORITY, TAKEOVER_PRIORITY, Decision, Machine, Params, _peer_down, check_role, effective_priority,
@@ -192,6 +192,10 @@ def _link(m: Machine, p: Params, ev: LinkChanged, now: float) -> Decision:
 
 
 def _health(m: Machine, p: Params, ev: HealthChanged, now: float) -> Decision:
+    if ev.fence and not ev.healthy and ev.role == "master" and graceful_stop_leaving(m):
+        # The lease check failed on the running Milvus just as the master began to step
+        # down (the verdict crossed the role change): kill now, not after the grace.
+        return _fence_leaving(m, ev.reason)
     if ev.role != check_role(m):
         return Decision(m)  # a verdict on checks that no longer apply
     m = replace(m, healthy=ev.healthy)

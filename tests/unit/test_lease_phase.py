@@ -232,3 +232,20 @@ def test_a_lease_taken_by_an_older_attempt_goes_back_when_the_last_attempt_is_re
     assert r.state == State.BACKUP and r.m.container == Container.STOPPED and r.m.lease_held
     d = r.do(LeaseResult(ok=False, reason="storage error", holder="(error)", op=second), r.now + 0.1)
     assert ReleaseLease() in d.actions and isinstance(r.m.lease, Releasing)
+
+
+def test_a_fence_verdict_that_crossed_the_step_down_kills_the_graceful_stop():
+    """The lease check failed on the running Milvus as the master began to step down: the
+    verdict (role "master") arrives after the role changed. It is not a stale verdict to
+    ignore: the lease cannot be proven, so the graceful stop becomes a kill."""
+    from havip.model import HealthChanged
+
+    r = serving_leased()
+    r.do(advert(200), r.now + 0.1)
+    graceful = last(r, StopContainer)
+    d = r.do(HealthChanged(healthy=False, reason="lease check failed: Input/output error", role="master",
+                           fence=True), r.now + 0.2)
+    (kill,) = [a for a in d.actions if isinstance(a, StopContainer)]
+    assert kill.grace is False and kill.op > graceful.op and r.m.leaving == State.FAULT and r.m.hold
+    d = r.do(HealthChanged(healthy=False, reason="milvus check failed", role="master"), r.now + 0.1)
+    assert d.actions == ()                          # an ordinary verdict for the old role stays ignored
