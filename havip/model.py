@@ -136,6 +136,7 @@ class LeaseResult:
     reason: str
     holder: str | None = None
     op: int | None = _op()
+    lease_id: int | None = _op()    # the backend's lease, when it has ids (etcd): see LeaseLost
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +152,11 @@ class LeaseReleased:
 @dataclass(frozen=True, slots=True)
 class LeaseLost:
     """The lease we hold can no longer be proven (havip.runtime.etcdlease: no keep-alive
-    answered in time): fence before it can expire."""
+    answered in time): fence before it can expire. `lease_id` names the etcd lease it is
+    about: the loss of an older one than the machine holds is stale."""
 
     reason: str
+    lease_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The container's lifecycle as the state machine sees it: typed phases with their data,
-and the preconditions every decision must keep (checked by havip.core.machine.step).
+and the preconditions every decision must keep, on the container and the lease
+(havip.core.lease) together (checked by havip.core.machine.step).
 
 A phase is replaced, never edited field by field: what a phase does not carry cannot be
 left behind by a transition (a gate deadline on a running container, a stop retry after
@@ -105,6 +106,11 @@ def checked(before: Any, p: Any, event: Event, d: Any) -> Any:
         if isinstance(a, StartContainer) and (before.container == Container.RUNNING
                                               or before.container == Container.STOPPING and not stop_confirmed):
             raise MachineError(f"{type(event).__name__}: start while the container is {before.container}")
+        if isinstance(a, StartContainer) and p.lease and not after.lease_held:
+            raise MachineError(f"{type(event).__name__}: start while the storage lease is {after.lease.name}")
+        if isinstance(a, ReleaseLease) and a.op is not None and after.lease.void_before < a.op:
+            # Else a yes to an acquire queued before this release would count as a grant.
+            raise MachineError(f"{type(event).__name__}: ReleaseLease #{a.op} not recorded in the lease's phase")
     if after.state == State.STOPPED and after.container in MAY_RUN:
         raise MachineError(f"{type(event).__name__}: stopped with the container {after.container}")
     return d

@@ -88,7 +88,12 @@ class Lease(Protocol):
     acquire: take it without waiting, idempotent (a holder asking again gets ok);
     renew: prove it still holds, raise AdapterError if it cannot; release: give it back
     (only on the machine's ReleaseLease), also clearing a record this host left held;
-    view: what this host last saw, without I/O; status: read the storage now."""
+    view: what this host last saw, without I/O; status: read the storage now.
+
+    A backend whose lease has a TTL (etcd) also has `lease_id` (the lease held, or None)
+    and an `on_lost(reason, lease_id)` callback that the executor wires to LeaseLost; the
+    executor sends the id with each granted LeaseResult, so that the machine drops the
+    loss of an older lease as stale. The file lease has neither (no id, no TTL)."""
 
     path: str
 

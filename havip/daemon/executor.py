@@ -5,9 +5,11 @@ readiness, hook scripts) run on worker threads and report back with an event, so
 never delay an advert. Every failure is logged and counted; none is swallowed silently.
 
 The container and the lease share one ordered worker; every answer carries the id of
-the operation it answers. The executor decides nothing: it gives the lease back only on
-the machine's ReleaseLease, never on its own, not even on close (a lease still held at
-close stays held: see close()).
+the operation it answers. One exception to the order: a kill (StopContainer without
+grace) asked while a graceful stop holds that worker also runs at once on its own thread
+(_urgent_kill); its answer still comes from the ordered worker. The executor decides
+nothing: it gives the lease back only on the machine's ReleaseLease, never on its own,
+not even on close (a lease still held at close stays held: see close()).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Executor:
         if lease is not None and hasattr(lease, "on_lost") and lease.on_lost is None:
             # A lease with a TTL (etcd) reports from its keep-alive thread when it can no
             # longer be proven; the machine decides to fence.
-            lease.on_lost = lambda reason: post(LeaseLost(reason))
+            lease.on_lost = lambda reason, lease_id=None: post(LeaseLost(reason, lease_id=lease_id))
         self.post = post
         self.log = log
         self.clock = clock
@@ -68,6 +70,10 @@ class Executor:
         self._cancel_start = threading.Event()
         self._pending = 0               # container-worker tasks submitted and not finished
         self._pending_lock = threading.Lock()
+        # A kill must not wait up to stop_timeout behind a graceful stop on the ordered
+        # worker: it also runs at once on its own thread (_urgent_kill), out of order.
+        self._urgent_pool = ThreadPoolExecutor(1, thread_name_prefix="container-kill")
+        self._graceful_stops = 0        # graceful stops queued or running on the ordered worker
 
     # ------------------------------------------------------------------ dispatch
 
@@ -109,6 +115,11 @@ class Executor:
             case StopContainer(grace=grace, op=op):
                 # A start still waiting for Milvus must not hold the stop up (one worker).
                 self._cancel_start.set()
+                with self._pending_lock:
+                    urgent = not grace and self._graceful_stops > 0
+                    self._graceful_stops += 1 if grace else 0
+                if urgent:
+                    self._urgent_pool.submit(self._urgent_kill, op)
                 self._submit(self._stop_container, grace, op)
             case AcquireLease(op=op):
                 self._submit(self._acquire_lease, op)
@@ -237,6 +248,29 @@ class Executor:
             self.post(ContainerStopped(ok=False, reason=str(exc), op=op))
         except Exception as exc:  # noqa: BLE001
             self.post(ContainerStopped(ok=False, reason=f"unexpected error stopping the container: {exc!r}", op=op))
+        finally:
+            if grace:
+                with self._pending_lock:
+                    self._graceful_stops -= 1
+
+    def _urgent_kill(self, op: int | None) -> None:
+        """The kill of StopContainer(grace=False) #op, run at once beside the graceful stop
+        that holds the ordered worker (a fence while a master steps down): Milvus dies now,
+        not after up to stop_timeout. It posts nothing: the ordered #op, queued behind
+        that stop, still runs and is the one answer the machine gets (it then finds the
+        container stopped), so the confirmation stays in order behind any start, and the
+        graceful stop's own answer is stale. A failure here only costs the head start."""
+        t0 = self.clock()
+        try:
+            was_running = self.runtime.stop(timeout=0)
+            self.counters["urgent_kills"] += 1
+            self.log.warning("container_killed_out_of_order", op=op, was_running=was_running,
+                             took=round(self.clock() - t0, 3),
+                             reason="a kill was asked while a graceful stop held the container worker")
+        except Exception as exc:  # noqa: BLE001 - the ordered kill behind the stop still runs
+            self.counters["error_urgent_kill"] += 1
+            self.log.error("urgent_kill_failed", op=op, error=str(exc)[:300],
+                           consequence="the kill runs after the graceful stop on the container worker")
 
     # ------------------------------------------------------------------ lease (container worker)
 
@@ -253,9 +287,12 @@ class Executor:
             self.post(LeaseResult(ok=False, reason=f"unexpected error taking the storage lease: {exc!r}",
                                   holder="(error)", op=op))
             return
+        # The backend's lease id (etcd), read on this worker right after the acquire: the
+        # machine keeps it with the held lease and tells a stale LeaseLost by it.
+        lease_id = getattr(self.lease, "lease_id", None) if res.ok else None
         if res.ok:
             self.log.info("lease_acquired", reason=res.reason)
-        self.post(LeaseResult(ok=res.ok, reason=res.reason, holder=res.holder, op=op))
+        self.post(LeaseResult(ok=res.ok, reason=res.reason, holder=res.holder, op=op, lease_id=lease_id))
 
     def _release_lease_bounded(self, op: int | None = None) -> None:
         """The machine's ReleaseLease (after a confirmed stop), on the worker; a hung storage
@@ -367,6 +404,7 @@ class Executor:
         held now belongs to a container whose stop was never confirmed (a forced shutdown):
         it stays held, on the storage, until `havip cleanup` stops that container."""
         self._container_pool.shutdown(wait=wait, cancel_futures=not wait)
+        self._urgent_pool.shutdown(wait=wait, cancel_futures=not wait)
         self._hook_pool.shutdown(wait=False, cancel_futures=True)
         if self.lease is not None and self.lease.held:
             # An etcd lease is no longer kept alive once the daemon is gone: it lasts its ttl.

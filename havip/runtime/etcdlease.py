@@ -50,7 +50,7 @@ class EtcdLease:
                  request_timeout: float = 1.0, fence_margin: float = 3.0, ca: str | None = None,
                  cert: str | None = None, key_file: str | None = None, user: str | None = None,
                  password: str | None = None, clock: Callable[[], float] = time.monotonic, client_factory=None,
-                 on_lost: Callable[[str], None] | None = None):
+                 on_lost: Callable[[str, int], None] | None = None):
         self.key = key
         self.holder = holder
         self.ttl = ttl
@@ -80,6 +80,12 @@ class EtcdLease:
     @property
     def held(self) -> bool:
         return self._lease_id is not None
+
+    @property
+    def lease_id(self) -> int | None:
+        """The etcd lease our key is bound to, None when not held. `on_lost` names the lease
+        it is about, so that a late loss of an older lease is told apart."""
+        return self._lease_id
 
     # ---------------------------------------------------------------- acquire
 
@@ -161,8 +167,9 @@ class EtcdLease:
             fence_at = self._proven_until - self.fence_margin
             now = self.clock()
             if now >= fence_at:
-                self._lose(f"cannot prove the etcd lease of {self.key}: no keep-alive answered for "
-                           f"{now - last_ok:.1f}s ({error}); it may expire in {self._proven_until - now:.1f}s")
+                self._lose(lease_id, f"cannot prove the etcd lease of {self.key}: no keep-alive answered for "
+                                     f"{now - last_ok:.1f}s ({error}); it may expire in "
+                                     f"{self._proven_until - now:.1f}s")
                 return
             if stop.wait(max(0.0, min(next_at, fence_at) - now)):
                 return
@@ -179,18 +186,23 @@ class EtcdLease:
             if stop.is_set():
                 return
             if ttl <= 0:
-                self._lose(f"etcd says the lease {lease_id:x} of {self.key} has expired or was revoked")
+                self._lose(lease_id, f"etcd says the lease {lease_id:x} of {self.key} has expired or was revoked")
                 return
             self._proven_until = max(self._proven_until, sent + ttl)
             self.renewals += 1
             last_ok, next_at = sent, sent + self.renew_interval
 
-    def _lose(self, reason: str) -> None:
-        if self._lost is not None:
-            return
-        self._lost = reason
+    def _lose(self, lease_id: int, reason: str) -> None:
+        """Report the loss of `lease_id`. A keep-alive thread that outlived its lease (not
+        joined in time when a new one was taken) reports it too, named, but does not mark
+        the current lease lost; the machine drops it as stale."""
+        if lease_id == self._lease_id:     # one read: acquire() may be replacing it (not locked:
+            # it holds _lock while it joins this thread)
+            if self._lost is not None:
+                return
+            self._lost = reason
         if self.on_lost is not None:
-            self.on_lost(reason)
+            self.on_lost(reason, lease_id)
 
     def _stop_keepalive(self) -> None:
         self._stop.set()

@@ -129,7 +129,7 @@ def _classes():
 
         lease = EtcdLease(*args, **kwargs)
         lease.lost = []                               # on_lost calls, with when (the test reads them)
-        lease.on_lost = lambda reason: lease.lost.append({"reason": reason, "at": time.monotonic()})
+        lease.on_lost = lambda reason, lease_id=None: lease.lost.append({"reason": reason, "at": time.monotonic()})
         return lease
 
     return {"VipManager": vip_manager, "AdvertSocket": AdvertSocket, "Announcer": Announcer,

@@ -2,7 +2,8 @@
 
 Each host has ONE ordered worker (havip.daemon.executor: container and lease share it):
 a start, a stop, an acquire or a release waits for the operations queued before it and
-takes its own time (`*_delay`, or a random draw when `rng` is given). A StopContainer
+takes its own time (`*_delay`, or a random draw when `rng` is given), except a kill asked
+while a graceful stop is out: it also kills at once, as the executor's `_urgent_kill`. A StopContainer
 cancels a start that has not begun or is still waiting for Milvus, as the executor's
 `_cancel_start` does. The storage lease is one flock-like holder; it is released only by
 a ReleaseLease the machine emits (never by the simulator on its own). Answers carry the
@@ -163,6 +164,8 @@ class Sim:
             cur = h.current
             if cur is not None and cur.kind == "start":
                 self._finish_start_now(i, t)     # wait_ready sees the cancel and gives up
+            if not a.grace:
+                self._urgent_kill(i, t)
             self._enqueue(i, Op("stop", a.op, grace=a.grace), t)
         elif isinstance(a, AcquireLease):
             self._enqueue(i, Op("acquire", a.op), t)
@@ -201,6 +204,20 @@ class Sim:
             h.running = True                 # docker start: the process is up from here
             h.last_op += 1
         self.at(t + self._delay(h, op.kind), i, _Done(op.token))
+
+    def _urgent_kill(self, i: int, t: float) -> None:
+        """Executor._urgent_kill: a kill asked while a graceful stop is queued or running
+        runs at once, out of order, and answers nothing; the graceful stop then returns
+        soon (its container is gone) and the ordered kill confirms."""
+        h = self.hosts[i]
+        graceful = [op for op in ([h.current] if h.current else []) + list(h.queue) if op.kind == "stop" and op.grace]
+        if not graceful or not h.stop_ok:
+            return
+        h.running = h.leftover = False
+        cur = h.current
+        if cur is not None and cur.kind == "stop" and cur.grace:
+            cur.token = next(self.tokens)
+            self.at(t + 0.01, i, _Done(cur.token))
 
     def _finish_start_now(self, i: int, t: float) -> None:
         h = self.hosts[i]

@@ -126,7 +126,7 @@ def test_acquire_names_the_holder_keeps_alive_and_releases():
 def test_unanswered_keepalives_fence_before_the_ttl_can_run_out():
     etcd = FakeEtcd()
     lost: list[tuple[float, str]] = []
-    a = lease(etcd, on_lost=lambda r: lost.append((time.monotonic(), r)))
+    a = lease(etcd, on_lost=lambda r, lease_id: lost.append((time.monotonic(), r)))
     assert a.acquire().ok
     time.sleep(0.3)
     etcd.down = set(EPS)
@@ -156,7 +156,7 @@ def test_unanswered_keepalives_fence_before_the_ttl_can_run_out():
 def test_an_expired_lease_is_lost_at_once():
     etcd = FakeEtcd()
     lost = []
-    a = lease(etcd, on_lost=lost.append)
+    a = lease(etcd, on_lost=lambda r, lease_id: lost.append(r))
     assert a.acquire().ok
     etcd.leases.clear()                                          # etcd expired or revoked it
     t0 = time.monotonic()
@@ -169,7 +169,7 @@ def test_an_expired_lease_is_lost_at_once():
 def test_a_lost_lease_is_never_reported_held_again():
     etcd = FakeEtcd()
     lost = []
-    a = lease(etcd, on_lost=lost.append)
+    a = lease(etcd, on_lost=lambda r, lease_id: lost.append(r))
     assert a.acquire().ok
     etcd.leases.clear()
     etcd.kv.clear()
@@ -243,26 +243,34 @@ def test_transport_errors_in_words(text, said):
     assert _why(ex.ConnectionFailedError(text)) == said
 
 
-def test_the_daemon_closes_a_held_etcd_lease_without_revoking_it():
-    """Executor.close() gives nothing back (only the machine releases, after a confirmed
-    stop); EtcdLease.close(), the daemon's last step, stops the keep-alive thread without
-    revoking, so a lease whose stop was never confirmed is left to `havip cleanup` or its
-    ttl, and no thread renews it after the daemon is gone. Its LeaseLost is wired to the loop."""
+def _with_executor(etcd: FakeEtcd):
+    """An etcd lease wired to a daemon's Executor (fakes elsewhere): the lease, the
+    executor, and the events it posts."""
     import structlog
 
     from havip.daemon.executor import Executor
     from tests.fakes import FakeAnnouncer, FakeVips
     from tests.unit.test_daemon import make
 
-    cfg = make(milvus=True)[0].cfg
-    etcd = FakeEtcd()
     a = lease(etcd)
     posted: list = []
-    ex_ = Executor(cfg, sock=None, vips=FakeVips(), announcer=FakeAnnouncer(), lease=a, post=posted.append,
-                   log=structlog.get_logger("test"))
+    ex_ = Executor(make(milvus=True)[0].cfg, sock=None, vips=FakeVips(), announcer=FakeAnnouncer(), lease=a,
+                   post=posted.append, log=structlog.get_logger("test"))
+    return a, ex_, posted
+
+
+def test_the_daemon_closes_a_held_etcd_lease_without_revoking_it():
+    """Executor.close() gives nothing back (only the machine releases, after a confirmed
+    stop); EtcdLease.close(), the daemon's last step, stops the keep-alive thread without
+    revoking, so a lease whose stop was never confirmed is left to `havip cleanup` or its
+    ttl, and no thread renews it after the daemon is gone. Its LeaseLost is wired to the loop."""
+    etcd = FakeEtcd()
+    a, ex_, posted = _with_executor(etcd)
     assert a.on_lost is not None
     assert a.acquire().ok
     thread = a._thread
+    import structlog.testing
+
     with structlog.testing.capture_logs() as logs:
         ex_.close()
     assert a.held and thread.is_alive(), "the executor must not touch the lease"
@@ -275,3 +283,42 @@ def test_the_daemon_closes_a_held_etcd_lease_without_revoking_it():
     assert sum(1 for _, path in etcd.calls if path == "lease/keepalive") == kept
     assert not any(path == "lease/revoke" for _, path in etcd.calls) and KEY in etcd.kv
     assert posted == []
+
+
+def test_a_loss_names_its_lease_and_an_older_lease_s_loss_leaves_the_new_one_alone():
+    """Issue 10: a late LeaseLost from an old etcd lease could fence a newer one. The loss
+    carries the lease id; an older keep-alive's loss is reported (the machine drops it as
+    stale) but does not mark the current lease lost."""
+    etcd = FakeEtcd()
+    lost: list[tuple[str, int]] = []
+    a = lease(etcd, on_lost=lambda r, lease_id: lost.append((r, lease_id)))
+    assert a.acquire().ok and a.lease_id == 0x101
+    etcd.leases.clear()
+    etcd.kv.clear()
+    t0 = time.monotonic()
+    while not lost and time.monotonic() < t0 + 1:
+        time.sleep(0.01)
+    assert lost == [(f"etcd says the lease 101 of {KEY} has expired or was revoked", 0x101)]
+    assert a.acquire().ok and a.lease_id == 0x102
+    a._lose(0x101, "a keep-alive thread of lease 101 that outlived it")
+    assert lost[-1] == ("a keep-alive thread of lease 101 that outlived it", 0x101)
+    a.renew()                                                    # lease 102 is not marked lost
+    assert a.view()["state"] == "held"
+    a.close()
+
+
+def test_the_executor_passes_the_lease_id_to_the_machine():
+    from havip.model import LeaseLost, LeaseResult
+
+    etcd = FakeEtcd()
+    a, ex_, posted = _with_executor(etcd)
+    ex_._acquire_lease(op=7)
+    (granted,) = posted
+    assert isinstance(granted, LeaseResult) and granted.ok and (granted.op, granted.lease_id) == (7, 0x101)
+    etcd.leases.clear()
+    t0 = time.monotonic()
+    while len(posted) < 2 and time.monotonic() < t0 + 1:
+        time.sleep(0.01)
+    assert isinstance(posted[1], LeaseLost) and posted[1].lease_id == 0x101
+    ex_.close()
+    a.close()
