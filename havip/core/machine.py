@@ -55,6 +55,15 @@ from havip.model import (
 )
 
 
+__all__ = [  # the machine's public names, wherever they live
+    "step", "next_deadline",
+    "Acquiring", "Held", "LeaseName", "LeasePhase", "Releasing", "Unheld",
+    "MAY_RUN", "Container", "Leasing", "MachineError", "Phase", "Running", "Starting", "Stopped",
+    "Stopping", "Waiting",
+    "LEASE_RETRY", "OWNER_PRIORITY", "STOP_RETRY", "TAKEOVER_PRIORITY", "Decision", "Machine", "Params",
+    "check_role", "effective_priority", "master_down",
+]
+
 _HANDLERS = {
     Startup: _startup, AdvertReceived: _advert, LinkChanged: _link, HealthChanged: _health,
     ContainerReady: _container_ready, ContainerStopped: _container_stopped, LeaseResult: _lease,
