@@ -38,6 +38,8 @@ from pathlib import Path
 
 from havip.lab.netns import wait_for
 
+SWITCH_DELAY = 0.05      # the FUSE server reads its mode file every 5 ms
+
 
 class HostStorage:
     def __init__(self, name: str, shared: Path, workdir: Path):
@@ -90,15 +92,18 @@ class HostStorage:
     # ------------------------------------------------------------------ faults
 
     def unwritable(self, how: str = "erofs") -> float:
-        """Writes fail from now on (within 5 ms); returns the wall time of the switch."""
+        """Writes fail from now on (the server sees it within 5 ms, and we return after
+        SWITCH_DELAY); returns the wall time of the switch."""
         if how not in ("erofs", "eio"):
             raise ValueError(f"how: {how!r}: must be erofs or eio")
         at = time.time()
         self.modefile.write_text(how + "\n")
+        time.sleep(SWITCH_DELAY)          # in force when we return
         return at
 
     def writable(self) -> None:
         self.modefile.write_text("ok\n")
+        time.sleep(SWITCH_DELAY)
 
     def freeze(self) -> float:
         """Every access blocks from now on; returns the wall time of the switch."""

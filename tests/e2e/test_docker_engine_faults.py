@@ -1,5 +1,6 @@
-"""End to end: the Docker engine on the master frozen (SIGSTOP dockerd) or killed (SIGKILL), with real dockerd,
-real milvus-lite on shared storage and two havip hosts (issue 10's fault matrix).
+"""End to end: the Docker engine on the master frozen (SIGSTOP dockerd) or killed
+(SIGKILL), with real dockerd, real milvus-lite on shared storage and two havip hosts
+(issue 10's fault matrix).
 
 A frozen engine answers nothing, but the Milvus container it started runs on (its shim is
 a separate process). h1's container check fails, h1 removes the VIP and asks the engine
