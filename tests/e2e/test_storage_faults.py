@@ -108,10 +108,11 @@ def test_storage_unwritable_on_the_master_fences_it_and_the_backup_waits_for_the
 
 
 def test_storage_hung_on_the_master_fences_it_and_the_backup_waits_until_it_answers(lab):
-    """The VIP goes and the kill is asked at the fence; the kill itself completes only when
-    the Milvus process, blocked in I/O on the hung view, can die (measured: ~22 s with the
-    view still hung, Docker retrying its SIGKILL; at once when the storage answers again).
-    h1's lock stays held meanwhile, so h2 waits: an outage, never two writers."""
+    """The VIP goes and the kill is asked at the fence, but Milvus, blocked in I/O on the
+    hung view, cannot die: its main thread is a zombie and one thread waits in the kernel
+    for a write the storage took (Docker gives up its SIGKILL after ~12 s, "zombie", and
+    reports the container exited after ~22 s). h1's lock stays held while its storage
+    hangs, so h2 waits: an outage, never two writers; the test thaws after 5 s."""
     sampler = Sampler(lab)
     sampler.start()
     st = lab.storages["h1"]
