@@ -144,7 +144,10 @@ def test_docker_engine_killed_on_the_master_gives_an_outage_never_two_writers(la
     serving = lab.wait_serving(None, 90)
     watch(2.0)
     print(f"engine back {restarted_at - killed_at:.1f} s after the kill; {serving} serves "
-          f"{time.time() - killed_at:.1f} s after it")
+          f"{time.time() - killed_at:.1f} s after it; h1 said:")
+    for e in lab.havipds["h1"].events()[n1:]:
+        if e.get("reason") and e.get("event") != "advert":
+            print(f"  {e.get('timestamp')} {e.get('event')}: {e['reason']}")
     assert not alive(milvus_pid)
     assert overlaps == [], f"two Milvus at {overlaps[:3]}"
     assert {("h1", "h2"), ("h2", "h1")}.isdisjoint(vip_states), vip_states
