@@ -26,7 +26,7 @@ import pytest
 
 from havip.lab.milvuslab import HAVIP_HOSTS, MilvusLab, Sampler, log_time
 from havip.lab.netns import wait_for
-from tests.conftest import require_binary, require_root
+from tests.conftest import require_binary, require_fuse, require_root
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
@@ -39,6 +39,7 @@ def lab():
     require_root()
     require_binary("dockerd")
     require_binary("unshare")
+    require_fuse()
     workdir = tempfile.mkdtemp(prefix="hvs", dir="/tmp")     # short: containerd's socket paths
     lab = MilvusLab(f"{workdir}/lab", prefix="hvs" + secrets.token_hex(2), storage="per-host")
     try:

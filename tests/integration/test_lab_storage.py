@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from havip.lab.storage import HostStorage
-from tests.conftest import require_binary, require_root
+from tests.conftest import require_binary, require_fuse, require_root
 
 pytestmark = [pytest.mark.root]
 
@@ -44,6 +44,7 @@ PROBE = textwrap.dedent("""
 def view():
     require_root()
     require_binary("unshare")
+    require_fuse()
     require_binary("nsenter")
     tmp = Path(tempfile.mkdtemp(prefix="hvst"))
     (tmp / "shared").mkdir()
@@ -108,6 +109,7 @@ def ns_users(ino: int) -> list[int]:
 
 def test_close_leaves_no_process_and_no_mount():
     require_root()
+    require_fuse()
     tmp = Path(tempfile.mkdtemp(prefix="hvst"))
     (tmp / "shared").mkdir()
     st = HostStorage("h1", tmp / "shared", tmp / "h1").start()
