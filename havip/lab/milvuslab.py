@@ -298,8 +298,11 @@ class MilvusLab:
         if not self._owns_workdir:
             return                           # build() refused the workdir: nothing is ours
         for st in self.storages.values():    # a frozen or unwritable view would hang or fail the stops
-            st.thaw()
-            st.writable()
+            try:
+                st.thaw()
+                st.writable()
+            except Exception:  # noqa: BLE001 - a view that never started: nothing to thaw
+                pass
         order = sorted(self.havipds.values(), key=lambda d: d.state() == "master")
         for d in order:
             try:
