@@ -89,7 +89,7 @@ def test_storage_unwritable_on_the_master_fences_it_and_the_backup_waits_for_the
     sampler = Sampler(lab)
     sampler.start()
     try:
-        assert sampler.sample() == {"h1": True, "h2": False}
+        wait_for(lambda: sampler.sample() == {"h1": True, "h2": False}, 10, what="h1 alone to run Milvus")
         fault_at = lab.storages["h1"].unwritable("erofs")
         took = fenced(lab, sampler, fault_at)
         print(f"storage unwritable on the master: fenced in {took} s from the fault")
@@ -118,7 +118,7 @@ def test_storage_hung_on_the_master_fences_it_and_the_backup_waits_until_it_answ
     sampler.start()
     st = lab.storages["h1"]
     try:
-        assert sampler.sample() == {"h1": True, "h2": False}
+        wait_for(lambda: sampler.sample() == {"h1": True, "h2": False}, 10, what="h1 alone to run Milvus")
         fault_at = st.freeze()
         vip_gone = wait_for(lambda: "h1" not in lab.vip_holders() and time.time(), 30, interval=0.01,
                             what="h1 to drop the VIP")
@@ -132,7 +132,7 @@ def test_storage_hung_on_the_master_fences_it_and_the_backup_waits_until_it_answ
         # h1's lock is held while its storage hangs: h2 must not start a Milvus.
         end = time.time() + 5
         while time.time() < end:
-            assert sampler.sample()["h2"] is False, account(lab, "h2", fault_at)
+            assert sampler.sample()["h2"] is not True, account(lab, "h2", fault_at)   # None: no answer
             time.sleep(0.1)
         assert "h2" not in lab.vip_holders()
         thawed_at = time.time()
