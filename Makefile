@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 nftables iputils-ping procps \
-          util-linux psmisc systemd python3-venv etcd-server etcd-client iptables openssl
+          util-linux psmisc systemd python3-venv etcd-server etcd-client iptables openssl libfuse2
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-standalone bench-fence bench-recipe soak install check clean fresh

@@ -46,3 +46,13 @@ def topology():
         yield topo
     finally:
         topo.close()
+
+
+def require_fuse() -> None:
+    """The lab's per-host storage views (havip.lab.storage): /dev/fuse, libfuse2, fusepy."""
+    import ctypes.util
+    import importlib.util
+
+    require(os.path.exists("/dev/fuse"), "needs /dev/fuse (the fuse kernel module)")
+    require(ctypes.util.find_library("fuse") is not None, "needs libfuse2 (make deps installs it)")
+    require(importlib.util.find_spec("fuse") is not None, "needs fusepy (make venv installs it)")

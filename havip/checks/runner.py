@@ -11,6 +11,15 @@ Fence checks (the master's storage lease) skip the hysteresis: their first failu
 the master calls `on_change(False, reason, fence=True)` at once, because another host may
 hold the lease already and every cycle spent waiting for `fall` is a cycle with two
 writers (Patroni demotes in the cycle its leader key update fails).
+
+A storage that hangs is only seen by a write that does not return, so the time from the
+fault to the fence is the wait for the next fence check to start plus its deadline. Both
+are kept short: on the master the fence checks also run alone halfway between rounds
+(every `interval / 2`), their deadline is their `timeout` without the runner's `grace`
+(the lease write has no deadline of its own that could still report in the grace), and
+the fence fires when that deadline passes, not after the slower checks of the round.
+At worst `interval / 2 + timeout` after the fault: 1.5 s with the defaults, within the
+`check_interval + 1 s` target (docs/benchmarks-fence.md).
 """
 
 from __future__ import annotations
@@ -84,7 +93,8 @@ class CheckRunner:
     def __init__(self, probes_for_role: Callable[[str], list[Check]], interval: float, rise: int, fall: int,
                  on_change: Callable[[bool, str], None], clock: Callable[[], float] = time.monotonic,
                  *, role: str = "backup", default_timeout: float | None = None, grace: float = 0.5,
-                 fence: tuple[str, ...] = ()):
+                 fence: tuple[str, ...] = (), wait: Callable[[float], object] | None = None,
+                 join: Callable[[threading.Thread, float], None] | None = None):
         self.probes_for_role = probes_for_role
         self.interval = interval
         self.rise, self.fall = rise, fall
@@ -100,6 +110,10 @@ class CheckRunner:
         self._busy: dict[object, threading.Thread] = {}   # checks still running
         self._names: dict[object, str] = {}
         self._last: list[CheckResult] = []
+        self._full_due = True            # the next wake runs every check (a role change asks for one)
+        # How the schedule sleeps and how a check is waited for: real time, or a fake clock's (tests).
+        self._wait = wait if wait is not None else self._wake.wait
+        self._join = join if join is not None else (lambda t, seconds: t.join(seconds))
         self._install(role)
 
     # ---------------------------------------------------------------- control
@@ -119,6 +133,7 @@ class CheckRunner:
         """Switch to the checks of `role` ("master"/"backup"); the health becomes unknown
         again, so the next decision is reported even if it equals the previous one."""
         self._install(role)
+        self._full_due = True
         self._wake.set()
 
     @property
@@ -142,34 +157,47 @@ class CheckRunner:
             self._thread.join(timeout if timeout is not None else self._max_deadline() + 1)
 
     def _loop(self) -> None:
+        full_at = self.clock()
         while not self._stopping.is_set():
             began = self.clock()
+            full = self._full_due or began >= full_at
+            if full:
+                self._full_due, full_at = False, began + self.interval
             try:
-                self.run_once()
+                self.run_once() if full else self.run_fence_checks()
             except Exception:  # noqa: BLE001 - a bug in one cycle must not end the checks
                 log.exception("check cycle failed")
-            left = self.interval - (self.clock() - began)
+            wake = full_at
+            if self._fence_checks() is not None:
+                wake = min(wake, began + self.interval / 2)
+            left = wake - self.clock()
             if left > 0:
-                self._wake.wait(left)
+                self._wait(left)
             self._wake.clear()
+
+    def _fence_checks(self) -> list[Check] | None:
+        """The fence checks to run between rounds: the master's, until it is fenced."""
+        with self._lock:
+            if self.role != "master" or self._fenced or not self.fence:
+                return None
+            checks = [c for c in self._checks if self._name(c) in self.fence]
+            return checks or None
 
     # ---------------------------------------------------------------- one cycle
 
     def run_once(self) -> bool | None:
         """Run every check once; feed the aggregate; return the new state if it flipped."""
         with self._lock:
-            generation, checks, role = self._generation, list(self._checks), self.role
-        results = self._run_all(checks)
+            generation, checks, role, fenced = self._generation, list(self._checks), self.role, self._fenced
+        results = self._run_all(checks, lambda r: self._fence_if_lost(generation, role, r))
         with self._lock:
             if generation != self._generation:
                 return None              # the role changed meanwhile; these results are stale
             self._last = results
             for r in results:
                 self._fail_streaks[r.name] = 0 if r.ok else self._fail_streaks.get(r.name, 0) + 1
-            if role == "master" and not self._fenced:
-                lost = next((r for r in results if not r.ok and r.name in self.fence), None)
-                if lost is not None:
-                    return self._fence(lost)
+            if self._fenced and not fenced:
+                return False             # this round fenced (on_change already called)
             flipped = self._hyst.feed(all(r.ok for r in results))
             if flipped is None:
                 return None
@@ -180,6 +208,32 @@ class CheckRunner:
             except Exception:  # noqa: BLE001 - the daemon's callback failing must be seen, not fatal
                 log.exception("health callback failed", healthy=flipped, reason=reason)
             return flipped
+
+    def run_fence_checks(self) -> bool | None:
+        """Between rounds, on the master: run the fence checks alone; False if one fenced.
+        Their results replace theirs in last_results(); the hysteresis is not fed."""
+        checks = self._fence_checks()
+        if checks is None:
+            return None
+        with self._lock:
+            generation, role = self._generation, self.role
+        results = self._run_all(checks, lambda r: self._fence_if_lost(generation, role, r))
+        with self._lock:
+            if generation != self._generation:
+                return None
+            names = {r.name for r in results}
+            self._last = [r for r in self._last if r.name not in names] + results
+            for r in results:
+                self._fail_streaks[r.name] = 0 if r.ok else self._fail_streaks.get(r.name, 0) + 1
+            return False if self._fenced else None   # _fence_checks() ran only while not fenced
+
+    def _fence_if_lost(self, generation: int, role: str, result: CheckResult) -> None:
+        """Called with each fence check's result as soon as it is known (or its deadline passed)."""
+        if result.ok or result.name not in self.fence or role != "master":
+            return
+        with self._lock:
+            if generation == self._generation and not self._fenced:
+                self._fence(result)
 
     def _fence(self, lost: CheckResult) -> bool:
         """Unhealthy at once, without waiting for `fall` (under the lock)."""
@@ -224,7 +278,10 @@ class CheckRunner:
         fn = _unwrap(check)
         return self._names.get(self._key(check)) or getattr(fn, "check_name", None) or getattr(fn, "__name__", "check")
 
-    def _run_all(self, checks: list[Check]) -> list[CheckResult]:
+    def _run_all(self, checks: list[Check],
+                 on_fence_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+        """Start every check, then wait for each until its deadline: fence checks first
+        (their deadline has no grace), each reported to `on_fence_result` at once."""
         started = self.clock()
         boxes: list[list[CheckResult]] = []
         threads: list[threading.Thread | None] = []
@@ -238,24 +295,28 @@ class CheckRunner:
             self._busy[key] = t
             threads.append(t)
             t.start()
-        results = []
-        for check, box, t in zip(checks, boxes, threads):
+        fences = [self._name(c) in self.fence for c in checks]
+        order = sorted(range(len(checks)), key=lambda i: not fences[i])
+        results: list[CheckResult | None] = [None] * len(checks)
+        for i in order:
+            check, box, t = checks[i], boxes[i], threads[i]
             timeout = self._timeout_of(check)
             if t is not None:
-                t.join(max(0.0, started + timeout + self.grace - self.clock()))
+                self._join(t, max(0.0, started + timeout + (0.0 if fences[i] else self.grace) - self.clock()))
             now = self.clock()
             if box:
                 self._names[self._key(check)] = box[0].name
-                results.append(box[0])
+                results[i] = box[0]
             elif t is None:
-                results.append(CheckResult(self._name(check), False,
-                                           f"{self._name(check)} check is still stuck in an earlier run",
-                                           0.0, now))
+                results[i] = CheckResult(self._name(check), False,
+                                         f"{self._name(check)} check is still stuck in an earlier run", 0.0, now)
             else:
-                results.append(CheckResult(self._name(check), False,
-                                           f"{self._name(check)} check did not finish within "
-                                           f"{fmt_seconds(timeout)}", now - started, now))
-        return results
+                results[i] = CheckResult(self._name(check), False,
+                                         f"{self._name(check)} check did not finish within "
+                                         f"{fmt_seconds(timeout)}", now - started, now)
+            if fences[i] and on_fence_result is not None:
+                on_fence_result(results[i])
+        return results   # type: ignore[return-value] - every slot is filled above
 
     def _call(self, check: Check, box: list[CheckResult]) -> None:
         t0 = self.clock()

@@ -37,6 +37,7 @@ from havip.lab.havipd import Havipd, vrrp_config
 from havip.lab.netns import NETNS_DIR, Host, Topology, wait_for
 from havip.lab.sampler import Sampler  # noqa: F401 - part of this module's API
 from havip.lab.standalone import STANDALONE_IMAGE, build_standalone_image, create_standalone_container
+from havip.lab.storage import HostStorage
 
 VIP = "198.18.0.100"
 HAVIP_HOSTS = {"h1": (11, 110), "h2": (21, 91)}    # name: (address index, priority)
@@ -70,6 +71,7 @@ MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall
 STANDALONE_SETTINGS = {"check_interval": 0.5, "check_timeout": 1.0, "rise": 2, "fall": 2,
                        "start_timeout": 60, "stop_timeout": 5}
 KINDS = ("standalone", "lite")
+STORAGES = ("shared", "per-host")
 
 
 def milvus_settings(kind: str) -> dict:
@@ -146,9 +148,16 @@ class MilvusLab:
     """Two havip hosts, a client, two dockerds and one shared directory."""
 
     def __init__(self, workdir: Path | str, prefix: str = "hvl", vrrp: tuple[int, float] = (2, 1),
-                 milvus: str = "lite", image: str | None = None):
+                 milvus: str = "lite", image: str | None = None, storage: str = "shared"):
         if milvus not in KINDS:
             raise ValueError(f"milvus: {milvus!r}: must be one of {', '.join(KINDS)}")
+        if storage not in STORAGES:
+            raise ValueError(f"storage: {storage!r}: must be one of {', '.join(STORAGES)}")
+        # "shared": every host sees WORKDIR/shared directly; "per-host": each havip host
+        # (its havip, dockerd and containers) sees it through its own mount namespace and
+        # FUSE view (havip.lab.storage), so a storage fault can hit one host: `storages`.
+        self.storage = storage
+        self.storages: dict[str, HostStorage] = {}
         self.workdir = Path(workdir)
         self.prefix = prefix
         self.milvus = milvus                # which Milvus the containers run (KINDS)
@@ -174,6 +183,14 @@ class MilvusLab:
             self.hosts[name] = self.topo.add_host(name, index, ipv6=False)
         self.hosts[CLIENT[0]] = self.topo.add_host(CLIENT[0], CLIENT[1], ipv6=False)
         self.save()
+        if self.storage == "per-host":
+            for name in HAVIP_HOSTS:
+                st = self.storages[name] = HostStorage(name, self.shared, self.workdir / name / "storage")
+                try:
+                    st.start()
+                finally:
+                    self.save()
+                self.hosts[name].mntns = st.mntns
         for name in HAVIP_HOSTS:
             d = self.dockerds[name] = Dockerd(self.hosts[name], self.workdir / name)
             d.start()
@@ -239,7 +256,8 @@ class MilvusLab:
               "namespaces": list(self.topo._namespaces) if self.topo else [],
               "hosts": {n: {"ns": h.ns, "ipv4": h.ipv4, "port": h.port} for n, h in self.hosts.items()},
               "dockerd": {n: d.proc.pid for n, d in self.dockerds.items() if d.proc},
-              "havipd": {n: d.proc.pid for n, d in self.havipds.items() if d.proc}}
+              "havipd": {n: d.proc.pid for n, d in self.havipds.items() if d.proc},
+              "storage": {n: st.pids() for n, st in self.storages.items()}}
         tmp = self.workdir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(st, indent=1))
         tmp.replace(self.workdir / STATE_FILE)
@@ -279,6 +297,12 @@ class MilvusLab:
         namespaces: everything by its recorded id, even after a failure."""
         if not self._owns_workdir:
             return                           # build() refused the workdir: nothing is ours
+        for st in self.storages.values():    # a frozen or unwritable view would hang or fail the stops
+            try:
+                st.thaw()
+                st.writable()
+            except Exception:  # noqa: BLE001 - a view that never started: nothing to thaw
+                pass
         order = sorted(self.havipds.values(), key=lambda d: d.state() == "master")
         for d in order:
             try:
@@ -289,6 +313,11 @@ class MilvusLab:
             try:
                 d.stop()
             except Exception:  # noqa: BLE001 - teardown goes on; the namespaces go below
+                pass
+        for st in self.storages.values():    # after their dockerd and havip: the namespaces go with them
+            try:
+                st.close()
+            except Exception:  # noqa: BLE001 - teardown goes on
                 pass
         if self.topo is not None:
             self.topo.close()

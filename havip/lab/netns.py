@@ -49,8 +49,12 @@ def ns_pids(ns: str) -> list[int]:
     return [int(p) for p in out if p.isdigit()]
 
 
-def ns_exec_argv(ns: str, argv: list[str]) -> list[str]:
-    """argv that runs in `ns`. nsenter keeps /sys and the cgroup mounts (dockerd needs them)."""
+def ns_exec_argv(ns: str, argv: list[str], mntns: str | None = None) -> list[str]:
+    """argv that runs in `ns`. nsenter keeps /sys and the cgroup mounts (dockerd needs them).
+    With `mntns` (a host's own mount namespace, havip.lab.storage) it enters that too, in
+    the current directory (entering a mount namespace would otherwise move it to /)."""
+    if mntns:
+        return ["nsenter", f"--net={NETNS_DIR / ns}", f"--mount={mntns}", f"--wd={os.getcwd()}", "--", *argv]
     return ["nsenter", f"--net={NETNS_DIR / ns}", "--", *argv]
 
 
@@ -64,6 +68,7 @@ class Host:
     ipv6: str | None                # "fd00:198:18::11/64"
     port: str                       # the switch-side veth
     topo: "Topology" = field(repr=False)
+    mntns: str | None = None        # its own mount namespace (/proc/PID/ns/mnt), else the machine's
 
     @property
     def addr(self) -> str:
@@ -75,12 +80,12 @@ class Host:
 
     def run(self, *argv: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
         """Run a command in this host's namespace and wait for it."""
-        return run(ns_exec_argv(self.ns, list(argv)), check=check, timeout=timeout, **kw)
+        return run(ns_exec_argv(self.ns, list(argv), self.mntns), check=check, timeout=timeout, **kw)
 
     def popen(self, argv: list[str], **kw) -> subprocess.Popen:
         """Start a long-running command in this host's namespace; close() reaps it."""
         kw.setdefault("start_new_session", True)
-        proc = subprocess.Popen(ns_exec_argv(self.ns, argv), **kw)
+        proc = subprocess.Popen(ns_exec_argv(self.ns, argv, self.mntns), **kw)
         self.topo.procs.append(proc)
         return proc
 

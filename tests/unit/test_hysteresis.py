@@ -244,3 +244,95 @@ def test_a_fence_check_on_a_backup_goes_through_the_hysteresis():
     lease.ok = False
     assert runner.run_once() is None
     assert runner.run_once() is False and rec.fences == [False]
+
+
+# ------------------------------------------- the fence's timing on a hung storage (fake clock)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _hung_storage_runner(fault_at: float, *, grpc_hangs: bool = False):
+    """A master's runner on a fake clock whose lease check hangs from `fault_at` on.
+    The loop's sleep and the wait for a check advance the fake clock: a check that
+    answers does so at once; one that hangs costs the runner its whole wait."""
+    clock, release, fenced_at = FakeClock(), threading.Event(), []
+
+    def lease_check() -> CheckResult:
+        if clock.now >= fault_at:
+            release.wait(10)                         # the write blocks in the kernel
+        return CheckResult("lease", True, "renewed", 0.0, clock.now)
+    lease_check.check_name, lease_check.timeout = "lease", 1.0
+
+    def grpc_check() -> CheckResult:
+        if grpc_hangs and clock.now >= fault_at:
+            release.wait(10)
+        return CheckResult("grpc", True, "serving", 0.0, clock.now)
+    grpc_check.check_name, grpc_check.timeout = "grpc", 1.0
+
+    def on_change(healthy: bool, reason: str, fence: bool = False) -> None:
+        if fence:
+            fenced_at.append((clock.now, reason))
+
+    def wait(seconds: float) -> None:
+        clock.now += seconds
+        if clock.now > fault_at + 5:
+            runner.stop()
+
+    def join(t: threading.Thread, seconds: float) -> None:
+        t.join(0.3)                                  # real time: an answering check is done by then
+        if t.is_alive():
+            clock.now += seconds                     # a hung one: its whole deadline passes
+
+    runner = CheckRunner(lambda r: [grpc_check, lease_check], interval=1.0, rise=1, fall=3, on_change=on_change,
+                         clock=clock, role="master", fence=("lease",), wait=wait, join=join)
+    return runner, release, fenced_at
+
+
+@pytest.mark.parametrize("fault_at", [3.01, 3.3, 3.49, 3.51, 3.99])
+def test_a_hung_lease_check_is_fenced_within_check_interval_plus_1s(fault_at):
+    """Issue 10's target with the defaults (check_interval 1 s, check_timeout 1 s). The
+    runner before this fix started the lease check only with each round and waited
+    timeout + the 0.5 s grace: fenced at the next round + 1.5 s, up to 2.5 s after the
+    fault (3.01 -> 5.5) where the target is 2 s. Now the lease check also runs halfway
+    between rounds with no grace: at worst interval / 2 + timeout = 1.5 s."""
+    runner, release, fenced_at = _hung_storage_runner(fault_at)
+    try:
+        runner._loop()
+    finally:
+        release.set()
+    assert len(fenced_at) == 1, fenced_at
+    at, reason = fenced_at[0]
+    assert at - fault_at <= 1.0 / 2 + 1.0 + 1e-9, (fault_at, at)
+    assert reason == "lease check failed: lease check did not finish within 1.0s"
+
+
+def test_the_fence_fires_at_the_lease_deadline_not_after_a_slower_check_of_the_round():
+    """A storage that hangs hangs Milvus too: its gRPC check waits for its deadline and
+    the grace. The fence does not wait for it (before: it came only with the round's end)."""
+    runner, release, fenced_at = _hung_storage_runner(3.0, grpc_hangs=True)
+    try:
+        runner._loop()
+    finally:
+        release.set()
+    assert [at for at, _ in fenced_at] == [4.0]       # the round at 3.0 + the lease's 1 s, not + 1.5 s
+
+
+def test_between_rounds_only_the_fence_checks_run_and_they_feed_no_hysteresis():
+    lease, grpc = FakeProbe("lease"), FakeProbe("grpc")
+    rec = FenceRecorder()
+    runner = CheckRunner(lambda r: [grpc.check, lease.check], interval=1.0, rise=1, fall=3, on_change=rec,
+                         clock=lambda: 0.0, role="master", fence=("lease",))
+    assert runner.run_once() is True
+    assert runner.run_fence_checks() is None and (lease.calls, grpc.calls) == (2, 1)
+    assert rec.changes == [(True, "grpc and lease checks passed 1 time in a row")]
+    lease.ok, lease.reason = False, "cannot write the storage lease: Input/output error"
+    assert runner.run_fence_checks() is False and rec.fences == [False, True]
+    assert runner.run_fence_checks() is None and lease.calls == 3    # fenced: nothing more between rounds
+    runner.set_role("backup")
+    assert runner.run_fence_checks() is None
