@@ -146,7 +146,7 @@ class MilvusLab:
     """Two havip hosts, a client, two dockerds and one shared directory."""
 
     def __init__(self, workdir: Path | str, prefix: str = "hvl", vrrp: tuple[int, float] = (2, 1),
-                 milvus: str = "lite", image: str | None = None):
+                 milvus: str = "lite", image: str | None = None, settings: dict | None = None):
         if milvus not in KINDS:
             raise ValueError(f"milvus: {milvus!r}: must be one of {', '.join(KINDS)}")
         self.workdir = Path(workdir)
@@ -154,6 +154,7 @@ class MilvusLab:
         self.milvus = milvus                # which Milvus the containers run (KINDS)
         self.image = image                  # another image for the `milvus` containers (tests)
         self.vrrp = vrrp                    # (version, advert_interval); the recipe's is (2, 1)
+        self.settings = dict(settings or {})   # havip `milvus:` keys over milvus_settings(kind)
         self.shared = self.workdir / "shared"
         self.topo: Topology | None = None
         self.hosts: dict[str, Host] = {}
@@ -186,6 +187,7 @@ class MilvusLab:
                 build_lab_image(d)
                 create_milvus_container(d, CONTAINER, self.shared, image=self.image or LAB_IMAGE)
             cfg = havip_config(HAVIP_HOSTS[name][1], d.url, self.shared, name, self.vrrp, self.milvus)
+            cfg["milvus"].update(self.settings)
             self.havipds[name] = Havipd(self.hosts[name], cfg, self.log_dir, name=name)
         return self
 
@@ -282,7 +284,7 @@ class MilvusLab:
         order = sorted(self.havipds.values(), key=lambda d: d.state() == "master")
         for d in order:
             try:
-                d.stop(timeout=milvus_settings(self.milvus)["stop_timeout"] + 20)
+                d.stop(timeout=d.config.get("milvus", {}).get("stop_timeout", 10) + 20)
             except Exception:  # noqa: BLE001 - a daemon that will not stop is killed
                 d.kill()
         for d in self.dockerds.values():
@@ -323,6 +325,35 @@ class MilvusLab:
             return None
         finally:
             api.close()
+
+    def kill_milvus(self) -> None:
+        """SIGKILL every running `milvus` container (a teardown that need not wait for a
+        stop grace); an engine that does not answer is left to `down`."""
+        for name in self.dockerds:
+            try:
+                api = self.api(name, timeout=10)
+                try:
+                    if api.inspect_container(CONTAINER)["State"]["Running"]:
+                        api.kill(CONTAINER)
+                finally:
+                    api.close()
+            except Exception:  # noqa: BLE001 - not running, or no engine: down() copes
+                pass
+
+    def milvus_pid(self, name: str) -> int:
+        """The `milvus` process in host `name`'s container (the real server's PID 1 is
+        docker-init; milvus-lite's is Python): the process a hang (SIGSTOP) is given to."""
+        todo = [self.container_info(name)["State"]["Pid"]]
+        while todo:
+            pid = todo.pop()
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "milvus":
+                    return pid
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        raise RuntimeError(f"no milvus process in {name}'s container")
 
     def container_running(self, name: str) -> bool | None:
         info = self.container_info(name)
