@@ -19,7 +19,8 @@ whether the Sampler saw two Milvus at once. Grace 0 is `docker stop -t 0`: SIGTE
 SIGKILL at once, i.e. a kill.
 
 Usage (root): python bench/stop_grace.py [--graces 30,10,5,0] [--trials 2] [--idle 1]
-              [--out docs/milvus-standalone-stopgrace.json]
+              [--out docs/milvus-standalone-stopgrace.json [--append]]
+       python bench/stop_grace.py render FILE
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import secrets
 import shutil
 import subprocess
@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=2, help="switchovers under writes per grace")
     ap.add_argument("--idle", type=int, default=1, help="switchovers without writes per grace")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--append", action="store_true", help="add this run to the runs already in --out")
     args = ap.parse_args()
     graces = [float(g) for g in args.graces.split(",")]
     workdir = tempfile.mkdtemp(prefix="hvg", dir="/tmp")
@@ -166,9 +167,17 @@ def main() -> None:
         lab.down()
         shutil.rmtree(workdir, ignore_errors=True)
     info["load_after"] = os.getloadavg()
+    runs = [{"machine": info, "trials": results}]
+    if args.out and args.append and Path(args.out).exists():
+        runs = load_runs(Path(args.out)) + runs
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": info, "trials": results}, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"runs": runs}, indent=1) + "\n")
     print(render(info, results))
+
+
+def load_runs(path: Path) -> list[dict]:
+    data = json.loads(path.read_text())
+    return data["runs"] if "runs" in data else [data]
 
 
 def render(info: dict, results: list[dict]) -> str:
@@ -188,8 +197,7 @@ def render(info: dict, results: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    if re.search(r"\brender\b", " ".join(sys.argv[1:2])):
-        data = json.loads(Path(sys.argv[2]).read_text())
-        print(render(data["machine"], data["trials"]))
+    if sys.argv[1:2] == ["render"]:          # render FILE: the tables of every run in it
+        print("\n\n".join(render(r["machine"], r["trials"]) for r in load_runs(Path(sys.argv[2]))))
     else:
         main()
