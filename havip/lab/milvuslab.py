@@ -63,10 +63,10 @@ MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall
 # healthy 2-4 s after a cold start, ~11 s after a takeover from a killed server with the
 # lab's session TTL of 5 s (54 s with Milvus' default 30 s), up to 24 s seen under load,
 # so start_timeout 60 s leaves room without turning a start that hangs into minutes.
-# CheckHealth fans out to every coordinator: 1 s deadline, not milvus-lite's 0.5 s. An
-# idle server ends on SIGTERM (through docker-init) in under a second, one under writes
-# did not within 10 s (Docker killed it) and every acknowledged row was there after the
-# kill: 5 s of grace, not a 10 s pause on every planned switchover.
+# CheckHealth fans out to every coordinator: 1 s deadline, not milvus-lite's 0.5 s.
+# stop_timeout 5 s, havip's default: a serving server never ended on SIGTERM within 30 s,
+# a kill lost no acknowledged row, and 5 s gave the shortest planned switchover
+# (docs/milvus-standalone.md, "Stop grace, measured").
 STANDALONE_SETTINGS = {"check_interval": 0.5, "check_timeout": 1.0, "rise": 2, "fall": 2,
                        "start_timeout": 60, "stop_timeout": 5}
 KINDS = ("standalone", "lite")
