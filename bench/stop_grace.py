@@ -140,8 +140,8 @@ def main() -> None:
     args = ap.parse_args()
     graces = [float(g) for g in args.graces.split(",")]
     workdir = tempfile.mkdtemp(prefix="hvg", dir="/tmp")
-    lab = MilvusLab(f"{workdir}/lab", prefix="hvg" + secrets.token_hex(2), milvus="standalone",
-                    settings={"start_timeout": START_TIMEOUT})
+    lab = MilvusLab(f"{workdir}/lab", prefix="hvg" + secrets.token_hex(2), milvus="standalone")
+    lab.settings["start_timeout"] = START_TIMEOUT
     info = machine()
     results: list[dict] = []
     client = sampler = None

@@ -146,7 +146,7 @@ class MilvusLab:
     """Two havip hosts, a client, two dockerds and one shared directory."""
 
     def __init__(self, workdir: Path | str, prefix: str = "hvl", vrrp: tuple[int, float] = (2, 1),
-                 milvus: str = "lite", image: str | None = None, settings: dict | None = None):
+                 milvus: str = "lite", image: str | None = None):
         if milvus not in KINDS:
             raise ValueError(f"milvus: {milvus!r}: must be one of {', '.join(KINDS)}")
         self.workdir = Path(workdir)
@@ -154,7 +154,7 @@ class MilvusLab:
         self.milvus = milvus                # which Milvus the containers run (KINDS)
         self.image = image                  # another image for the `milvus` containers (tests)
         self.vrrp = vrrp                    # (version, advert_interval); the recipe's is (2, 1)
-        self.settings = dict(settings or {})   # havip `milvus:` keys over milvus_settings(kind)
+        self.settings: dict = {}            # havip `milvus:` keys over milvus_settings(kind); set before build()
         self.shared = self.workdir / "shared"
         self.topo: Topology | None = None
         self.hosts: dict[str, Host] = {}

@@ -83,8 +83,8 @@ def env():
     require_binary("dockerd")
     t_start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="hvm", dir="/tmp")     # short: containerd's socket paths
-    lab = MilvusLab(f"{workdir}/lab", prefix="hvm" + secrets.token_hex(2), milvus="standalone",
-                    settings={"start_timeout": START_TIMEOUT})
+    lab = MilvusLab(f"{workdir}/lab", prefix="hvm" + secrets.token_hex(2), milvus="standalone")
+    lab.settings["start_timeout"] = START_TIMEOUT
     sampler = client = e = None
     try:
         lab.build()
