@@ -341,8 +341,8 @@ class MilvusLab:
                 pass
 
     def milvus_pid(self, name: str) -> int:
-        """The `milvus` process in host `name`'s container (the real server's PID 1 is
-        docker-init; milvus-lite's is Python): the process a hang (SIGSTOP) is given to."""
+        """The real server's `milvus` process in host `name`'s container (its PID 1 is
+        docker-init): the process a hang (SIGSTOP) is given to. milvus-lite has none."""
         todo = [self.container_info(name)["State"]["Pid"]]
         while todo:
             pid = todo.pop()
