@@ -226,18 +226,7 @@ class VipWatch(threading.Thread):
 
 def milvus_pid(lab, host: str) -> int:
     """The `milvus` process in host's container (PID 1 there is docker-init)."""
-    init = lab.container_info(host)["State"]["Pid"]
-    todo = [init]
-    while todo:
-        pid = todo.pop()
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "milvus":
-                return pid
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    raise RuntimeError(f"no milvus process under pid {init} on {host}")
+    return lab.milvus_pid(host)
 
 
 # ====================================================================== one trial

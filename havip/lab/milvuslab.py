@@ -64,10 +64,10 @@ MILVUS_SETTINGS = {"check_interval": 0.5, "check_timeout": 0.5, "rise": 2, "fall
 # healthy 2-4 s after a cold start, ~11 s after a takeover from a killed server with the
 # lab's session TTL of 5 s (54 s with Milvus' default 30 s), up to 24 s seen under load,
 # so start_timeout 60 s leaves room without turning a start that hangs into minutes.
-# CheckHealth fans out to every coordinator: 1 s deadline, not milvus-lite's 0.5 s. An
-# idle server ends on SIGTERM (through docker-init) in under a second, one under writes
-# did not within 10 s (Docker killed it) and every acknowledged row was there after the
-# kill: 5 s of grace, not a 10 s pause on every planned switchover.
+# CheckHealth fans out to every coordinator: 1 s deadline, not milvus-lite's 0.5 s.
+# stop_timeout 5 s, havip's default: a serving server never ended on SIGTERM within 30 s,
+# a kill lost no acknowledged row, and 5 s gave the shortest planned switchover
+# (docs/milvus-standalone.md, "Stop grace, measured").
 STANDALONE_SETTINGS = {"check_interval": 0.5, "check_timeout": 1.0, "rise": 2, "fall": 2,
                        "start_timeout": 60, "stop_timeout": 5}
 KINDS = ("standalone", "lite")
@@ -163,6 +163,7 @@ class MilvusLab:
         self.milvus = milvus                # which Milvus the containers run (KINDS)
         self.image = image                  # another image for the `milvus` containers (tests)
         self.vrrp = vrrp                    # (version, advert_interval); the recipe's is (2, 1)
+        self.settings: dict = {}            # havip `milvus:` keys over milvus_settings(kind); set before build()
         self.shared = self.workdir / "shared"
         self.topo: Topology | None = None
         self.hosts: dict[str, Host] = {}
@@ -203,6 +204,7 @@ class MilvusLab:
                 build_lab_image(d)
                 create_milvus_container(d, CONTAINER, self.shared, image=self.image or LAB_IMAGE)
             cfg = havip_config(HAVIP_HOSTS[name][1], d.url, self.shared, name, self.vrrp, self.milvus)
+            cfg["milvus"].update(self.settings)
             self.havipds[name] = Havipd(self.hosts[name], cfg, self.log_dir, name=name)
         return self
 
@@ -306,7 +308,7 @@ class MilvusLab:
         order = sorted(self.havipds.values(), key=lambda d: d.state() == "master")
         for d in order:
             try:
-                d.stop(timeout=milvus_settings(self.milvus)["stop_timeout"] + 20)
+                d.stop(timeout=d.config.get("milvus", {}).get("stop_timeout", 10) + 20)
             except Exception:  # noqa: BLE001 - a daemon that will not stop is killed
                 d.kill()
         for d in self.dockerds.values():
@@ -352,6 +354,35 @@ class MilvusLab:
             return None
         finally:
             api.close()
+
+    def kill_milvus(self) -> None:
+        """SIGKILL every running `milvus` container (a teardown that need not wait for a
+        stop grace); an engine that does not answer is left to `down`."""
+        for name in self.dockerds:
+            try:
+                api = self.api(name, timeout=10)
+                try:
+                    if api.inspect_container(CONTAINER)["State"]["Running"]:
+                        api.kill(CONTAINER)
+                finally:
+                    api.close()
+            except Exception:  # noqa: BLE001 - not running, or no engine: down() copes
+                pass
+
+    def milvus_pid(self, name: str) -> int:
+        """The real server's `milvus` process in host `name`'s container (its PID 1 is
+        docker-init): the process a hang (SIGSTOP) is given to. milvus-lite has none."""
+        todo = [self.container_info(name)["State"]["Pid"]]
+        while todo:
+            pid = todo.pop()
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "milvus":
+                    return pid
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        raise RuntimeError(f"no milvus process in {name}'s container")
 
     def container_running(self, name: str) -> bool | None:
         info = self.container_info(name)

@@ -69,15 +69,7 @@ def lab():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
-        for name in lab.dockerds:       # the slow containers would cost their delay again at teardown
-            try:
-                api = lab.api(name, timeout=10)
-                try:
-                    api.kill(CONTAINER)
-                finally:
-                    api.close()
-            except Exception:  # noqa: BLE001 - not running, or no engine: down() copes
-                pass
+        lab.kill_milvus()               # the slow containers would cost their delay again at teardown
         lab.down()
         shutil.rmtree(workdir, ignore_errors=True)
 
