@@ -39,6 +39,23 @@ MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are se
 EXIT_LOOP_FAILED = 1    # the loop died of a bug: systemd's Restart=on-failure starts it again
 READ_PER_TURN = 64      # adverts read per turn of the loop
 READ_BEFORE_TAKEOVER = 4096
+MAX_RECEIPT_AGE = 0.01  # an advert's arrival counts at most this much (or an interval/10) before now
+
+
+def receipt_time(now: float, wall_now: float, stamp: float | None, interval: float) -> float:
+    """When an advert arrived, on the loop's clock: `now` less the age its kernel stamp
+    (wall clock) gives it. A backup's master-down timer runs from the arrival (RFC 5798
+    6.4.2: reset "upon receiving" it), as keepalived's does, not from when the loop got
+    round to it (a wake-up and a decode later, ~0.5 ms; more on a loaded host).
+
+    The age counts at most MAX_RECEIPT_AGE (and a tenth of the advert interval): after a
+    stall the queue holds old adverts, and the timer they set must not make the backup take
+    over before it has read the newer ones behind them. No stamp, or a wall clock that
+    stepped backwards meanwhile: `now`."""
+    if stamp is None:
+        return now
+    age = wall_now - stamp
+    return now - min(max(age, 0.0), MAX_RECEIPT_AGE, interval / 10)
 
 
 @dataclass
@@ -70,6 +87,7 @@ class Daemon:
         self.ad = adapters
         self.log = log.bind(instance=cfg.instance)
         self.clock = clock
+        self.wall = wall
         self.metrics = metrics
         self.on_transition = on_transition
         self.notify = notify if notify is not None else SdNotify({})
@@ -177,10 +195,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ feeding the machine
 
-    def feed(self, event: Event) -> sm.Decision:
+    def feed(self, event: Event, at: float | None = None) -> sm.Decision:
+        """Step the machine with `event` and apply what it decides. `at`: when the event
+        happened, if before now (an advert's arrival)."""
         now = self.clock()
         before = self.machine
-        decision = sm.step(self.machine, self.params, event, now)
+        decision = sm.step(self.machine, self.params, event, now if at is None else min(at, now))
         self.machine = decision.machine
         if isinstance(event, Tick) and before.adver_deadline is not None and any(
                 isinstance(a, SendAdvert) for a in decision.actions):
@@ -247,8 +267,10 @@ class Daemon:
             try:
                 advert = self.receiver.handle(pkt, self.cfg, own)
                 if advert is not None:
-                    self.peers.heard_advert(pkt.src, self.clock())
-                    self.feed(AdvertReceived(advert))
+                    now = self.clock()
+                    self.peers.heard_advert(pkt.src, now)
+                    at = receipt_time(now, self.wall(), getattr(pkt, "stamp", None), self.cfg.advert_interval)
+                    self.feed(AdvertReceived(advert), at=at)
             except Exception as exc:  # noqa: BLE001 - a bug costs this packet, not the daemon
                 self.receiver.drop(Drop(DropReason.INTERNAL_ERROR, repr(exc)[:200], str(pkt.src)), str(pkt.src))
                 self._input_error("advert", exc)
