@@ -56,7 +56,8 @@ class Router:
             self.impl = Havipd(host, cfg, workdir)
         else:
             conf = render_conf(vrid=51, priority=prio, vips=[f"{VIP}/24"], version=mode["version"],
-                               advert_int=mode["interval"], auth_pass=mode["password"])
+                               advert_int=mode["interval"], auth_pass=mode["password"],
+                               rt_priority=mode.get("keepalived_rt"))
             self.impl = Keepalived(host, conf, workdir / f"ka-{host.name}")
 
     def start(self) -> None:

@@ -58,6 +58,8 @@ class AdvertSocket:
         self._peers = [str(p) for p in unicast_peers or []]
         self._fixed_source = str(unicast_source) if unicast_source else None
         self._source = ""
+        self._anc4_key: tuple[int, str] | None = None
+        self._anc4_cached: list = []
         self._ifindex: int | None = None
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         try:
@@ -178,16 +180,21 @@ class AdvertSocket:
     def _send_one(self, payload: bytes, dst: str) -> None:
         index = self._ifindex or 0
         if self.family == 4:
-            anc = []
-            if self._source:
-                info = struct.pack("i4s4s", index, socket.inet_aton(self._source), _ANY4)
-                anc = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
-            self._sock.sendmsg([payload], anc, 0, (dst, 0))
+            self._sock.sendmsg([payload], self._anc4(index), 0, (dst, 0))
         else:
             src = socket.inet_pton(socket.AF_INET6, self._source) if self._source else bytes(16)
             info = struct.pack("16sI", src, index)
             self._sock.sendmsg([payload], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0,
                                (dst, 0, 0, index))
+
+    def _anc4(self, index: int) -> list:
+        """IP_PKTINFO for the source address, built once per (index, source)."""
+        key = (index, self._source)
+        if self._anc4_key != key:
+            info = struct.pack("i4s4s", index, socket.inet_aton(self._source), _ANY4) if self._source else None
+            self._anc4_cached = [(socket.IPPROTO_IP, IP_PKTINFO, info)] if info else []
+            self._anc4_key = key
+        return self._anc4_cached
 
     def recv(self) -> Received | None:
         """The next packet, or None when there is none waiting."""

@@ -106,7 +106,8 @@ class VipManager:
     def __init__(self, ifname: str, vips: list[Vip]):
         self.ifname = ifname
         self.vips = [ipaddress.ip_interface(v) for v in vips]
-        self._encoded: dict[tuple[str, int, Vip], bytes] = {}
+        self._names = [str(v) for v in self.vips]
+        self._encoded: dict[tuple[str, int], list[bytes]] = {}   # (command, index) -> one per VIP
         try:
             self._rtnl = Rtnl()
         except OSError as exc:
@@ -126,41 +127,15 @@ class VipManager:
         index = if_index(self.ifname)
         if index is not None:
             for command in ("add", "del"):
-                for v in self.vips:
-                    self._message(command, index, v)
+                self._messages(command, index)
 
-    def _message(self, command: str, index: int, vip: Vip) -> bytes:
-        key = (command, index, vip)
-        msg = self._encoded.get(key)
-        if msg is None:
+    def _messages(self, command: str, index: int) -> list[bytes]:
+        msgs = self._encoded.get((command, index))
+        if msgs is None:
             if len(self._encoded) > 64:         # interfaces re-created again and again
                 self._encoded.clear()
-            msg = self._encoded[key] = encode_request(command, index, vip)
-        return msg
-
-    def _index(self, action: str, vip: Vip) -> int:
-        # Looked up every time: a re-created interface has a new index.
-        index = if_index(self.ifname)
-        if index is None:
-            raise AdapterError(f"cannot {action} {vip} on {self.ifname}: "
-                               f"interface {self.ifname} does not exist")
-        return index
-
-    def _request(self, command: str, vip: Vip) -> bool:
-        """Send one RTM_NEWADDR/RTM_DELADDR; False if it changed nothing."""
-        action = "add" if command == "add" else "remove"
-        index = self._index(action, vip)
-        try:
-            code = self._rtnl.request(self._message(command, index, vip))
-        except OSError as exc:
-            raise AdapterError(f"cannot {action} {vip} on {self.ifname}: {errno_text(exc)}") from None
-        if code == 0:
-            return True
-        if command == "add" and code == errno.EEXIST:
-            return False
-        if command == "del" and code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
-            return False
-        raise AdapterError(f"cannot {action} {vip} on {self.ifname}: {os.strerror(code)}")
+            msgs = self._encoded[(command, index)] = [encode_request(command, index, v) for v in self.vips]
+        return msgs
 
     def add(self) -> list[str]:
         """Add every VIP; returns those that were not there before ("ip/prefix")."""
@@ -171,15 +146,28 @@ class VipManager:
         return self._apply("del", "removed")
 
     def _apply(self, command: str, done: str) -> list[str]:
-        # Tries every VIP before raising, and the error still says what changed: the
-        # caller must not believe the VIPs it did not get are held (or released).
+        """One RTM_NEWADDR/RTM_DELADDR per VIP. Tries every VIP before raising, and the error
+        still says what changed: the caller must not believe the VIPs it did not get are
+        held (or released). Adding one that is there, or removing one that is not, changes
+        nothing and is no error."""
+        action = "add" if command == "add" else "remove"
+        # Looked up every time: a re-created interface has a new index.
+        index = if_index(self.ifname)
+        if index is None:
+            raise AdapterError("; ".join(f"cannot {action} {name} on {self.ifname}: interface {self.ifname} "
+                                         "does not exist" for name in self._names))
+        unchanged = (errno.EEXIST,) if command == "add" else (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH)
         changed, errors = [], []
-        for v in self.vips:
+        for name, msg in zip(self._names, self._messages(command, index)):
             try:
-                if self._request(command, v):
-                    changed.append(str(v))
-            except AdapterError as exc:
-                errors.append(str(exc))
+                code = self._rtnl.request(msg)
+            except OSError as exc:
+                errors.append(f"cannot {action} {name} on {self.ifname}: {errno_text(exc)}")
+                continue
+            if code == 0:
+                changed.append(name)
+            elif code not in unchanged:
+                errors.append(f"cannot {action} {name} on {self.ifname}: {os.strerror(code)}")
         if errors:
             raise AdapterError("; ".join(errors) + (f" ({done} {', '.join(changed)})" if changed else ""))
         return changed

@@ -194,3 +194,58 @@ def test_the_ack_answers_only_its_own_request():
     assert ack_errno(_ack(4, 0) + _ack(5, errno.EPERM), 5) == errno.EPERM
     assert ack_errno(b"\x00" * 8, 5) is None
     assert ack_errno(struct.pack("=IHHII", 0, 2, 0, 5, 0), 5) is None     # a zero length never loops
+
+
+# ---------------------------------------------------------------- the loop's wake-up before a takeover
+
+
+def test_a_backup_wakes_before_its_master_down_deadline_and_polls_up_to_it(monkeypatch):
+    import select as real_select
+
+    from havip.daemon import loop
+
+    waits: list[float] = []
+
+    poll = real_select.select
+
+    def recording_select(r, w, x, timeout):
+        waits.append(timeout)
+        return poll(r, w, x, 0)                     # nothing to read: as if the time had passed
+
+    monkeypatch.setattr(loop.select, "select", recording_select)
+    d, sock, clock = make()
+    d.start()
+    sock.deliver(_advert(), MASTER)
+    d.run_once()
+    deadline = d.machine.master_down_deadline
+    waits.clear()
+    d.run_once()
+    # Asked to wake TAKEOVER_SPIN early, not at the deadline (the wake-up's own latency
+    # would then come after it).
+    assert waits[0] == pytest.approx(deadline - clock() - loop.TAKEOVER_SPIN)
+    clock.advance(deadline - clock() - loop.TAKEOVER_SPIN / 2)
+    waits.clear()
+    d.run_once()
+    assert waits and set(waits) == {0}              # polls, never sleeps, this close to it
+    assert d.machine.state == State.BACKUP          # and does not take over early
+    clock.advance(loop.TAKEOVER_SPIN)
+    d.run_once()
+    assert d.machine.state == State.MASTER
+
+
+def test_a_master_sleeps_to_its_advert_deadline(monkeypatch):
+    import select as real_select
+
+    from havip.daemon import loop
+
+    waits: list[float] = []
+    poll = real_select.select
+    monkeypatch.setattr(loop.select, "select", lambda r, w, x, t: (waits.append(t), poll(r, w, x, 0))[1])
+    d, sock, clock = make()
+    d.start()
+    clock.advance(timing.master_down_interval(3, 91, 0.1))
+    d.run_once()
+    assert d.machine.state == State.MASTER
+    waits.clear()
+    d.run_once()
+    assert waits[0] == pytest.approx(d.machine.adver_deadline - clock())
