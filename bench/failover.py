@@ -39,6 +39,7 @@ MODES = {"v2, advert 1 s": dict(version=2, interval=1.0, password="1111"),
          "v3, advert 0.1 s": dict(version=3, interval=0.1, password=None)}
 FAULTS = ("link cut", "clean stop")
 PHASE = random.Random(20261122)
+TAKEOVER_HEADING = "## The phase-free takeover, taken apart on the wire"
 SERVER = ("import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
           f"s.bind(('0.0.0.0',{PORT}))\ns.listen(1024)\nwhile True:\n c,_=s.accept()\n c.close()\n")
 
@@ -240,7 +241,11 @@ def main() -> None:
     report = render(rows, rest, apply_ms, args.trials, args.rest_seconds) + render_milvus_rss(milvus_rss())
     print(report)
     if args.out:
-        Path(args.out).write_text(report)
+        out = Path(args.out)
+        old = out.read_text() if out.exists() else ""
+        # bench/takeover.py's section (its prose and figures) follows ours: keep it.
+        kept = old[old.index(TAKEOVER_HEADING):] if TAKEOVER_HEADING in old else ""
+        out.write_text(report + ("\n" + kept if kept else ""))
         print(f"wrote {args.out}")
 
 

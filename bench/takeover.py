@@ -142,7 +142,7 @@ def render(results: list[dict], trials: int, commit: str, load: str, keepalived_
            "|---|---|---|---|---|---|---|---|"]
     for key, label in PARTS:
         h, k = _stats([r[key] for r in by["havip"]]), _stats([r[key] for r in by["keepalived"]])
-        ratio = f"{h['median'] / k['median']:.3f}" if key in ("total", "timer", "to_garp") else ""
+        ratio = f"{h['median'] / k['median']:.4f}" if key in ("total", "timer", "to_garp") else ""
         out.append(f"| {label} | {h['median'] * 1000:.2f} | {h['p10'] * 1000:.2f}..{h['p90'] * 1000:.2f} | "
                    f"{h['min'] * 1000:.2f}..{h['max'] * 1000:.2f} | {k['median'] * 1000:.2f} | "
                    f"{k['p10'] * 1000:.2f}..{k['p90'] * 1000:.2f} | {k['min'] * 1000:.2f}..{k['max'] * 1000:.2f} | "

@@ -200,12 +200,14 @@ class Daemon:
 
     # ------------------------------------------------------------------ feeding the machine
 
-    def feed(self, event: Event, at: float | None = None) -> sm.Decision:
+    def feed(self, event: Event, at: float | None = None, decision: sm.Decision | None = None) -> sm.Decision:
         """Step the machine with `event` and apply what it decides. `at`: when the event
-        happened, if before now (an advert's arrival)."""
+        happened, if before now (an advert's arrival). `decision`: the step's result taken
+        ahead for this very machine and event (a Tick at a deadline now passed)."""
         now = self.clock()
         before = self.machine
-        decision = sm.step(self.machine, self.params, event, now if at is None else min(at, now))
+        if decision is None:
+            decision = sm.step(self.machine, self.params, event, now if at is None else min(at, now))
         self.machine = decision.machine
         if isinstance(event, Tick) and before.adver_deadline is not None and any(
                 isinstance(a, SendAdvert) for a in decision.actions):
@@ -445,8 +447,10 @@ class Daemon:
         # From a fresh reading: the turn's work since `now` must not make the wake-up late.
         timeout = max(0.0, min(deadline - self.clock(), MAX_WAIT))
         spin = self._takeover_due(deadline)
+        ahead = None
         try:
             if spin and timeout <= TAKEOVER_SPIN:
+                ahead = self._decide_ahead(deadline)
                 readable = self._poll_until(fds, deadline)
             else:
                 readable, _, _ = select.select(fds, [], [], max(0.0, timeout - TAKEOVER_SPIN) if spin else timeout)
@@ -462,7 +466,10 @@ class Daemon:
             self.beacons.read(frozenset({self.sock.source}) if self.sock else frozenset())
         self._feed_posted()
         self._run_calls()
-        self.feed(Tick())
+        if ahead is not None and ahead[0] is self.machine and ahead[1] is self.params and self.clock() >= deadline:
+            self.feed(Tick(), decision=ahead[2])
+        else:
+            self.feed(Tick())
         self.executor.run_garp(self.clock())
         self._send_beacon()
 
@@ -470,6 +477,15 @@ class Daemon:
         """The loop's next deadline is this backup's master-down timer."""
         m = self.machine
         return m.state == State.BACKUP and m.master_down_deadline is not None and m.master_down_deadline <= deadline
+
+    def _decide_ahead(self, deadline: float) -> tuple | None:
+        """The machine's decision for a Tick at `deadline`, taken before it (the machine is
+        pure): if nothing reaches the machine meanwhile, the takeover's first advert, VIP
+        and ARP go out at the deadline without the decision's own time after it."""
+        try:
+            return self.machine, self.params, sm.step(self.machine, self.params, Tick(), deadline)
+        except Exception:  # noqa: BLE001 - the Tick at the deadline takes the ordinary path and says why
+            return None
 
     def _poll_until(self, fds: list, deadline: float) -> list:
         """Poll `fds` until one is readable or the clock reaches `deadline` (at most

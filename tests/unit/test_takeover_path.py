@@ -249,3 +249,48 @@ def test_a_master_sleeps_to_its_advert_deadline(monkeypatch):
     waits.clear()
     d.run_once()
     assert waits[0] == pytest.approx(d.machine.adver_deadline - clock())
+
+
+def test_the_takeover_decided_ahead_is_the_one_applied_at_the_deadline(monkeypatch):
+    import select as real_select
+
+    from havip.core import machine as sm
+    from havip.daemon import loop
+
+    poll = real_select.select
+    monkeypatch.setattr(loop.select, "select", lambda r, w, x, t: poll(r, w, x, 0))
+    steps: list[float] = []
+    real_step = sm.step
+    monkeypatch.setattr(sm, "step", lambda m, p, e, now: (steps.append(now), real_step(m, p, e, now))[1])
+    d, sock, clock = make()
+    d.start()
+    deadline = d.machine.master_down_deadline
+    clock.advance(deadline - clock() - loop.TAKEOVER_SPIN / 2)
+    d.run_once()
+    assert d.machine.state == State.BACKUP          # decided ahead, not applied: not yet due
+    assert deadline in steps
+    clock.advance(loop.TAKEOVER_SPIN)
+    steps.clear()
+    d.run_once()
+    assert d.machine.state == State.MASTER
+    assert d.machine.since == deadline              # the decision taken at the deadline itself
+    assert d.executor.counters["adverts_sent"] == 1
+
+
+def test_an_advert_in_the_last_moments_voids_the_decision_taken_ahead(monkeypatch):
+    import select as real_select
+
+    from havip.daemon import loop
+
+    poll = real_select.select
+    monkeypatch.setattr(loop.select, "select", lambda r, w, x, t: poll(r, w, x, 0))
+    d, sock, clock = make()
+    d.start()
+    deadline = d.machine.master_down_deadline
+    clock.advance(deadline - clock() - loop.TAKEOVER_SPIN / 2)
+    sock.deliver(_advert(), MASTER)                 # arrives while the loop polls to the deadline
+    d.run_once()
+    clock.advance(loop.TAKEOVER_SPIN)
+    d.run_once()
+    assert d.machine.state == State.BACKUP
+    assert d.machine.master is not None and d.machine.master.address == MASTER
