@@ -451,6 +451,7 @@ class Daemon:
         try:
             if spin and timeout <= TAKEOVER_SPIN:
                 ahead = self._decide_ahead(deadline)
+                self._rehearse()
                 readable = self._poll_until(fds, deadline)
             else:
                 readable, _, _ = select.select(fds, [], [], max(0.0, timeout - TAKEOVER_SPIN) if spin else timeout)
@@ -486,6 +487,18 @@ class Daemon:
             return self.machine, self.params, sm.step(self.machine, self.params, Tick(), deadline)
         except Exception:  # noqa: BLE001 - the Tick at the deadline takes the ordinary path and says why
             return None
+
+    def _rehearse(self) -> None:
+        """Walk the takeover's send path without sending (the cached advert, the ARP frames
+        for this MAC, the VIP requests for this index): what it touches is then in the
+        CPU's caches, not in memory, when the deadline comes."""
+        try:
+            self.executor.warm()
+            prepare = getattr(self.ad.vips, "prepare", None)
+            if prepare is not None:
+                prepare()
+        except Exception:  # noqa: BLE001 - only a rehearsal: the takeover itself reports failures
+            pass
 
     def _poll_until(self, fds: list, deadline: float) -> list:
         """Poll `fds` until one is readable or the clock reaches `deadline` (at most

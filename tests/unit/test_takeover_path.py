@@ -294,3 +294,28 @@ def test_an_advert_in_the_last_moments_voids_the_decision_taken_ahead(monkeypatc
     d.run_once()
     assert d.machine.state == State.BACKUP
     assert d.machine.master is not None and d.machine.master.address == MASTER
+
+
+def test_the_rehearsal_before_a_takeover_sends_nothing(monkeypatch):
+    import select as real_select
+
+    from havip.daemon import loop
+
+    poll = real_select.select
+    monkeypatch.setattr(loop.select, "select", lambda r, w, x, t: poll(r, w, x, 0))
+    order: list = []
+
+    class PreparingAnnouncer(OrderedAnnouncer):
+        def prepare(self, vips) -> None:
+            order.append("prepare")
+
+    d, sock, clock = make(announcer=PreparingAnnouncer(order))
+    d.start()
+    order.clear()                                   # the warm-up when the socket opened
+    sock.sent.clear()
+    deadline = d.machine.master_down_deadline
+    clock.advance(deadline - clock() - loop.TAKEOVER_SPIN / 2)
+    d.run_once()
+    assert order == ["prepare"]                     # rehearsed: frames looked up, none sent
+    assert sock.sent == [] and d.ad.vips.calls == ["remove"] and not d.ad.vips.attached
+    assert d.machine.state == State.BACKUP
