@@ -10,7 +10,7 @@ DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 nftabl
           util-linux psmisc systemd python3-venv etcd-server etcd-client iptables openssl libfuse2
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-standalone bench-fence bench-recipe matrix-standalone soak install check clean fresh
+.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-takeover bench-standalone bench-fence bench-recipe matrix-standalone soak install check clean fresh
 
 all: test
 
@@ -65,6 +65,7 @@ lab-down: venv
 # Side by side with keepalived on the same timers, then Milvus failover in the lab.
 bench: deps venv
 	$(PY) bench/failover.py --out docs/benchmarks.md
+	$(MAKE) bench-takeover
 	$(PY) bench/milvus_failover.py --out docs/benchmarks-milvus.md
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
 	$(PY) bench/fence.py --out docs/benchmarks-fence.md
@@ -73,6 +74,13 @@ bench: deps venv
 	$(PY) bench/pool_rss.py --out docs/benchmarks-pool-rss.md
 	$(MAKE) bench-standalone
 	$(MAKE) bench-recipe
+
+# The phase-free takeover (VRRPv3 0.1 s link cut) taken apart on the client's wire, havip
+# against keepalived as it comes and against keepalived at vrrp_rt_priority 10: 20 trials
+# per tool each, alternating (~7 min each on 2 cores).
+bench-takeover: deps venv
+	$(PY) bench/takeover.py --trials 20 --out docs/benchmarks.md
+	$(PY) bench/takeover.py --trials 20 --keepalived-rt 10 --out docs/benchmarks.md
 
 # The real Milvus standalone server: start-up and stop on shared data, and what an automatic
 # failback costs (docs/milvus-standalone.md is written from these figures).

@@ -59,8 +59,9 @@ class FakeSocket(_Selectable):
             raise self.send_error
         self.sent.append((payload, dst))
 
-    def deliver(self, payload: bytes, src: str, ttl: int | None = 255, dst: str = "224.0.0.18") -> None:
-        self.inbox.append(Received(payload=payload, src=src, dst=dst, ttl=ttl))
+    def deliver(self, payload: bytes, src: str, ttl: int | None = 255, dst: str = "224.0.0.18",
+                stamp: float | None = None) -> None:
+        self.inbox.append(Received(payload=payload, src=src, dst=dst, ttl=ttl, stamp=stamp))
         self._signal()
 
     def recv(self) -> Received | None:

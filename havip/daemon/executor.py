@@ -59,6 +59,7 @@ class Executor:
         self.metrics = metrics
         self.counters: Counter[str] = Counter()
         self.garp_due: list[float] = []
+        self._deferred: list[tuple[str, dict]] = []     # log lines held until a batch is applied
         self.vip_attached = False
         self.last_error: str | None = None
         # One worker for the container and the lease, so that acquire, start, stop and
@@ -78,6 +79,16 @@ class Executor:
     # ------------------------------------------------------------------ dispatch
 
     def apply(self, actions: tuple[Action, ...], now: float) -> None:
+        self._deferred = []
+        try:
+            self._apply_all(actions, now)
+        finally:
+            # Logged after the batch: nothing that can block (a journald backlog) stands
+            # between the VIP added and the gratuitous ARP.
+            for event, fields in self._deferred:
+                self.log.info(event, **fields)
+
+    def _apply_all(self, actions: tuple[Action, ...], now: float) -> None:
         for action in actions:
             try:
                 self._apply_one(action, now)
@@ -98,7 +109,7 @@ class Executor:
                 added = self.vips.add()
                 self.vip_attached = True
                 if added:
-                    self.log.info("vip_added", addresses=added)
+                    self._deferred.append(("vip_added", {"addresses": added}))
             case DelVip():
                 self.garp_due.clear()
                 removed = self.vips.remove()
@@ -201,12 +212,16 @@ class Executor:
         if not due:
             return
         self.garp_due = [t for t in self.garp_due if t > now]
-        try:
-            self.announcer.announce(self.cfg.virtual_ipaddresses)
-            self.counters["garp_sent"] += 1
-        except HavipError as exc:
-            self.counters["error_SendGarp"] += 1
-            self.log.error("garp_failed", error=str(exc))
+        # One announcement per due one: `interval: 0` sends `repeat` at once, as keepalived's
+        # garp_interval 0 does; a loop held up past several sends them back to back.
+        for _ in due:
+            try:
+                self.announcer.announce(self.cfg.virtual_ipaddresses)
+                self.counters["garp_sent"] += 1
+            except HavipError as exc:
+                self.counters["error_SendGarp"] += 1
+                self.log.error("garp_failed", error=str(exc))
+                return
 
     def next_garp(self) -> float | None:
         return min(self.garp_due) if self.garp_due else None

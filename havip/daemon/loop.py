@@ -39,6 +39,28 @@ MAX_WAIT = 0.5          # never sleep longer, so signals and link changes are se
 EXIT_LOOP_FAILED = 1    # the loop died of a bug: systemd's Restart=on-failure starts it again
 READ_PER_TURN = 64      # adverts read per turn of the loop
 READ_BEFORE_TAKEOVER = 4096
+MAX_RECEIPT_AGE = 0.01  # an advert's arrival counts at most this much (or an interval/10) before now
+# A backup about to take over wakes this much before its master-down deadline and polls up
+# to it: the kernel's wake-up and the interpreter's return from select() (0.05-0.1 ms, more
+# on a loaded host) then fall before the deadline instead of after it. Only then: a master's
+# adverts and every other timer sleep to their deadline.
+TAKEOVER_SPIN = 0.0005
+
+
+def receipt_time(now: float, wall_now: float, stamp: float | None, interval: float) -> float:
+    """When an advert arrived, on the loop's clock: `now` less the age its kernel stamp
+    (wall clock) gives it. A backup's master-down timer runs from the arrival (RFC 5798
+    6.4.2: reset "upon receiving" it), as keepalived's does, not from when the loop got
+    round to it (a wake-up and a decode later, ~0.5 ms; more on a loaded host).
+
+    The age counts at most MAX_RECEIPT_AGE (and a tenth of the advert interval): after a
+    stall the queue holds old adverts, and the timer they set must not make the backup take
+    over before it has read the newer ones behind them. No stamp, or a wall clock that
+    stepped backwards meanwhile: `now`."""
+    if stamp is None:
+        return now
+    age = wall_now - stamp
+    return now - min(max(age, 0.0), MAX_RECEIPT_AGE, interval / 10)
 
 
 @dataclass
@@ -70,6 +92,7 @@ class Daemon:
         self.ad = adapters
         self.log = log.bind(instance=cfg.instance)
         self.clock = clock
+        self.wall = wall
         self.metrics = metrics
         self.on_transition = on_transition
         self.notify = notify if notify is not None else SdNotify({})
@@ -177,10 +200,14 @@ class Daemon:
 
     # ------------------------------------------------------------------ feeding the machine
 
-    def feed(self, event: Event) -> sm.Decision:
+    def feed(self, event: Event, at: float | None = None, decision: sm.Decision | None = None) -> sm.Decision:
+        """Step the machine with `event` and apply what it decides. `at`: when the event
+        happened, if before now (an advert's arrival). `decision`: the step's result taken
+        ahead for this very machine and event (a Tick at a deadline now passed)."""
         now = self.clock()
         before = self.machine
-        decision = sm.step(self.machine, self.params, event, now)
+        if decision is None:
+            decision = sm.step(self.machine, self.params, event, now if at is None else min(at, now))
         self.machine = decision.machine
         if isinstance(event, Tick) and before.adver_deadline is not None and any(
                 isinstance(a, SendAdvert) for a in decision.actions):
@@ -247,8 +274,10 @@ class Daemon:
             try:
                 advert = self.receiver.handle(pkt, self.cfg, own)
                 if advert is not None:
-                    self.peers.heard_advert(pkt.src, self.clock())
-                    self.feed(AdvertReceived(advert))
+                    now = self.clock()
+                    self.peers.heard_advert(pkt.src, now)
+                    at = receipt_time(now, self.wall(), getattr(pkt, "stamp", None), self.cfg.advert_interval)
+                    self.feed(AdvertReceived(advert), at=at)
             except Exception as exc:  # noqa: BLE001 - a bug costs this packet, not the daemon
                 self.receiver.drop(Drop(DropReason.INTERNAL_ERROR, repr(exc)[:200], str(pkt.src)), str(pkt.src))
                 self._input_error("advert", exc)
@@ -415,9 +444,17 @@ class Daemon:
         if self.beacon is not None:
             fds.append(self.beacon)
             deadline = min(deadline, self.beacons.due)
-        timeout = max(0.0, min(deadline - now, MAX_WAIT))
+        # From a fresh reading: the turn's work since `now` must not make the wake-up late.
+        timeout = max(0.0, min(deadline - self.clock(), MAX_WAIT))
+        spin = self._takeover_due(deadline)
+        ahead = None
         try:
-            readable, _, _ = select.select(fds, [], [], timeout)
+            if spin and timeout <= TAKEOVER_SPIN:
+                ahead = self._decide_ahead(deadline)
+                self._rehearse()
+                readable = self._poll_until(fds, deadline)
+            else:
+                readable, _, _ = select.select(fds, [], [], max(0.0, timeout - TAKEOVER_SPIN) if spin else timeout)
         except InterruptedError:
             readable = []
         if self._wake_r in readable:
@@ -430,9 +467,47 @@ class Daemon:
             self.beacons.read(frozenset({self.sock.source}) if self.sock else frozenset())
         self._feed_posted()
         self._run_calls()
-        self.feed(Tick())
+        if ahead is not None and ahead[0] is self.machine and ahead[1] is self.params and self.clock() >= deadline:
+            self.feed(Tick(), decision=ahead[2])
+        else:
+            self.feed(Tick())
         self.executor.run_garp(self.clock())
         self._send_beacon()
+
+    def _takeover_due(self, deadline: float) -> bool:
+        """The loop's next deadline is this backup's master-down timer."""
+        m = self.machine
+        return m.state == State.BACKUP and m.master_down_deadline is not None and m.master_down_deadline <= deadline
+
+    def _decide_ahead(self, deadline: float) -> tuple | None:
+        """The machine's decision for a Tick at `deadline`, taken before it (the machine is
+        pure): if nothing reaches the machine meanwhile, the takeover's first advert, VIP
+        and ARP go out at the deadline without the decision's own time after it."""
+        try:
+            return self.machine, self.params, sm.step(self.machine, self.params, Tick(), deadline)
+        except Exception:  # noqa: BLE001 - the Tick at the deadline takes the ordinary path and says why
+            return None
+
+    def _rehearse(self) -> None:
+        """Walk the takeover's send path without sending (the cached advert, the ARP frames
+        for this MAC, the VIP requests for this index): what it touches is then in the
+        CPU's caches, not in memory, when the deadline comes."""
+        try:
+            self.executor.warm()
+            prepare = getattr(self.ad.vips, "prepare", None)
+            if prepare is not None:
+                prepare()
+        except Exception:  # noqa: BLE001 - only a rehearsal: the takeover itself reports failures
+            pass
+
+    def _poll_until(self, fds: list, deadline: float) -> list:
+        """Poll `fds` until one is readable or the clock reaches `deadline` (at most
+        2 x TAKEOVER_SPIN of real time, whatever the injected clock says)."""
+        give_up = time.monotonic() + 2 * TAKEOVER_SPIN
+        while True:
+            readable, _, _ = select.select(fds, [], [], 0)
+            if readable or self.clock() >= deadline or time.monotonic() >= give_up:
+                return readable
 
     def _drain_wake(self) -> None:
         try:

@@ -24,12 +24,16 @@ def render_conf(*, vrid: int, priority: int, vips: list[str], interface: str = "
                 advert_int: float = 1, version: int = 2, auth_pass: str | None = None,
                 unicast_src: str | None = None, unicast_peers: tuple[str, ...] | list[str] = (),
                 nopreempt: bool = False, state: str = "BACKUP", instance: str = "VI_1",
-                router_id: str = "havip-lab", garp_master_delay: int | None = None) -> str:
+                router_id: str = "havip-lab", garp_master_delay: int | None = None,
+                rt_priority: int | None = None) -> str:
     """A keepalived.conf with one vrrp_instance, e.g. the HA seed's:
-    render_conf(vrid=51, priority=110, vips=["198.18.0.50/24"], auth_pass="1111")."""
+    render_conf(vrid=51, priority=110, vips=["198.18.0.50/24"], auth_pass="1111").
+    `rt_priority`: the VRRP child at SCHED_RR (global_defs vrrp_rt_priority), as havip's
+    realtime_priority puts its loop."""
     if nopreempt and state != "BACKUP":
         raise ValueError("keepalived honours nopreempt only with state BACKUP")
-    lines = ["global_defs {", f"  router_id {router_id}", "}",
+    lines = ["global_defs {", f"  router_id {router_id}",
+             *([f"  vrrp_rt_priority {rt_priority}"] if rt_priority else []), "}",
              f"vrrp_instance {instance} {{",
              f"  state {state}",
              f"  interface {interface}",

@@ -50,6 +50,9 @@ class Announcer:
         self.ifname = ifname
         self._sock: socket.socket | None = None
         self._cache: dict[tuple[str, str], bytes] = {}
+        # The frames of the last announcement: (the vips sequence it was for, raw MAC, frames).
+        # The takeover path then costs one getsockname() and the sends.
+        self._last: tuple[tuple, bytes, list[bytes]] | None = None
         try:
             self._open()
         except AdapterError:
@@ -90,16 +93,26 @@ class Announcer:
     def prepare(self, vips) -> None:
         """Build the frames ahead (about 1 ms each with scapy), so that the takeover
         path only sends them."""
-        for v in vips:
-            self.frame(v)
+        self._frames(tuple(vips))
+
+    def _frames(self, vips: tuple) -> list[bytes]:
+        """The frames for `vips` (the same as last time: reused while the interface's MAC
+        is the same)."""
+        raw = self._open().getsockname()[4]
+        last = self._last
+        if last is not None and last[1] == raw and last[0] == vips:
+            return last[2]
+        frames = [self.frame(v) for v in vips]
+        self._last = (vips, raw, frames)
+        return frames
 
     def announce(self, vips) -> int:
         """Send one frame per VIP; returns how many went out. On failure the socket is
         reopened next time (the interface may have been re-created) and AdapterError
         says how many of the frames were lost."""
-        vips = list(vips)
+        vips = tuple(vips)
         try:
-            frames = [self.frame(v) for v in vips]
+            frames = self._frames(vips)
         except OSError as exc:
             self._reset()
             raise AdapterError(f"cannot announce on {self.ifname}: {errno_text(exc)}") from None
@@ -117,6 +130,7 @@ class Announcer:
         return sent
 
     def _reset(self) -> None:
+        self._last = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None

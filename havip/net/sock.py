@@ -8,7 +8,9 @@ multicast group. TTL / hop limit is 255 for both multicast and unicast, as RFC 3
 5.2.3 / RFC 5798 5.1.1.3 require and receivers check.
 
 `recv()` never raises on a malformed packet: it returns what it got and leaves the
-verdict (and the drop counter) to the protocol codec.
+verdict (and the drop counter) to the protocol codec. It also returns when the kernel
+received the packet (SO_TIMESTAMPNS): a backup's master-down timer runs from the advert's
+arrival (RFC 5798 6.4.2), not from when a busy loop got round to reading it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ GROUP4 = "224.0.0.18"   # RFC 3768 5.2.2
 GROUP6 = "ff02::12"     # RFC 5798 5.1.2.2
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)   # <linux/in.h>; Python < 3.12 lacks it
 _ANY4 = b"\0\0\0\0"
-_ANC6 = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)   # in6_pktinfo + hop limit
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)   # <asm-generic/socket.h>
+_STAMP = socket.CMSG_SPACE(16)                          # struct timespec
+_ANC6 = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4) + _STAMP   # in6_pktinfo + hop limit + stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class Received:
     src: str
     dst: str
     ttl: int | None        # IPv4 TTL or IPv6 hop limit; None when unknown
+    stamp: float | None = None   # when the kernel received it (CLOCK_REALTIME seconds); None when unknown
 
 
 class AdvertSocket:
@@ -53,6 +58,8 @@ class AdvertSocket:
         self._peers = [str(p) for p in unicast_peers or []]
         self._fixed_source = str(unicast_source) if unicast_source else None
         self._source = ""
+        self._anc4_key: tuple[int, str] | None = None
+        self._anc4_cached: list = []
         self._ifindex: int | None = None
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         try:
@@ -74,6 +81,7 @@ class AdvertSocket:
 
     def _setup_header(self) -> None:
         s = self._sock
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         # Class "network control" (0xc0), as keepalived marks its adverts, so QoS
         # policies written for keepalived treat havip's the same.
         if self.family == 4:
@@ -172,37 +180,44 @@ class AdvertSocket:
     def _send_one(self, payload: bytes, dst: str) -> None:
         index = self._ifindex or 0
         if self.family == 4:
-            anc = []
-            if self._source:
-                info = struct.pack("i4s4s", index, socket.inet_aton(self._source), _ANY4)
-                anc = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
-            self._sock.sendmsg([payload], anc, 0, (dst, 0))
+            self._sock.sendmsg([payload], self._anc4(index), 0, (dst, 0))
         else:
             src = socket.inet_pton(socket.AF_INET6, self._source) if self._source else bytes(16)
             info = struct.pack("16sI", src, index)
             self._sock.sendmsg([payload], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0,
                                (dst, 0, 0, index))
 
+    def _anc4(self, index: int) -> list:
+        """IP_PKTINFO for the source address, built once per (index, source)."""
+        key = (index, self._source)
+        if self._anc4_key != key:
+            info = struct.pack("i4s4s", index, socket.inet_aton(self._source), _ANY4) if self._source else None
+            self._anc4_cached = [(socket.IPPROTO_IP, IP_PKTINFO, info)] if info else []
+            self._anc4_key = key
+        return self._anc4_cached
+
     def recv(self) -> Received | None:
         """The next packet, or None when there is none waiting."""
         try:
-            if self.family == 4:
-                data, addr = self._sock.recvfrom(65535)
-                return _strip_ipv4(data, addr[0])
-            data, anc, _flags, addr = self._sock.recvmsg(65535, _ANC6)
+            data, anc, _flags, addr = self._sock.recvmsg(65535, _STAMP if self.family == 4 else _ANC6)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
             raise AdapterError(f"receiving on the VRRP socket of {self.ifname} failed: {errno_text(exc)}") from None
-        dst, hops = "", None
+        dst, hops, stamp = "", None, None
         for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                sec, nsec = struct.unpack("qq", value[:16])
+                stamp = sec + nsec / 1e9
             if level != socket.IPPROTO_IPV6:
                 continue
             if kind == socket.IPV6_PKTINFO and len(value) >= 16:
                 dst = socket.inet_ntop(socket.AF_INET6, value[:16])
             elif kind == socket.IPV6_HOPLIMIT and len(value) >= 4:
                 hops = struct.unpack("i", value[:4])[0]
-        return Received(payload=data, src=addr[0].split("%")[0], dst=dst, ttl=hops)
+        if self.family == 4:
+            return _strip_ipv4(data, addr[0], stamp)
+        return Received(payload=data, src=addr[0].split("%")[0], dst=dst, ttl=hops, stamp=stamp)
 
     def wait(self, timeout: float) -> Received | None:
         """recv(), waiting up to `timeout` seconds (for tools and tests; the daemon selects)."""
@@ -220,10 +235,10 @@ class AdvertSocket:
         self.close()
 
 
-def _strip_ipv4(data: bytes, src: str) -> Received:
+def _strip_ipv4(data: bytes, src: str, stamp: float | None = None) -> Received:
     """Split what an IPv4 raw socket returns into header fields and the VRRP payload."""
     if len(data) < 20 or data[0] >> 4 != 4:
-        return Received(payload=b"", src=src, dst="", ttl=None)
+        return Received(payload=b"", src=src, dst="", ttl=None, stamp=stamp)
     ihl = (data[0] & 0x0F) * 4
     total = struct.unpack_from("!H", data, 2)[0]
     end = total if ihl <= total <= len(data) else len(data)
@@ -231,4 +246,4 @@ def _strip_ipv4(data: bytes, src: str) -> Received:
     dst = socket.inet_ntoa(data[16:20])
     src = socket.inet_ntoa(data[12:16])
     payload = data[ihl:end] if ihl >= 20 else b""
-    return Received(payload=payload, src=src, dst=dst, ttl=ttl)
+    return Received(payload=payload, src=src, dst=dst, ttl=ttl, stamp=stamp)

@@ -4,6 +4,7 @@ through tests.integration.nsagent (the test process itself stays where it is).""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
@@ -101,6 +102,15 @@ def test_without_net_admin_and_net_raw_every_adapter_says_so(topology):
 # ---------------------------------------------------------------- AdvertSocket
 
 
+def _stamped(got: dict) -> dict:
+    """The packet without its kernel receive time, which must be there: the wall clock when
+    it arrived (the master-down timer runs from it), so within a minute of now."""
+    got = dict(got)
+    stamp = got.pop("stamp")
+    assert isinstance(stamp, float) and abs(stamp - time.time()) < 60, stamp
+    return got
+
+
 def _pair(topology, agent, family, **kw):
     a, b = topology.add_host("a", 11), topology.add_host("b", 21)
     A, B = agent(a), agent(b)
@@ -114,7 +124,7 @@ def test_ipv4_multicast_arrives_with_ttl_255_and_is_not_looped_back(topology, ag
     assert A.call("s", "source") == a.addr
     assert A.call("s", "destinations") == ["224.0.0.18"]
     A.call("s", "send", b"\x21\x33advert-from-a")
-    got = B.call("s", "wait", 3.0)
+    got = _stamped(B.call("s", "wait", 3.0))
     assert got == {"payload": b"\x21\x33advert-from-a", "src": a.addr, "dst": "224.0.0.18", "ttl": 255}
     # A's socket works (it hears B) but never hears itself: multicast loop is off.
     B.call("s", "send", b"from-b")
@@ -129,7 +139,7 @@ def test_ipv6_multicast_uses_link_local_source_and_hop_limit_255(topology, agent
     assert src.startswith("fe80:") and src in {x.split("/")[0] for x in a.addresses()}
     A.call("s", "send", b"\x31\x35v3")
     got = B.call("s", "wait", 3.0)
-    assert got == {"payload": b"\x31\x35v3", "src": src, "dst": "ff02::12", "ttl": 255}
+    assert _stamped(got) == {"payload": b"\x31\x35v3", "src": src, "dst": "ff02::12", "ttl": 255}
     B.call("s", "send", b"from-b")
     assert A.call("s", "wait", 3.0)["payload"] == b"from-b"
     assert A.call("s", "wait", 0.3) is None
@@ -141,7 +151,7 @@ def test_unicast_goes_to_each_peer_from_the_given_source_unfiltered(topology, ag
     c = topology.add_host("c", 31)
     assert A.call("s", "destinations") == [b.addr]
     A.call("s", "send", b"uni")
-    assert B.call("s", "wait", 3.0) == {"payload": b"uni", "src": a.addr, "dst": b.addr, "ttl": 255}
+    assert _stamped(B.call("s", "wait", 3.0)) == {"payload": b"uni", "src": a.addr, "dst": b.addr, "ttl": 255}
     A.call("s", "send_to", b"uni-one", b.addr)      # VRRPv3: a payload per peer
     assert B.call("s", "wait", 3.0)["payload"] == b"uni-one"
     # An explicit source (a secondary address here) is used as given.
@@ -163,7 +173,7 @@ def test_ipv6_unicast_to_a_global_peer(topology, agent):
                                               "unicast_source": "fd00:198:18::b"},
                        b={"unicast_peers": ["fd00:198:18::b"]})
     A.call("s", "send", b"uni6")
-    assert B.call("s", "wait", 3.0) == {"payload": b"uni6", "src": a.addr6, "dst": b.addr6, "ttl": 255}
+    assert _stamped(B.call("s", "wait", 3.0)) == {"payload": b"uni6", "src": a.addr6, "dst": b.addr6, "ttl": 255}
 
 
 @pytest.mark.parametrize("family", [4, 6])
