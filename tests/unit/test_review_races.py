@@ -110,3 +110,119 @@ def test_a_fence_over_a_graceful_stop_kills_a_milvus_whose_start_was_in_flight()
             rt.running = False
             rt._ended.notify_all()
         d.close()
+
+
+# ---------------------------------------------------------------- a loss that overtakes its grant
+
+def test_core_a_lease_reported_lost_before_its_grant_does_not_start_milvus():
+    """etcd: the keep-alive of the lease an acquire has just taken cannot prove it (or etcd
+    says it was revoked) and posts LeaseLost(id) before the worker posts that acquire's
+    LeaseResult(ok, id). The loss was dropped as stale ("ours is acquiring") and the grant
+    then started Milvus on a lease already lost: nothing fences it while Milvus starts."""
+    from havip.core.machine import Container
+    from havip.model import AddVip, LeaseResult, StartContainer
+    from tests.unit.test_machine import _leasing, params
+
+    p = params(supervise=True, lease=True)
+    r = _leasing(p)
+    op = r.m.lease_op
+    r.do(LeaseLost("etcd says the lease 77 of /service/havip/51/leader has expired or was revoked",
+                   lease_id=0x77), r.now + 0.01)
+    d = r.do(LeaseResult(ok=True, reason="etcd leader key taken (lease 77)", op=op, lease_id=0x77), r.now + 0.01)
+    assert not any(isinstance(a, (StartContainer, AddVip)) for a in d.actions), (d.actions, d.reason)
+    assert r.m.container == Container.LEASING and not r.m.lease_held, (r.m.phase, r.m.lease)
+    # The next attempt takes a new etcd lease, and that one starts Milvus.
+    r.tick(r.now + 1.0)
+    d = r.do(LeaseResult(ok=True, reason="etcd leader key taken (lease 78)", op=r.m.lease_op, lease_id=0x78),
+             r.now + 0.01)
+    assert any(isinstance(a, StartContainer) for a in d.actions) and r.m.lease.lease_id == 0x78
+
+
+class LosingEtcdLease:
+    """An etcd-like lease whose grant number `lose` is lost at once: its keep-alive thread
+    reports the loss (on_lost, as EtcdLease._lose) before acquire() has returned to the
+    worker. Other grants hold. `lost` names the lease ids reported lost."""
+
+    backend = "etcd"
+    path = key = "/service/havip/51/leader"
+
+    def __init__(self, lose: int):
+        self.lose = lose
+        self.on_lost = None
+        self.lease_id = None
+        self.lost: set[int] = set()
+        self.grants = 0
+        self.calls: list[str] = []
+
+    @property
+    def held(self) -> bool:
+        return self.lease_id is not None
+
+    def acquire(self):
+        from havip.runtime.lease import LeaseResult
+
+        self.calls.append("acquire")
+        if self.lease_id is not None and self.lease_id not in self.lost:
+            return LeaseResult(True, f"etcd leader key already held (lease {self.lease_id:x})")
+        self.grants += 1
+        self.lease_id = 0x100 + self.grants
+        if self.grants == self.lose:
+            t = threading.Thread(target=self._lose, args=(self.lease_id,))
+            t.start()
+            t.join()
+        return LeaseResult(True, f"etcd leader key taken (lease {self.lease_id:x})")
+
+    def _lose(self, lease_id):
+        self.lost.add(lease_id)
+        self.on_lost(f"etcd says the lease {lease_id:x} has expired or was revoked", lease_id)
+
+    def release(self):
+        self.calls.append("release")
+        was, self.lease_id = self.lease_id, None
+        return f"lease {was:x} revoked" if was else None
+
+    def renew(self):
+        if self.lease_id is None or self.lease_id in self.lost:
+            raise RuntimeError("lost")
+
+
+class LeaseWatchingEngine(FakeRuntime):
+    """Records, at each start, whether the lease it runs on was already reported lost."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.lease = None
+        self.started_on_lost: list[int] = []
+
+    def start(self) -> None:
+        if self.lease.lease_id in self.lease.lost:
+            self.started_on_lost.append(self.lease.lease_id)
+        super().start()
+
+
+def test_daemon_a_lease_lost_before_its_grant_is_reported_starts_no_milvus_on_it():
+    # Grant 1 is the start-up guard's (given back after the confirmed stop); 2 the master's.
+    lease = LosingEtcdLease(lose=2)
+    rt = LeaseWatchingEngine(running=False)
+    rt.lease = lease
+    cfg = config.parse({**BASE, "milvus": {"container": "milvus", "start_timeout": 5, "stop_timeout": 1}},
+                       default_instance="test")
+    sock, vips, link, clock = FakeSocket(), FakeVips(), FakeLink(), FakeClock()
+    ad = Adapters(make_socket=lambda: sock, vips=vips, announcer=FakeAnnouncer(), link=link, runtime=rt,
+                  milvus_probe=object(), lease=lease)
+    d = Daemon(cfg, ad, log=structlog.get_logger("test"), clock=clock)
+    try:
+        d.start()
+        _settle(d)
+        clock.advance(3.7)
+        d.run_once()
+        clock.advance(1.0)
+        _settle(d)
+        for _ in range(8):                      # lease retries, if any
+            clock.advance(0.3)
+            _settle(d)
+        assert lease.lost, "the fake never lost its first lease"
+        assert rt.started_on_lost == [], f"milvus started on etcd lease(s) {rt.started_on_lost} already reported lost"
+        assert d.machine.state == State.MASTER and rt.running, (d.machine.phase, d.machine.lease, lease.calls)
+    finally:
+        d.close()
