@@ -226,3 +226,70 @@ def test_daemon_a_lease_lost_before_its_grant_is_reported_starts_no_milvus_on_it
         assert d.machine.state == State.MASTER and rt.running, (d.machine.phase, d.machine.lease, lease.calls)
     finally:
         d.close()
+
+
+# ---------------------------------------------------------------- the start-up guard's lease lost
+
+class GuardEtcdLease(LosingEtcdLease):
+    """An etcd-like lease that grants and keeps its lease until the test reports it lost."""
+
+    def __init__(self):
+        super().__init__(lose=0)
+
+
+def test_core_the_start_up_guards_lease_lost_kills_the_leftover_still_stopping():
+    """A host finds a leftover Milvus at start-up: it takes the lease first (the guard, so
+    the peer does not start beside the leftover) and stops the leftover with grace (up to
+    stop_timeout). The guard's etcd lease is lost (this host cut off from etcd): it
+    expires within fence_margin and the peer takes it and starts. The leftover must not
+    drain through its grace meanwhile: the loss turns its graceful stop into a kill."""
+    from havip.core.machine import Container
+    from havip.model import LeaseResult, StopContainer
+    from tests.unit.test_machine import Run, params
+
+    p = params(supervise=True, lease=True)
+    r = Run(p)
+    assert r.m.container == Container.STOPPING and r.m.phase.grace and r.state == State.BACKUP
+    guard = r.m.lease.op
+    r.do(LeaseResult(ok=True, reason="etcd leader key taken (lease 55)", op=guard, lease_id=0x55), 0.05)
+    assert r.m.lease_held
+    d = r.do(LeaseLost("cannot prove the etcd lease 55", lease_id=0x55), 1.0)
+    assert any(isinstance(a, StopContainer) and not a.grace for a in d.actions), (d.actions, d.reason)
+
+
+def test_core_the_guards_lease_lost_while_shutting_down_kills_too():
+    """The same while the daemon shuts down (SIGTERM) with that graceful stop pending: the
+    machine waits for the stop and dropped every other event, a LeaseLost included."""
+    from havip.model import LeaseResult, Shutdown, StopContainer
+    from tests.unit.test_machine import Run, params
+
+    p = params(supervise=True, lease=True)
+    r = Run(p)
+    r.do(LeaseResult(ok=True, reason="etcd leader key taken (lease 55)", op=r.m.lease.op, lease_id=0x55), 0.05)
+    r.do(Shutdown(), 0.5)
+    assert r.m.leaving == State.STOPPED and r.m.phase.grace
+    d = r.do(LeaseLost("cannot prove the etcd lease 55", lease_id=0x55), 1.0)
+    assert any(isinstance(a, StopContainer) and not a.grace for a in d.actions), (d.actions, d.reason)
+
+
+def test_daemon_the_guards_lease_lost_kills_the_leftover_at_once():
+    lease = GuardEtcdLease()
+    rt = RacyEngine(running=True)                     # the leftover; its graceful stop lasts GRACE
+    cfg = config.parse({**BASE, "milvus": {"container": "milvus", "start_timeout": 5, "stop_timeout": GRACE}},
+                       default_instance="test")
+    sock, vips, link, clock = FakeSocket(), FakeVips(), FakeLink(), FakeClock()
+    ad = Adapters(make_socket=lambda: sock, vips=vips, announcer=FakeAnnouncer(), link=link, runtime=rt,
+                  milvus_probe=object(), lease=lease)
+    d = Daemon(cfg, ad, log=structlog.get_logger("test"), clock=clock)
+    try:
+        d.start()
+        assert _until(d, rt.graceful_began.is_set, 5), "the leftover's graceful stop never began"
+        assert _until(d, lambda: d.machine.lease_held, 5)
+        lease._lose(lease.lease_id)                   # the keep-alive cannot prove it any more
+        assert _until(d, lambda: not rt.running, 3), \
+            f"the leftover drains through its grace on a lost guard lease: {rt.calls}, {d.machine.phase}"
+    finally:
+        with rt._ended:
+            rt.running = False
+            rt._ended.notify_all()
+        d.close()
