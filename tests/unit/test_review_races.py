@@ -293,3 +293,28 @@ def test_daemon_the_guards_lease_lost_kills_the_leftover_at_once():
             rt.running = False
             rt._ended.notify_all()
         d.close()
+
+
+def test_core_the_owners_guard_lost_kills_its_leftover_and_still_starts_after():
+    """The address owner (255) is master at once, its leftover stopping behind the gate:
+    the kill keeps the gate (Milvus starts after the confirmed stop, on a new lease)."""
+    from havip.core.machine import Container
+    from havip.model import ContainerStopped, LeaseReleased, LeaseResult, ReleaseLease, StartContainer, StopContainer
+    from tests.unit.test_machine import Run, params
+
+    p = params(supervise=True, lease=True, priority=255)
+    r = Run(p)
+    assert r.state == State.MASTER and r.m.container == Container.STOPPING and r.m.phase.grace
+    r.do(LeaseResult(ok=True, reason="etcd leader key taken (lease 55)", op=r.m.lease.op, lease_id=0x55), 0.05)
+    d = r.do(LeaseLost("cannot prove the etcd lease 55", lease_id=0x55), 0.5)
+    (kill,) = [a for a in d.actions if isinstance(a, StopContainer)]
+    assert not kill.grace and r.m.phase.gate_at is not None
+    r.do(ContainerStopped(ok=True, reason="killed", op=kill.op), 0.6)
+    d = r.tick(r.m.phase.gate_at if r.m.phase.gate_at else r.now + 5)
+    d = r.tick(r.now + 5)
+    acquire = r.m.lease_op
+    assert acquire is not None, (r.m.phase, r.m.lease)
+    releases = [a for dd in r.decisions for a in dd.actions if isinstance(a, ReleaseLease)]
+    r.do(LeaseReleased(ok=True, reason="revoked", op=releases[-1].op), r.now)
+    d = r.do(LeaseResult(ok=True, reason="etcd leader key taken (lease 56)", op=acquire, lease_id=0x56), r.now)
+    assert any(isinstance(a, StartContainer) for a in d.actions), (d.actions, d.reason)
