@@ -13,7 +13,7 @@ from havip.core import lease as lease_phase
 from havip.core.lease import Held
 from havip.core.lifecycle import MAY_RUN, Container, Leasing, Running, Stopped, Stopping, Waiting
 from havip.core.state import LEASE_RETRY, LOST_KEPT, STOP_RETRY, Decision, Machine, Params
-from havip.core.transitions import _finish_leave, _leave_master, _open_gate, _release, _start, _stop
+from havip.core.transitions import _finish_leave, _kill_pending, _leave_master, _open_gate, _release, _start, _stop
 from havip.model import ContainerReady, ContainerStopped, LeaseLost, LeaseReleased, LeaseResult, State
 
 
@@ -151,6 +151,11 @@ def _lease_lost(m: Machine, p: Params, ev: LeaseLost, now: float) -> Decision:
                                f"ours is {m.lease.name}")
     if graceful_stop_leaving(m):
         return _fence_leaving(m, ev.reason)
+    if isinstance(m.phase, Stopping) and m.phase.grace and isinstance(m.lease, (Held, lease_phase.Acquiring)):
+        # A leftover found at start-up drains under the start-up guard's lease, which may
+        # now expire and go to the peer: it must not drain through its grace meanwhile.
+        m, kill = _kill_pending(m)
+        return Decision(m, tuple(kill), f"{ev.reason}; the milvus still stopping here is killed at once")
     # Fencing by time: even while Milvus starts (no check runs then, see check_role).
     if m.state != State.MASTER or m.leaving or m.container not in (Container.STARTING, Container.RUNNING):
         return Decision(m)
