@@ -67,12 +67,14 @@ def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) 
 def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     wanted = m.state == State.MASTER and m.container == Container.LEASING and not m.leaving
     stale = _stale("lease", ev.op, m.lease_op)
-    if ev.ok and ev.lease_id is not None and ev.lease_id in m.lost_leases:
+    kept = m.lease.lease_id if isinstance(m.lease, Held) else None
+    granted_id = ev.lease_id if ev.lease_id is not None else kept
+    if ev.ok and granted_id is not None and granted_id in m.lost_leases:
         # The keep-alive of the lease this acquire took reported it lost before this answer
         # reached us: it proves nothing, and Milvus must not start on it. A refusal: the
         # next attempt takes a new etcd lease (the backend drops the lost one).
         ev = replace(ev, ok=False, holder=None,
-                     reason=f"{ev.reason}, but etcd lease {ev.lease_id:x} was already reported lost")
+                     reason=f"{ev.reason}, but etcd lease {granted_id:x} was already reported lost")
     if ev.ok and lease_phase.is_void(m.lease, ev.op):
         # A ReleaseLease ran after this attempt on the ordered worker: the lease it took is
         # gone again. Only the answer to the pending attempt may start Milvus.

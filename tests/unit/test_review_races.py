@@ -318,3 +318,22 @@ def test_core_the_owners_guard_lost_kills_its_leftover_and_still_starts_after():
     r.do(LeaseReleased(ok=True, reason="revoked", op=releases[-1].op), r.now)
     d = r.do(LeaseResult(ok=True, reason="etcd leader key taken (lease 56)", op=acquire, lease_id=0x56), r.now)
     assert any(isinstance(a, StartContainer) for a in d.actions), (d.actions, d.reason)
+
+
+def test_core_an_answer_without_lease_id_over_a_held_lease_reported_lost_starts_nothing():
+    """Held lease 77 (an older attempt's yes) reported lost while the pending attempt is
+    out; that attempt's yes carries no id (a backend that does not name it): it would keep
+    77, lost: a refusal too, not a start (nor a MachineError that ends the loop)."""
+    import dataclasses
+
+    from havip.core.lease import Held
+    from havip.model import LeaseResult, StartContainer
+    from tests.unit.test_machine import _leasing, params
+
+    p = params(supervise=True, lease=True)
+    r = _leasing(p)
+    op = r.m.lease_op
+    r.m = dataclasses.replace(r.m, lease=Held(op - 1, r.now, 0x77, r.m.lease.void_before))
+    assert r.do(LeaseLost("lost 77", lease_id=0x77), r.now + 0.01).actions == ()
+    d = r.do(LeaseResult(ok=True, reason="already held", op=op), r.now + 0.01)
+    assert not any(isinstance(a, StartContainer) for a in d.actions), (d.actions, d.reason)
