@@ -337,3 +337,23 @@ def test_core_an_answer_without_lease_id_over_a_held_lease_reported_lost_starts_
     assert r.do(LeaseLost("lost 77", lease_id=0x77), r.now + 0.01).actions == ()
     d = r.do(LeaseResult(ok=True, reason="already held", op=op), r.now + 0.01)
     assert not any(isinstance(a, StartContainer) for a in d.actions), (d.actions, d.reason)
+
+
+# ---------------------------------------------------------------- SIGTERM, then the link goes
+
+def test_core_a_master_shutting_down_that_loses_its_link_kills_instead_of_draining():
+    """SIGTERM on the master: it stops Milvus with grace (up to stop_timeout), advertising
+    meanwhile so the backup waits. Its link goes down: the backup hears nothing, takes over
+    after master-down and starts its Milvus, while ours drains through its grace. A master
+    that loses its link outside a shutdown kills at once for this reason; shutting down,
+    the graceful stop went on."""
+    from havip.model import LinkChanged, Shutdown, StopContainer
+    from tests.unit.test_machine import params, serving
+
+    p = params(supervise=True)
+    r = serving(p)
+    d = r.do(Shutdown(), r.now + 1)
+    assert any(isinstance(a, StopContainer) and a.grace for a in d.actions) and r.m.leaving == State.STOPPED
+    d = r.do(LinkChanged(up=False, detail="carrier lost"), r.now + 0.5)
+    assert any(isinstance(a, StopContainer) and not a.grace for a in d.actions), (d.actions, d.reason)
+    assert r.m.leaving == State.STOPPED
