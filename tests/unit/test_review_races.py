@@ -357,3 +357,95 @@ def test_core_a_master_shutting_down_that_loses_its_link_kills_instead_of_draini
     d = r.do(LinkChanged(up=False, detail="carrier lost"), r.now + 0.5)
     assert any(isinstance(a, StopContainer) and not a.grace for a in d.actions), (d.actions, d.reason)
     assert r.m.leaving == State.STOPPED
+
+
+class WatchedSocket(FakeSocket):
+    """Records, with every advert, whether our Milvus ran when it left."""
+
+    def __init__(self, rt):
+        super().__init__()
+        self.rt = rt
+        self.running_at_send: list[tuple[int, bool]] = []
+
+    def send_to(self, payload: bytes, dst: str) -> None:
+        super().send_to(payload, dst)
+        adv = codec.decode(payload, src=self.source, dst="224.0.0.18", ttl=255, family=4)
+        self.running_at_send.append((adv.priority, self.rt.running))
+
+
+def _serving_daemon(rt, sock):
+    cfg = config.parse({**BASE, "milvus": {"container": "milvus", "start_timeout": 5, "stop_timeout": GRACE}},
+                       default_instance="test")
+    vips, link, clock = FakeVips(), FakeLink(), FakeClock()
+    ad = Adapters(make_socket=lambda: sock, vips=vips, announcer=FakeAnnouncer(), link=link, runtime=rt,
+                  milvus_probe=object())
+    d = Daemon(cfg, ad, log=structlog.get_logger("test"), clock=clock)
+    d.start()
+    _settle(d)
+    clock.advance(3.7)
+    d.run_once()
+    clock.advance(1.0)
+    _settle(d)
+    assert d.machine.state == State.MASTER and str(d.machine.container) == "running"
+    return d, link, clock
+
+
+def test_daemon_sigterm_then_link_down_kills_at_once():
+    rt = RacyEngine(running=False)
+    sock = WatchedSocket(rt)
+    d, link, clock = _serving_daemon(rt, sock)
+    try:
+        d.request_stop()                               # SIGTERM: graceful stop, advertising meanwhile
+        assert _until(d, rt.graceful_began.is_set, 5)
+        link.set(False)                                # the cable goes: the backup takes over soon
+        assert _until(d, lambda: not rt.running, 3), f"milvus drains through its grace: {rt.calls}"
+        assert _until(d, lambda: d.machine.state == State.STOPPED, 5)
+        assert all(not running for prio, running in sock.running_at_send if prio == 0)
+    finally:
+        with rt._ended:
+            rt.running = False
+            rt._ended.notify_all()
+        d.close()
+
+
+def test_daemon_loop_dies_while_the_urgent_kill_runs_hands_over_safely():
+    """The fence's kill runs out of order beside the graceful stop, and the loop dies right
+    then (_fail_safe): the handover still waits for the ordered, confirmed stop; priority 0
+    never leaves while Milvus runs, and serve() ends."""
+    import threading as _t
+
+    from havip.daemon.loop import EXIT_LOOP_FAILED
+
+    rt = RacyEngine(running=False)
+    sock = WatchedSocket(rt)
+    d, link, clock = _serving_daemon(rt, sock)
+    slow_kill = _t.Event()
+    real_stop = rt.stop
+
+    def stop(timeout=None):
+        if timeout == 0 and not slow_kill.is_set():
+            slow_kill.set()
+            time.sleep(0.5)                            # the urgent kill is in flight when the loop dies
+        return real_stop(timeout)
+    rt.stop = stop
+    try:
+        higher = codec.encode(Advert(2, 51, 200, 1.0, ("198.18.0.50",), auth_type=1, password=b"1111"),
+                              src="198.18.0.21", dst="224.0.0.18")
+        sock.deliver(higher, "198.18.0.21")
+        assert _until(d, rt.graceful_began.is_set, 5)
+        d.post(LeaseLost("cannot prove the etcd lease"))
+        assert _until(d, slow_kill.is_set, 5)
+        link.drain_error = RuntimeError("a bug in the loop")
+        link.set(True)                                 # wakes the loop into the bug
+        out: list[int] = []
+        th = _t.Thread(target=lambda: out.append(d.serve()))
+        th.start()
+        th.join(20)
+        assert not th.is_alive(), "serve() did not end"
+        assert out == [EXIT_LOOP_FAILED] and not rt.running
+        assert all(not running for prio, running in sock.running_at_send if prio == 0), sock.running_at_send
+    finally:
+        with rt._ended:
+            rt.running = False
+            rt._ended.notify_all()
+        d.close()
