@@ -12,8 +12,8 @@ from dataclasses import replace
 from havip.core import lease as lease_phase
 from havip.core.lease import Held
 from havip.core.lifecycle import MAY_RUN, Container, Leasing, Running, Stopped, Stopping, Waiting
-from havip.core.state import LEASE_RETRY, STOP_RETRY, Decision, Machine, Params
-from havip.core.transitions import _finish_leave, _leave_master, _open_gate, _release, _start, _stop
+from havip.core.state import LEASE_RETRY, LOST_KEPT, STOP_RETRY, Decision, Machine, Params
+from havip.core.transitions import _finish_leave, _kill_pending, _leave_master, _open_gate, _release, _start, _stop
 from havip.model import ContainerReady, ContainerStopped, LeaseLost, LeaseReleased, LeaseResult, State
 
 
@@ -67,6 +67,14 @@ def _container_stopped(m: Machine, p: Params, ev: ContainerStopped, now: float) 
 def _lease(m: Machine, p: Params, ev: LeaseResult, now: float) -> Decision:
     wanted = m.state == State.MASTER and m.container == Container.LEASING and not m.leaving
     stale = _stale("lease", ev.op, m.lease_op)
+    kept = m.lease.lease_id if isinstance(m.lease, Held) else None
+    granted_id = ev.lease_id if ev.lease_id is not None else kept
+    if ev.ok and granted_id is not None and granted_id in m.lost_leases:
+        # The keep-alive of the lease this acquire took reported it lost before this answer
+        # reached us: it proves nothing, and Milvus must not start on it. A refusal: the
+        # next attempt takes a new etcd lease (the backend drops the lost one).
+        ev = replace(ev, ok=False, holder=None,
+                     reason=f"{ev.reason}, but etcd lease {granted_id:x} was already reported lost")
     if ev.ok and lease_phase.is_void(m.lease, ev.op):
         # A ReleaseLease ran after this attempt on the ordered worker: the lease it took is
         # gone again. Only the answer to the pending attempt may start Milvus.
@@ -131,6 +139,9 @@ def _fence_leaving(m: Machine, reason: str) -> Decision:
 
 
 def _lease_lost(m: Machine, p: Params, ev: LeaseLost, now: float) -> Decision:
+    if ev.lease_id is not None and ev.lease_id not in m.lost_leases:
+        # Remembered: this loss may have overtaken the answer of the acquire that took it.
+        m = replace(m, lost_leases=(*m.lost_leases, ev.lease_id)[-LOST_KEPT:])
     held = m.lease.lease_id if isinstance(m.lease, Held) else None
     if ev.lease_id is not None and held is not None and ev.lease_id != held:
         # A keep-alive of an older etcd lease (given back, or lost and replaced by a new
@@ -142,6 +153,11 @@ def _lease_lost(m: Machine, p: Params, ev: LeaseLost, now: float) -> Decision:
                                f"ours is {m.lease.name}")
     if graceful_stop_leaving(m):
         return _fence_leaving(m, ev.reason)
+    if isinstance(m.phase, Stopping) and m.phase.grace and isinstance(m.lease, (Held, lease_phase.Acquiring)):
+        # A leftover found at start-up drains under the start-up guard's lease, which may
+        # now expire and go to the peer: it must not drain through its grace meanwhile.
+        m, kill = _kill_pending(m)
+        return Decision(m, tuple(kill), f"{ev.reason}; the milvus still stopping here is killed at once")
     # Fencing by time: even while Milvus starts (no check runs then, see check_role).
     if m.state != State.MASTER or m.leaving or m.container not in (Container.STARTING, Container.RUNNING):
         return Decision(m)

@@ -17,7 +17,8 @@ from havip.core.state import (
     master_down,
 )
 from havip.core.transitions import (
-    _acquire, _enter_backup, _enter_fault, _enter_master, _finish_leave, _gate_shut, _leave_master, _next_op,
+    _acquire, _enter_backup, _enter_fault, _enter_master, _finish_leave, _gate_shut, _kill_pending, _leave_master,
+    _next_op,
     _open_gate, _shut_gate, _stop,
 )
 from havip.model import (
@@ -180,7 +181,12 @@ def _link(m: Machine, p: Params, ev: LinkChanged, now: float) -> Decision:
     detail = f": {ev.detail}" if ev.detail else ""
     if not ev.up:
         if m.state == State.MASTER and m.leaving == State.STOPPED:
-            return Decision(m)  # shutting down: the stop is in flight; _finish_leave skips priority 0
+            # Shutting down: the stop is in flight and _finish_leave skips priority 0. The
+            # backup no longer hears us and takes over after master-down: a graceful stop
+            # in flight becomes a kill, as below.
+            m, kill = _kill_pending(m)
+            return Decision(m, tuple(kill), f"interface {p.interface} went down{detail} while shutting down; "
+                                            "the graceful stop in flight becomes a kill" if kill else None)
         if m.state in (State.MASTER, State.BACKUP):
             # A master without a link cannot advertise, so it cannot hand over, and the
             # backup takes over after master-down: kill Milvus now, no grace to wait for.

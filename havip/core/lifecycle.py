@@ -108,6 +108,9 @@ def checked(before: Any, p: Any, event: Event, d: Any) -> Any:
             raise MachineError(f"{type(event).__name__}: start while the container is {before.container}")
         if isinstance(a, StartContainer) and p.lease and not after.lease_held:
             raise MachineError(f"{type(event).__name__}: start while the storage lease is {after.lease.name}")
+        if isinstance(a, StartContainer) and after.lease_held and after.lease.lease_id in after.lost_leases:
+            raise MachineError(f"{type(event).__name__}: start on etcd lease {after.lease.lease_id:x}, "
+                               "already reported lost")
         if isinstance(a, ReleaseLease) and a.op is not None and after.lease.void_before < a.op:
             # Else a yes to an acquire queued before this release would count as a grant.
             raise MachineError(f"{type(event).__name__}: ReleaseLease #{a.op} not recorded in the lease's phase")

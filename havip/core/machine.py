@@ -70,7 +70,7 @@ _HANDLERS = {
     LeaseLost: _lease_lost, LeaseReleased: _lease_released,
     FailoverRequested: _failover, PauseChanged: _pause, ParamsChanged: _params_changed, Shutdown: _shutdown,
 }
-_WHILE_STOPPING = (Tick, ContainerStopped, ContainerReady, LeaseResult, LeaseReleased, ParamsChanged)
+_WHILE_STOPPING = (Tick, ContainerStopped, ContainerReady, LeaseResult, LeaseReleased, LeaseLost, ParamsChanged)
 
 
 def step(m: Machine, p: Params, event: Event, now: float) -> Decision:

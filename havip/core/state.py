@@ -18,6 +18,7 @@ OWNER_PRIORITY = 255
 TAKEOVER_PRIORITY = 254  # a planned takeover outranks every non-owner (RFC 5798 5.2.4)
 STOP_RETRY = 1.0         # seconds between attempts to stop a container that would not stop
 LEASE_RETRY = 0.25       # seconds between attempts to take a storage lease another host holds
+LOST_KEPT = 4            # etcd lease ids reported lost that the machine remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,9 @@ class Machine:
     boost: bool = False                  # planned takeover: advertise TAKEOVER_PRIORITY
     op_seq: int = 0                      # the last operation id handed out
     lease: LeasePhase = Unheld()         # the storage lease, with the data of its phase
+    # The last etcd lease ids a LeaseLost named: a grant of one of them (its loss overtook
+    # the acquire's answer on the way to the loop) is no grant.
+    lost_leases: tuple[int, ...] = ()
     transitions: int = 0
     listening_since: float = 0.0       # since when adverts could reach us (start-up, link up)
     eligible_since: float = 0.0        # since when we are a backup again (start-up, out of Fault)

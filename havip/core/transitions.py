@@ -51,6 +51,20 @@ def _stop(m: Machine, grace: bool = True) -> tuple[Machine, list[Action]]:
     return replace(m, phase=Stopping(op, grace)), [StopContainer(grace=grace, op=op)]
 
 
+def _kill_pending(m: Machine) -> tuple[Machine, list[Action]]:
+    """A graceful stop pending becomes a kill now, its gate and its start-after kept (the
+    lease it drains under is in question: the start-up guard's over a leftover). A new op
+    supersedes the one in flight (the executor kills out of order); a stop waiting to
+    retry just retries without grace."""
+    ph = m.phase
+    if not (isinstance(ph, Stopping) and ph.grace):
+        return m, []
+    if ph.retry_at is not None:
+        return replace(m, phase=replace(ph, grace=False)), []
+    m, op = _next_op(m)
+    return replace(m, phase=replace(ph, op=op, grace=False)), [StopContainer(grace=False, op=op)]
+
+
 def _acquire(m: Machine, holder: str | None = None) -> tuple[Machine, list[Action]]:
     m, op = _next_op(m)
     return replace(m, phase=Leasing(op, holder=holder), lease=lease_phase.acquire(m.lease, op)), [AcquireLease(op=op)]

@@ -7,7 +7,9 @@ never delay an advert. Every failure is logged and counted; none is swallowed si
 The container and the lease share one ordered worker; every answer carries the id of
 the operation it answers. One exception to the order: a kill (StopContainer without
 grace) asked while a graceful stop holds that worker also runs at once on its own thread
-(_urgent_kill); its answer still comes from the ordered worker. The executor decides
+(_urgent_kill); its answer still comes from the ordered worker, and a graceful stop it
+superseded that has not begun yet runs as a kill (the urgent one may have come before a
+start in flight had brought the container up). The executor decides
 nothing: it gives the lease back only on the machine's ReleaseLease, never on its own,
 not even on close (a lease still held at close stays held: see close()).
 """
@@ -75,6 +77,10 @@ class Executor:
         # worker: it also runs at once on its own thread (_urgent_kill), out of order.
         self._urgent_pool = ThreadPoolExecutor(1, thread_name_prefix="container-kill")
         self._graceful_stops = 0        # graceful stops queued or running on the ordered worker
+        # The op of the last kill asked: a graceful stop with a smaller op that begins after
+        # it was superseded and runs as a kill (the urgent kill may have found nothing
+        # running yet: a start in flight before that stop completes after it).
+        self._kill_op = 0
 
     # ------------------------------------------------------------------ dispatch
 
@@ -129,6 +135,8 @@ class Executor:
                 with self._pending_lock:
                     urgent = not grace and self._graceful_stops > 0
                     self._graceful_stops += 1 if grace else 0
+                    if not grace and op is not None:
+                        self._kill_op = max(self._kill_op, op)
                 if urgent:
                     self._urgent_pool.submit(self._urgent_kill, op)
                 self._submit(self._stop_container, grace, op)
@@ -251,11 +259,21 @@ class Executor:
 
     def _stop_container(self, grace: bool = True, op: int | None = None) -> None:
         t0 = self.clock()
+        gentle = grace
+        if grace and op is not None:
+            with self._pending_lock:
+                superseded = op < self._kill_op
+            if superseded:
+                # A kill asked after this stop supersedes it (see _kill_op): the urgent kill
+                # may have found nothing running while a start ahead of us was in flight.
+                gentle = False
+                self.log.warning("graceful_stop_superseded", op=op, kill_op=self._kill_op,
+                                 reason="a kill was asked after this graceful stop: it runs without grace")
         try:
-            was_running = self.runtime.stop() if grace else self.runtime.stop(timeout=0)
+            was_running = self.runtime.stop() if gentle else self.runtime.stop(timeout=0)
             took = self.clock() - t0
             self.container_timings["stop"] = took
-            what = ("stopped" if grace else "stopped without grace") if was_running else "was not running"
+            what = ("stopped" if gentle else "stopped without grace") if was_running else "was not running"
             # The machine gives the lease back on this answer (ReleaseLease), not us.
             self.post(ContainerStopped(ok=True, reason=f"container {self.cfg.milvus.container} {what} ({took:.2f}s)",
                                        op=op))

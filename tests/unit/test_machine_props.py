@@ -16,8 +16,8 @@ from havip.core.machine import (
 )
 from havip.model import (
     AcquireLease, AddVip, ContainerReady, ContainerStopped, DelVip, Event, FailoverRequested,
-    HealthChanged, LeaseReleased, LeaseResult, LinkChanged, PauseChanged, SendAdvert, Shutdown, StartContainer,
-    Startup, State, Tick,
+    HealthChanged, LeaseLost, LeaseReleased, LeaseResult, LinkChanged, PauseChanged, SendAdvert, Shutdown,
+    StartContainer, Startup, State, StopContainer, Tick,
 )
 from tests.unit.test_machine import advert, check_decision
 
@@ -90,7 +90,9 @@ def events(p: Params, peer_prios: list[int]) -> st.SearchStrategy:
         st.builds(FailoverRequested, force=st.booleans()),
         st.builds(PauseChanged, paused=st.booleans()),
         st.builds(LeaseResult, ok=st.booleans(), reason=st.just("lease?"),
-                  holder=st.sampled_from([None, "other-host"])),
+                  holder=st.sampled_from([None, "other-host"]), lease_id=st.sampled_from([None, 0x1a, 0x2b])),
+        # etcd's keep-alive: a loss about the held lease, another one, or unnamed.
+        st.builds(LeaseLost, reason=st.just("lost?"), lease_id=st.sampled_from([None, 0x1a, 0x2b])),
         st.builds(LeaseReleased, ok=st.booleans(), reason=st.just("released?")),
     )
 
@@ -119,6 +121,7 @@ class Observer:
     last_vip: type | None = None
     maybe_running: bool = False     # StartContainer emitted, no ContainerStopped(ok) since
     acquiring: bool = False         # AcquireLease emitted, no LeaseResult since
+    lost: set = field(default_factory=set)   # etcd lease ids a LeaseLost named: never valid again
     stuck_ticks: list[tuple[float, float]] = field(default_factory=list)
 
     def apply(self, ev: Event | Verdict | Chatter | Quiet | str, dt: float = 0.0) -> None:
@@ -145,6 +148,13 @@ class Observer:
             self.maybe_running = False
         if isinstance(ev, LeaseResult):
             self.acquiring = False
+        if isinstance(ev, LeaseLost) and ev.lease_id is not None:
+            self.lost.add(ev.lease_id)
+        if (isinstance(ev, LeaseLost) and old.state == State.MASTER and old.leaving is None
+                and old.container in (Container.STARTING, Container.RUNNING) and old.lease_held
+                and ev.lease_id in (None, old.lease.lease_id)):
+            # 8. the loss of the lease our Milvus runs on fences at once
+            assert any(isinstance(a, StopContainer) and not a.grace for a in d.actions), "lease lost, no fence"
         for a in d.actions:
             if isinstance(a, (AddVip, DelVip)):
                 self.last_vip = type(a)
@@ -154,6 +164,8 @@ class Observer:
                 # 7. with a storage lease, only once the lease is ours
                 assert not self.p.lease or (isinstance(ev, LeaseResult) and ev.ok), \
                     "Milvus started without the storage lease"
+                # 9. never on an etcd lease already reported lost
+                assert not self.p.lease or m.lease.lease_id not in self.lost, "Milvus started on a lost lease"
                 self.maybe_running = True
             elif isinstance(a, AcquireLease):
                 # (or the start-up guard: the lease held while a leftover container stops)
