@@ -10,7 +10,7 @@ DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 nftabl
           util-linux psmisc systemd python3-venv etcd-server etcd-client iptables openssl
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-standalone bench-fence bench-recipe soak install check clean fresh
+.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-standalone bench-fence bench-recipe bench-pool bench-pool-overhead soak install check clean fresh
 
 all: test
 
@@ -69,7 +69,7 @@ bench: deps venv
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
 	$(PY) bench/fence.py --out docs/benchmarks-fence.md
 	$(PY) bench/etcd_lease.py --out docs/benchmarks-etcd.md
-	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
+	$(MAKE) bench-pool
 	$(PY) bench/pool_rss.py --out docs/benchmarks-pool-rss.md
 	$(MAKE) bench-standalone
 	$(MAKE) bench-recipe
@@ -79,6 +79,14 @@ bench: deps venv
 bench-standalone: deps venv
 	$(PY) bench/milvus_standalone.py --out docs/milvus-standalone-startup.json
 	$(PY) bench/milvus_failback.py --trials 2 --out docs/milvus-standalone-failback.json
+
+# The read pool (issue 12): direct / the recipe's nginx / havip's pool side by side
+# (~8 min), and the nginx variants behind the pool's per-call overhead (~5 min, printed).
+bench-pool: deps venv
+	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
+
+bench-pool-overhead: deps venv
+	$(PY) bench/pool_overhead.py --loopback
 
 # The headline: the recipe (keepalived + the seed's scripts) against havip on the same lab
 # hosts and real Milvus standalone, each fault, alternating trials; SVG timelines beside the

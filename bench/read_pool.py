@@ -12,12 +12,18 @@ same pool host the benchmark also runs, with Debian's nginx:
 The same client (havip.lab.pool_client, pymilvus, one dedicated connection per thread,
 5 s deadline) runs every measurement:
 
-- latency: N searches from one thread, median and p99;
+- latency: one client process with a connection to every path, LAT_N searches through
+  each from one thread, in many short slices round robin over the paths (pool_client
+  `compare`), so the machine's background load falls on each path alike; median, p90,
+  p99, and the load average before and after;
 - throughput: N searches from T threads (each its own connection), searches per second,
   with 1, 2 and 3 members behind each proxy;
 - member kill: N searches from T threads while one member is SIGKILLed after a fifth of
   them; failed searches (after pymilvus' own retries), searches slower than 1 s, and the
-  slowest. The member is restarted (and its collection loaded) between runs.
+  slowest. The member is restarted (and its collection loaded) between runs. The kills
+  are run twice: with pymilvus as it comes (it retries UNAVAILABLE within its deadline)
+  and with its retry off (`retry_times=0`, no deadline), where every RPC that failed
+  at the proxy is a failed search: what the proxy itself guarantees.
 
 Usage (root): python bench/read_pool.py [--n 2000] [--threads 4] [--out docs/benchmarks-read-pool.md]
 """
@@ -117,10 +123,25 @@ def interleaved(lab: PoolLab, uris: dict[str, str], n: int, threads: int, rounds
     return {k: _summary({**a, "began": 0, "ended": 0}) for k, a in acc.items()}
 
 
+def latency(lab: PoolLab, uris: dict[str, str], n: int, rounds: int) -> dict[str, dict]:
+    """One process, one connection per path, `rounds` slices round robin over the paths."""
+    la0 = os.getloadavg()[0]
+    r = lab.client("compare", wait=3600, uris=uris, n=n, rounds=rounds)
+    la1 = os.getloadavg()[0]
+    out = {}
+    for k, lat in r["latencies"].items():
+        s = _summary({"ok": len(lat), "failed": r["failed"][k], "latencies": lat, "began": 0, "ended": 0})
+        s["p90_ms"] = sorted(lat)[min(len(lat) - 1, int(len(lat) * 0.9))] * 1000
+        out[k] = s
+    out["_load"] = (la0, la1)
+    return out
+
+
 def fault_run(lab: PoolLab, uri: str, n: int, threads: int, victim: str, tmp: Path, fault: str,
-              rate: float) -> dict:
+              rate: float, retries: bool = True) -> dict:
     go, out = tmp / f"go-{victim}-{time.time_ns()}", tmp / f"kill-{time.time_ns()}.json"
-    proc = lab.client_bg("searches", out, uri=uri, n=n, threads=threads, timeout=5.0, go_file=str(go))
+    proc = lab.client_bg("searches", out, uri=uri, n=n, threads=threads, timeout=5.0, go_file=str(go),
+                         retries=retries)
     time.sleep(3)          # connections made and warmed
     go.touch()
     time.sleep(n / 5 / rate)        # about a fifth of the searches, at the measured rate
@@ -162,8 +183,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--kills", type=int, default=2, help="member-kill and member-hang runs per proxy")
-    ap.add_argument("--rounds", type=int, default=4, help="slices the latency and throughput runs are cut in")
+    ap.add_argument("--kills", type=int, default=2, help="rounds of faults (kill, kill without client retry, hang)")
+    ap.add_argument("--rounds", type=int, default=4, help="slices the throughput runs are cut in")
+    ap.add_argument("--lat-n", type=int, default=5000, help="searches per path in the latency comparison")
+    ap.add_argument("--lat-rounds", type=int, default=50, help="slices the latency comparison is cut in")
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks-read-pool.md"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hvpb", dir="/tmp"))
@@ -187,17 +210,19 @@ def main() -> None:
                     "havip pool, r1 only": targets["havip pool"][1],
                     "recipe (stream), 3 members": targets["recipe (stream)"][3],
                     "havip pool, 3 members": lab.pool_uri}
-        lat = interleaved(lab, lat_uris, args.n, 1, args.rounds)
+        lat = latency(lab, lat_uris, args.lat_n, args.lat_rounds)
         thr_k = {k: interleaved(lab, {name: t[k] for name, t in targets.items() if k in t}, args.n, args.threads,
                                 args.rounds) for k in (1, 2, 3)}
         thr = {name: {k: thr_k[k][name] for k in (1, 2, 3) if name in thr_k[k]} for name in targets}
         kills = {"recipe (stream)": [], "havip pool": []}
         for i in range(args.kills):
             victim = lab.readers[i % 3]
-            for fault in ("kill", "hang"):
+            # A hang is not run without the client's retry: with no deadline, a call pinned
+            # to a stopped node by the recipe's TCP relay would wait for ever.
+            for fault, retries in (("kill", True), ("kill", False), ("hang", True)):
                 for name, uri in (("recipe (stream)", targets["recipe (stream)"][3]), ("havip pool", lab.pool_uri)):
-                    r = fault_run(lab, uri, args.n, args.threads, victim, work, fault, thr[name][3]["rate"])
-                    kills[name].append({**r, "fault": fault, "victim": victim})
+                    r = fault_run(lab, uri, args.n, args.threads, victim, work, fault, thr[name][3]["rate"], retries)
+                    kills[name].append({**r, "fault": fault, "victim": victim, "retries": retries})
         st = lab.status()
     finally:
         lab.close()
@@ -208,12 +233,14 @@ def main() -> None:
 
 def write(args, lat: dict, thr: dict, kills: dict, st: dict, took: float) -> None:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    la = lat.pop("_load")
     d = lat["direct to r1"]["median_ms"]
     out = [
         "# Read pool benchmark: direct, the recipe's nginx, havip's pool",
         "",
         f"Measured {now} on {machine()}; commit {commit()}; `python bench/read_pool.py --n {args.n} "
-        f"--threads {args.threads} --kills {args.kills} --rounds {args.rounds}` ({took:.0f} s, `make bench`).",
+        f"--threads {args.threads} --kills {args.kills} --rounds {args.rounds} --lat-n {args.lat_n} "
+        f"--lat-rounds {args.lat_rounds}` ({took:.0f} s, `make bench`).",
         "",
         "Everything runs in the lab's network namespaces (havip.lab.poollab): three milvus-lite read nodes "
         "(collection `havip_pool`, 1,000 rows of 8 dimensions, the same on each), a writer, a pool host "
@@ -224,20 +251,23 @@ def write(args, lat: dict, thr: dict, kills: dict, st: dict, took: float) -> Non
         "with checks every 0.5 s, rise 2, fall 2, nginx read timeout 1 s. The 1- and 2-member rows "
         "of havip use nginx with the config havip renders for those members.",
         "",
-        f"Latency and throughput runs are cut into {args.rounds} slices taken round robin over the paths, "
-        "so the background load of this shared machine falls on each path alike.",
+        f"Throughput runs are cut into {args.rounds} slices taken round robin over the paths, "
+        "so the background load of this shared machine falls on each path alike. The machine has 2 "
+        "cores shared with other work: ratios between the rows of one run hold, absolute figures do not.",
         "",
         "## Latency (one thread)",
         "",
-        "With r1 only behind each proxy, the rows compare the same node with and without the "
-        "hop; with 3 members, each node serves a third of the calls.",
+        f"One client process holds a connection to every path and sends {args.lat_n} searches through "
+        f"each, in {args.lat_rounds} slices round robin over the paths. With r1 only behind each proxy, "
+        "the rows compare the same node with and without the hop; with 3 members, each node serves a "
+        f"third of the calls. Load average (1 min) {la[0]:.2f} before, {la[1]:.2f} after.",
         "",
-        "| path | searches | failed | median ms | p99 ms | median over direct ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| path | searches | failed | median ms | p90 ms | p99 ms | median over direct ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in lat.items():
-        out.append(f"| {name} | {r['ok']} | {r['failed']} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
-                   f"{r['median_ms'] - d:+.2f} |")
+        out.append(f"| {name} | {r['ok']} | {r['failed']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
+                   f"{r['p99_ms']:.2f} | {r['median_ms'] - d:+.2f} |")
     out += ["", f"## Throughput ({args.threads} threads, searches per second)", "",
             "| path | 1 member | 2 members | 3 members |", "|---|---:|---:|---:|"]
     for name, rows in thr.items():
@@ -246,13 +276,15 @@ def write(args, lat: dict, thr: dict, kills: dict, st: dict, took: float) -> Non
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out += ["", f"## A member killed (SIGKILL) or hung (SIGSTOP for {HANG:g} s) during {args.n} searches "
             f"from {args.threads} threads", "",
-            "| path | fault | victim | searches ok | failed | slower than 1 s | slowest ms | errors seen |",
-            "|---|---|---|---:|---:|---:|---:|---|"]
+            "\"client retry\" yes is pymilvus as it comes (it retries UNAVAILABLE within its 5 s deadline); "
+            "no is `retry_times=0` and no deadline: every RPC the proxy failed is a failed search.", "",
+            "| path | fault | victim | client retry | searches ok | failed | slower than 1 s | slowest ms | errors seen |",
+            "|---|---|---|---|---:|---:|---:|---:|---|"]
     for name, runs in kills.items():
         for r in runs:
             errs = "; ".join(sorted({e[1][:90] for e in r["errors"]}))[:200] or "-"
-            out.append(f"| {name} | {r['fault']} | {r['victim']} | {r['ok']} | {r['failed']} | {r['slow']} | "
-                       f"{r['max_ms']:.0f} | {errs} |")
+            out.append(f"| {name} | {r['fault']} | {r['victim']} | {'yes' if r['retries'] else 'no'} | {r['ok']} | "
+                       f"{r['failed']} | {r['slow']} | {r['max_ms']:.0f} | {errs} |")
     out += ["", "Direct to one node is not in the kill table: killing that node fails every search "
             "until it is back.", ""]
     if st:
