@@ -25,8 +25,11 @@ import threading
 import time
 
 COLLECTION, DIM = "havip_pool", 8
+# grpc-core shares one TCP connection between channels to the same target unless each
+# channel has its own subchannel pool: without it, N "dedicated" clients are one
+# connection (through the recipe's TCP proxy: one member for all of them).
 GRPC_OPTIONS = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.min_reconnect_backoff_ms": 100,
-                "grpc.max_reconnect_backoff_ms": 500}
+                "grpc.max_reconnect_backoff_ms": 500, "grpc.use_local_subchannel_pool": 1}
 
 
 def vec(i: int) -> list[float]:
