@@ -81,12 +81,13 @@ bench-standalone: deps venv
 	$(PY) bench/milvus_failback.py --trials 2 --out docs/milvus-standalone-failback.json
 
 # The read pool (issue 12): direct / the recipe's nginx / havip's pool side by side
-# (~8 min), and the nginx variants behind the pool's per-call overhead (~5 min, printed).
+# (~6 min), then the nginx variants behind the pool's per-call overhead (~6 min), appended.
 bench-pool: deps venv
 	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
+	$(PY) bench/pool_overhead.py --n 3000 --rounds 30 --loopback --throughput 4 --append docs/benchmarks-read-pool.md
 
 bench-pool-overhead: deps venv
-	$(PY) bench/pool_overhead.py --loopback
+	$(PY) bench/pool_overhead.py --loopback --throughput 4
 
 # The headline: the recipe (keepalived + the seed's scripts) against havip on the same lab
 # hosts and real Milvus standalone, each fault, alternating trials; SVG timelines beside the

@@ -48,6 +48,7 @@ VARIANTS = {
     "no socket keepalive": lambda t: _sub(t, r"\n\s*grpc_socket_keepalive on;", ""),
     "1 worker + buffered log": lambda t: VARIANTS["buffered log"](VARIANTS["1 worker"](t)),
     "minimal": None,       # the smallest grpc_pass config: the floor of an HTTP/2 + gRPC hop
+    "3 members": None,     # havip's render for r1, r2, r3 (no daemon): calls spread over three nodes
 }
 
 MINIMAL = """\
@@ -77,13 +78,77 @@ def _stats(lat: list[float]) -> dict:
     return {"n": len(s), "median": statistics.median(s) * 1000, "p90": q(0.90), "p99": q(0.99)}
 
 
+def _opens(lab: PoolLab) -> int:
+    out = lab.hosts["r1"].run("nstat", "-az", "TcpPassiveOpens").stdout
+    return int(out.split("TcpPassiveOpens")[1].split()[0])
+
+
+def throughput(lab: PoolLab, uris: dict[str, str], n: int, threads: int, rounds: int) -> dict:
+    """Each path in `rounds` slices of n/rounds searches from `threads` connections (one
+    client process per slice, its start-up not timed), round robin over the paths."""
+    acc = {k: {"calls": 0, "seconds": 0.0, "opens": 0, "failed": 0} for k in uris}
+    for _ in range(rounds):
+        for k, uri in uris.items():
+            o = _opens(lab)
+            r = lab.client("searches", wait=600, uri=uri, n=n // rounds, threads=threads)
+            a = acc[k]
+            a["opens"] += _opens(lab) - o - (threads if k == "direct" else 0)     # not the client's own
+            a["calls"] += r["ok"]
+            a["failed"] += r["failed"]
+            a["seconds"] += r["ended"] - r["began"]
+    return {k: {"rate": a["calls"] / a["seconds"], "opens_per_1000": max(0, a["opens"]) * 1000 / a["calls"],
+                "failed": a["failed"]} for k, a in acc.items()}
+
+
+def report(args, res: dict) -> list[str]:
+    from datetime import datetime, timezone
+
+    from bench.read_pool import commit
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    la = res["load"]
+    out = ["## Where the hop's cost goes: nginx variants side by side", "",
+           f"Measured {now}, same machine; commit {commit()}; `python bench/pool_overhead.py --n {args.n} "
+           f"--rounds {args.rounds}{' --loopback' if args.loopback else ''}"
+           f"{f' --throughput {args.throughput}' if args.throughput else ''}` ({res['seconds']:.0f} s); load "
+           f"average (1 min) {la[0][0]:.2f} before, {la[1][0]:.2f} after.", "",
+           "r1 behind one nginx per variant of the config havip renders for r1 alone (each row changes one "
+           "thing; \"minimal\" is the smallest config that proxies gRPC: one `grpc_pass`, `keepalive`, no log; "
+           "\"3 members\" is havip's render for r1, r2 and r3, with no havip daemon running). One client process, "
+           "one connection per path, one thread, the searches in slices round robin over the paths."]
+    for where in ("bridge", "loopback"):
+        if where not in res:
+            continue
+        d = res[where]["direct"]["median"]
+        out += ["", ("The client in its own namespace, over the lab's bridge:" if where == "bridge" else
+                     "The client on the pool host itself, to nginx over 127.0.0.1 (direct: still over the bridge "
+                     "to r1):"), "",
+                "| path | searches | median ms | p90 ms | p99 ms | median over direct ms |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for k, s in res[where].items():
+            out.append(f"| {k} | {s['n']} | {s['median']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | "
+                       f"{s['median'] - d:+.2f} |")
+    if "throughput" in res:
+        out += ["", f"{args.throughput} threads, each its own connection (searches per second; new TCP connections "
+                "r1 accepted per 1,000 calls, the client's own to r1 not counted: the stream proxy opens one "
+                "per client connection, havip's nginx one when a kept-alive connection was closed):", "",
+                "| path | searches/s | r1 accepted per 1,000 calls | failed |", "|---|---:|---:|---:|"]
+        for k, t in res["throughput"].items():
+            out.append(f"| {k} | {t['rate']:.0f} | {t['opens_per_1000']:.1f} | {t['failed']} |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=6000)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--loopback", action="store_true", help="also run the client on the pool host over 127.0.0.1")
+    ap.add_argument("--throughput", type=int, default=0, metavar="THREADS",
+                    help="also measure searches per second from THREADS connections, and the TCP "
+                         "connections r1 accepted per 1,000 calls (upstream keepalive at work)")
     ap.add_argument("--json")
+    ap.add_argument("--append", help="append the tables to this Markdown file (docs/benchmarks-read-pool.md)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hvpo", dir="/tmp"))
     lab = PoolLab(work, pool=False, prefix=os.environ.get("HAVIP_LAB_PREFIX"))
@@ -99,7 +164,9 @@ def main() -> None:
         ports["recipe (stream)"] = 19559
         for i, name in enumerate(args.variants.split(",")):
             port = 19560 + i
-            if VARIANTS[name] is None:
+            if name == "3 members":
+                text = havip_conf(lab, port, lab.readers)
+            elif VARIANTS[name] is None:
                 text = MINIMAL.replace("$member", lab.addr("r1")).replace("$port", str(port))
             else:
                 text = VARIANTS[name](base).replace("0.0.0.0:19560", f"0.0.0.0:{port}")
@@ -118,20 +185,18 @@ def main() -> None:
                                       json.dumps({"uris": lo, "n": args.n, "rounds": args.rounds}), timeout=3600)
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             res["loopback"] = {k: {**_stats(v), "failed": r["failed"][k]} for k, v in r["latencies"].items()}
+        if args.throughput:
+            res["throughput"] = throughput(lab, uris, args.n, args.throughput, args.rounds)
         res["load"] = [la0, os.getloadavg()]
         res["seconds"] = time.monotonic() - t0
     finally:
         lab.close()
         shutil.rmtree(work, ignore_errors=True)
-    for where in ("bridge", "loopback"):
-        if where not in res:
-            continue
-        d = res[where]["direct"]["median"]
-        print(f"\n## client -> {where}\n\n| path | n | median ms | p90 ms | p99 ms | median over direct ms |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for k, s in res[where].items():
-            print(f"| {k} | {s['n']} | {s['median']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | {s['median'] - d:+.2f} |")
-    print(f"\nload average before/after: {res['load']}; {res['seconds']:.0f} s")
+    lines = report(args, res)
+    print("\n".join(lines))
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write("\n" + "\n".join(lines) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
 

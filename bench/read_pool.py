@@ -299,35 +299,43 @@ def write(args, lat: dict, thr: dict, kills: dict, st: dict, took: float) -> Non
 NOTES = """## Reading the numbers
 
 - The pool's overhead over a direct connection is one nginx hop on the same machine
-  (HTTP/2 in, a kept-alive HTTP/2 connection out). The recipe's `stream` proxy is a plain
-  TCP relay, so its per-call overhead is lower; what it cannot do is shown in the kill
-  table and in docs/read-pool.md: it balances connections, not calls (one pymilvus
-  client is pinned to one node), it never sees a gRPC call fail, and it cannot route
-  writes.
+  (HTTP/2 in, a kept-alive HTTP/2 connection out). The like-for-like row is "havip pool,
+  r1 only": the same node, one hop more. The recipe's `stream` proxy is a plain TCP relay,
+  so its per-call cost is lower; what it cannot do is in the fault table and in
+  docs/read-pool.md: it balances connections, not calls (each client connection is pinned
+  to one node), it never sees a gRPC call fail, and it cannot route writes.
+- Where the hop's cost goes (bench/pool_overhead.py, `make bench-pool-overhead`, below):
+  the smallest config that can proxy gRPC (one `grpc_pass`, keepalive, no log) costs as
+  much as havip's render, within this machine's noise; one worker instead of two, no
+  access log or a buffered one, round robin instead of least_conn, a smaller
+  `grpc_buffer_size` and no socket keepalive each moved the median by less than that
+  noise, and none consistently in one direction, so the render keeps its settings.
+  Without upstream `keepalive` the hop costs about 1 ms more (a TCP and HTTP/2 handshake
+  per call): keepalive is the one setting that matters (with it, r1 accepted a new
+  connection for a few calls in 100, see the table). What is left is nginx terminating HTTP/2 and
+  gRPC and originating them again, on cores the client and the three milvus-lite servers
+  also use.
+- With 3 members, each milvus-lite node serves a third of the calls on a 2-core machine
+  they share: one thread's calls wake a different server process each time, which costs
+  more than the hop (the same render with r1, r2 and r3 and no havip daemon running
+  costs the same), so that row is not the hop's overhead. On real hosts each read node
+  has its own CPUs.
 - Throughput on this machine is bound by its cores, shared with the three milvus-lite
-  servers, nginx and the client: a second and third member add little here. On real
-  hosts each read node brings its own CPUs.
-- In a member kill, nginx sends to another member the calls it could not send to the
-  dead one (refused connection); a call already in flight on it is answered at once with
-  UNAVAILABLE (nginx streams gRPC request bodies, so it cannot resend one), and pymilvus
-  retries it within its deadline. With the stream proxy the client's whole connection is
-  cut, and pymilvus' retry (and reconnect) hides that too.
-- The issue's target for the pool's overhead is at most 1 ms of median over direct. The
-  like-for-like row is "havip pool, r1 only" (the same node, one nginx hop more: HTTP/2
-  and gRPC terminated and re-originated, which per-call balancing, method routing and
-  retries need). With 3 members each milvus-lite node serves a third of the calls on a
-  2-core machine they share, which costs more than the hop; this machine was also shared
-  with other labs while it ran, so single runs move by several tenths of a millisecond.
-  Variants of the rendered config (round robin instead of least_conn, a buffered access
-  log, one worker) moved the median by less than that noise.
-- pymilvus retries UNAVAILABLE within its deadline, so a killed member costs the recipe's
-  clients slow calls rather than errors here; a hung member is where its clients fail.
+  servers, nginx and the client: the pool's nginx terminating HTTP/2 costs CPU the
+  servers then lack, so the pool's rate is below the TCP relay's here, and a second
+  and third member add nothing. On real hosts the pool's nginx has its own CPU.
+- Killed member, client retry off: both proxies lose the calls that were in flight on
+  the victim at that instant (one per client connection at most; 0 to 2 of 2000 here), and
+  nothing else: nginx sends to another member every call it could not deliver
+  (refused connection), and cannot resend one it delivered (it streams gRPC request
+  bodies; docs/read-pool.md, "What is guaranteed"). pymilvus retries UNAVAILABLE within
+  its deadline, so with its retry on no search failed.
 - A hung member (SIGSTOP: the kernel still accepts connections, nobody answers) is what
   a TCP proxy cannot see at all: every call on a connection pinned to it waits for the
-  client's deadline. In havip's pool a read sent to it is answered UNAVAILABLE after
-  nginx's read timeout (1 s here, the slow searches counted), which pymilvus retries on a
-  healthy member, and the member leaves the pool after interval x fall (about 1 s), so
-  later reads do not go there at all.
+  client's deadline (the recipe's failed searches). In havip's pool a read sent to it is
+  answered UNAVAILABLE after nginx's read timeout (1 s here, the slow searches counted),
+  which pymilvus retries on a healthy member, and the member leaves the pool after
+  interval x fall (about 1 s), so later reads do not go there at all.
 """
 
 
