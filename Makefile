@@ -81,7 +81,7 @@ bench-standalone: deps venv
 	$(PY) bench/milvus_failback.py --trials 2 --out docs/milvus-standalone-failback.json
 
 # The read pool (issue 12): direct / the recipe's nginx / havip's pool side by side
-# (~6 min), then the nginx variants behind the pool's per-call overhead (~6 min), appended.
+# (~6 min), then the nginx variants behind the pool's per-call overhead (~15 min), appended.
 bench-pool: deps venv
 	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
 	$(PY) bench/pool_overhead.py --n 3000 --rounds 30 --loopback --throughput 4 --append docs/benchmarks-read-pool.md

@@ -311,8 +311,9 @@ NOTES = """## Reading the numbers
   `grpc_buffer_size` and no socket keepalive each moved the median by less than that
   noise, and none consistently in one direction, so the render keeps its settings.
   Without upstream `keepalive` the hop costs about 1 ms more (a TCP and HTTP/2 handshake
-  per call): keepalive is the one setting that matters (with it, r1 accepted a new
-  connection for a few calls in 100, see the table). What is left is nginx terminating HTTP/2 and
+  per call): keepalive is the one setting that matters (with it, r1 accepted about one
+  new connection per 100 calls more than the recipe's relay, which opens one per client
+  connection, see the table). What is left is nginx terminating HTTP/2 and
   gRPC and originating them again, on cores the client and the three milvus-lite servers
   also use.
 - With 3 members, each milvus-lite node serves a third of the calls on a 2-core machine
@@ -321,9 +322,11 @@ NOTES = """## Reading the numbers
   costs the same), so that row is not the hop's overhead. On real hosts each read node
   has its own CPUs.
 - Throughput on this machine is bound by its cores, shared with the three milvus-lite
-  servers, nginx and the client: the pool's nginx terminating HTTP/2 costs CPU the
-  servers then lack, so the pool's rate is below the TCP relay's here, and a second
-  and third member add nothing. On real hosts the pool's nginx has its own CPU.
+  servers, nginx, the client and other work: a second and third member add nothing, and
+  the paths' rates move by more than their differences from one run to the next (in the
+  main table the pool is below the TCP relay; in the variants' table below, measured
+  later, it is above it). On real hosts each read node and the pool's nginx have their
+  own CPUs.
 - Killed member, client retry off: both proxies lose the calls that were in flight on
   the victim at that instant (one per client connection at most; 0 to 2 of 2000 here), and
   nothing else: nginx sends to another member every call it could not deliver

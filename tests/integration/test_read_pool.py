@@ -117,6 +117,18 @@ def test_searches_spread_over_every_member(lab, tmp_path, go):
     assert all(v >= 30 for v in spread.values()), spread        # least_conn over 3: ~100 each
 
 
+def test_each_client_thread_has_its_own_connection(lab):
+    """The tests and the benchmark run T threads "each with its own connection": grpc-core
+    shares one TCP connection between channels to the same target unless each has its own
+    subchannel pool (through the recipe's TCP proxy, all threads were pinned to one node)."""
+    out = lab.hosts["p"].run("nstat", "-az", "TcpPassiveOpens").stdout
+    before = int(out.split("TcpPassiveOpens")[1].split()[0])
+    res = lab.client("searches", uri=lab.pool_uri, n=30, threads=3)
+    assert res["ok"] == 30
+    out = lab.hosts["p"].run("nstat", "-az", "TcpPassiveOpens").stdout
+    assert int(out.split("TcpPassiveOpens")[1].split()[0]) - before >= 3
+
+
 def test_member_killed_during_1000_searches(lab, tmp_path, go):
     proc, out = _searches(lab, tmp_path, go)
     _wait_started(lab, go, _served(lab))
