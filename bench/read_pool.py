@@ -325,10 +325,9 @@ NOTES = """## Reading the numbers
   has its own CPUs.
 - Throughput on this machine is bound by its cores, shared with the three milvus-lite
   servers, nginx, the client and other work: a second and third member add nothing, and
-  the paths' rates move by more than their differences from one run to the next (in the
-  main table the pool is below the TCP relay; in the variants' table below, measured
-  later, it is above it). On real hosts each read node and the pool's nginx have their
-  own CPUs.
+  the paths' rates move by more than their differences from one run to the next (compare
+  the main table with the variants' table below, measured in another run). On real hosts
+  each read node and the pool's nginx have their own CPUs.
 - Killed member, client retry off: both proxies lose the calls that were in flight on
   the victim at that instant (one per client connection at most; 0 to 2 of 2000 here), and
   nothing else: nginx sends to another member every call it could not deliver
