@@ -339,7 +339,11 @@ NOTES = """## Reading the numbers
   client's deadline (the recipe's failed searches). In havip's pool a read sent to it is
   answered UNAVAILABLE after nginx's read timeout (1 s here, the slow searches counted),
   which pymilvus retries on a healthy member, and the member leaves the pool after
-  interval x fall (about 1 s), so later reads do not go there at all.
+  interval x fall (about 1 s), so later reads do not go there at all. With the client's
+  retry off, the pool lost only the calls in flight on the hung member (2 of 2000 each
+  time), each after the 1 s read timeout: `least_conn` sends no new call to a member
+  whose calls are stuck (it has the most active ones), and the first timed-out call
+  marks it failed for every worker (`max_fails=1` in a `zone`) until the checks take it out.
 """
 
 
