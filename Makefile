@@ -10,7 +10,7 @@ DEBS   := docker.io keepalived nginx libnginx-mod-stream tcpdump iproute2 nftabl
           util-linux psmisc systemd python3-venv etcd-server etcd-client iptables openssl libfuse2
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-takeover bench-standalone bench-fence bench-recipe matrix-standalone soak install check clean fresh
+.PHONY: all deps venv test unit fuzz loss lab demo lab-down bench bench-takeover bench-standalone bench-fence bench-recipe bench-pool bench-pool-overhead matrix-standalone soak install check clean fresh
 
 all: test
 
@@ -70,7 +70,7 @@ bench: deps venv
 	$(PY) bench/milvus_failover.py --vrrp 3:0.1 --out docs/benchmarks-milvus-v3.md
 	$(PY) bench/fence.py --out docs/benchmarks-fence.md
 	$(PY) bench/etcd_lease.py --out docs/benchmarks-etcd.md
-	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
+	$(MAKE) bench-pool
 	$(PY) bench/pool_rss.py --out docs/benchmarks-pool-rss.md
 	$(MAKE) bench-standalone
 	$(MAKE) bench-recipe
@@ -97,6 +97,15 @@ MATRIX_ROUNDS ?= 3
 matrix-standalone: deps venv
 	HAVIP_MATRIX_ROUNDS=$(MATRIX_ROUNDS) $(PY) -m pytest -ra -s -p no:cacheprovider \
 	    tests/e2e/test_standalone_matrix.py $(PYTEST_ARGS)
+
+# The read pool (issue 12): direct / the recipe's nginx / havip's pool side by side
+# (~6 min), then the nginx variants behind the pool's per-call overhead (~15 min), appended.
+bench-pool: deps venv
+	$(PY) bench/read_pool.py --out docs/benchmarks-read-pool.md
+	$(PY) bench/pool_overhead.py --n 3000 --rounds 30 --loopback --throughput 4 --append docs/benchmarks-read-pool.md
+
+bench-pool-overhead: deps venv
+	$(PY) bench/pool_overhead.py --loopback --throughput 4
 
 # The headline: the recipe (keepalived + the seed's scripts) against havip on the same lab
 # hosts and real Milvus standalone, each fault, alternating trials; SVG timelines beside the

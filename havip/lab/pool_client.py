@@ -10,7 +10,10 @@ JSON line. Ops:
   per-search latency, every error, and when it ran;
 - `insert {"uri": U, "start": I, "n": N}` and `count {"uri": U}`: writes and a row count
   (count(*) after a flush: what a node holds);
-- `load {"uri": U}`: load the collection (a restarted milvus-lite has it released).
+- `load {"uri": U}`: load the collection (a restarted milvus-lite has it released);
+- `compare {"uris": {NAME: U}, "n": N, "rounds": R}`: N searches through each U from one
+  thread, in R slices taken round robin over the URIs (one connection each, all opened
+  first): the machine's background load falls on every path alike.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ import threading
 import time
 
 COLLECTION, DIM = "havip_pool", 8
+# grpc-core shares one TCP connection between channels to the same target unless each
+# channel has its own subchannel pool: without it, N "dedicated" clients are one
+# connection (through the recipe's TCP proxy: one member for all of them).
 GRPC_OPTIONS = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.min_reconnect_backoff_ms": 100,
-                "grpc.max_reconnect_backoff_ms": 500}
+                "grpc.max_reconnect_backoff_ms": 500, "grpc.use_local_subchannel_pool": 1}
 
 
 def vec(i: int) -> list[float]:
@@ -147,6 +153,27 @@ def searches(uri: str, n: int, threads: int = 1, timeout: float = 5.0, go_file: 
             "began": began, "ended": ended}
 
 
+def compare(uris: dict[str, str], n: int, rounds: int = 10, timeout: float = 5.0) -> dict:
+    conns = {k: client(u, timeout) for k, u in uris.items()}
+    for c in conns.values():
+        for _ in range(20):
+            c.search(COLLECTION, data=[vec(1)], limit=3)        # warm
+    lat: dict[str, list[float]] = {k: [] for k in uris}
+    failed = dict.fromkeys(uris, 0)
+    for r in range(rounds):
+        for k, c in conns.items():
+            for i in range(n // rounds):
+                t0 = time.perf_counter()
+                try:
+                    c.search(COLLECTION, data=[vec(i + r)], limit=3, timeout=timeout)
+                    lat[k].append(time.perf_counter() - t0)
+                except Exception:  # noqa: BLE001 - counted
+                    failed[k] += 1
+    for c in conns.values():
+        c.close()
+    return {"latencies": lat, "failed": failed}
+
+
 def describe(exc: BaseException) -> str:
     """One line: the gRPC status and message when there is one."""
     code = getattr(exc, "code", None)
@@ -158,7 +185,7 @@ def describe(exc: BaseException) -> str:
 
 def main() -> None:
     op, args = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
-    out = {"seed": seed, "searches": searches, "insert": insert, "count": count, "load": load}[op](**args)
+    out = {"seed": seed, "searches": searches, "insert": insert, "count": count, "load": load, "compare": compare}[op](**args)
     print(json.dumps(out), flush=True)
 
 

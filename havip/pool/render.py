@@ -7,10 +7,13 @@ there, is explained in docs/read-pool.md; in short:
 - `http {}` with an HTTP/2 listener: gRPC is HTTP/2, and `grpc_pass` exists only in
   `http {}` (nginx 1.22 on Debian 12 spells it `listen ... http2`);
 - one `location =` per read method, to the read upstream, where a read that could not
-  reach its member (refused, connect timeout) goes to another one; `non_idempotent` is
-  allowed there only (gRPC calls are POSTs, and only reads are safe to send twice),
-  though nginx resends no gRPC call once its body went out (it streams gRPC bodies): such
-  a call is answered UNAVAILABLE at once and clients retry it. Everything else goes to
+  reach its member (refused, connect timeout) goes to another one. nginx resends no gRPC
+  call once any of it went out: its gRPC handler always streams the request body
+  (`request_body_no_buffering`), and `ngx_http_upstream_next` gives up on a streamed
+  request that was sent, so `non_idempotent` never takes effect under grpc_pass on
+  nginx 1.22; it is there, in read locations only, to say which calls may be sent
+  twice. A read in flight on a member that dies is answered UNAVAILABLE at once and the
+  client retries it (docs/read-pool.md, "What is guaranteed"). Everything else goes to
   the writer, never retried;
 - the read upstream has a `zone` (passive failures are shared by every worker) and
   `keepalive` (no TCP+HTTP/2 handshake per call); a member whose active checks failed

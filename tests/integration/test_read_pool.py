@@ -117,6 +117,18 @@ def test_searches_spread_over_every_member(lab, tmp_path, go):
     assert all(v >= 30 for v in spread.values()), spread        # least_conn over 3: ~100 each
 
 
+def test_each_client_thread_has_its_own_connection(lab):
+    """The tests and the benchmark run T threads "each with its own connection": grpc-core
+    shares one TCP connection between channels to the same target unless each has its own
+    subchannel pool (through the recipe's TCP proxy, all threads were pinned to one node)."""
+    out = lab.hosts["p"].run("nstat", "-az", "TcpPassiveOpens").stdout
+    before = int(out.split("TcpPassiveOpens")[1].split()[0])
+    res = lab.client("searches", uri=lab.pool_uri, n=30, threads=3)
+    assert res["ok"] == 30
+    out = lab.hosts["p"].run("nstat", "-az", "TcpPassiveOpens").stdout
+    assert int(out.split("TcpPassiveOpens")[1].split()[0]) - before >= 3
+
+
 def test_member_killed_during_1000_searches(lab, tmp_path, go):
     proc, out = _searches(lab, tmp_path, go)
     _wait_started(lab, go, _served(lab))
@@ -170,6 +182,44 @@ def test_a_call_in_flight_on_a_killed_member_fails_fast_without_client_retry(lab
         lab.wait_member("r1", True, 10)
 
 
+def _workers(lab) -> set[int]:
+    """Pids of the pool's nginx workers, old ones still finishing calls after a reload included."""
+    master = int((lab.workdir / "pool" / "nginx" / "nginx.pid").read_text())
+    return {int(k) for k in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
+
+
+def test_a_member_drained_by_config_then_killed_fails_no_call_without_client_retry(lab, tmp_path, go):
+    """Planned maintenance: take the member out of pool.yaml, `systemctl reload havip-pool`
+    (SIGHUP), wait until nginx's old workers finished their calls, then stop the node:
+    no call fails even with pymilvus' retry off (what nginx cannot resend never exists)."""
+    import yaml
+
+    cfg_path = lab.workdir / "pool" / "pool.yaml"
+    full = cfg_path.read_text()
+    cfg = yaml.safe_load(full)
+    cfg["read_nodes"] = [lab.addr("r1"), lab.addr("r2")]
+    proc, out = _searches(lab, tmp_path, go, retries=False)
+    _wait_started(lab, go, _served(lab))
+    try:
+        old = _workers(lab)
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        lab.pool_proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: (st := lab.status()) and len(st["members"]) == 2 and st["nginx"]["in_sync"], 10,
+                 interval=0.02, what="r3 gone from the pool")
+        # Drained: every worker that knew r3 has finished its calls and exited. (nginx's
+        # reload is asynchronous: right after the SIGHUP the old workers still take calls.)
+        wait_for(lambda: not _workers(lab) & old, 30, interval=0.02, what="nginx's old workers gone")
+        lab.kill("r3")
+        res = _finish(proc, out)
+        assert res["ok"] == N and res["failed"] == 0, res["errors"]
+    finally:
+        cfg_path.write_text(full)
+        if lab.milvus["r3"].poll() is not None:
+            lab.restart("r3")
+        lab.pool_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: lab._all_in() and len(lab.status()["members"]) == 3, 20, interval=0.05, what="r3 back")
+
+
 def test_inserts_reach_the_writer_only(lab):
     """Small and large inserts (60,000 rows, about 2.5 MB: nginx's default 1m body limit
     would answer 413) land on the writer, never on a read node."""
@@ -184,7 +234,8 @@ def test_inserts_reach_the_writer_only(lab):
 
 
 def test_nginx_reload_under_load_drops_no_rpc(lab, tmp_path, go):
-    proc, out = _searches(lab, tmp_path, go)
+    """With pymilvus' retry off: a reload itself fails no call (old workers finish theirs)."""
+    proc, out = _searches(lab, tmp_path, go, retries=False)
     _wait_started(lab, go, _served(lab))
     for _ in range(5):
         lab.nginx_reload()

@@ -134,3 +134,20 @@ def test_recipe_fixed_is_valid_and_is_what_the_benchmark_runs(tmp_path):
     f.write_text(text)
     proc = _nginx_t(f, tmp_path, load_stream=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_nginx_cannot_be_told_to_buffer_grpc_request_bodies(tmp_path):
+    """Why a read already sent to a member that dies is not resent by nginx: grpc_pass always
+    streams the request body (nginx 1.22 sets request_body_no_buffering in its gRPC handler,
+    and ngx_http_upstream_next gives up once a streamed request was sent), and there is no
+    `grpc_request_buffering` to change that (`proxy_request_buffering` is proxy_pass's only).
+    If a future nginx accepts it, docs/read-pool.md ("What is guaranteed") must be revisited."""
+    nginx = require_binary("nginx")
+    for sub in ("logs", "tmp"):
+        (tmp_path / sub).mkdir()
+    text = _render("all-up", prefix=str(tmp_path))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text.replace("grpc_next_upstream_tries 2;", "grpc_next_upstream_tries 2;\n"
+                                 "            grpc_request_buffering on;", 1))
+    proc = subprocess.run([nginx, "-t", "-c", str(conf), "-p", f"{tmp_path}/"], capture_output=True, text=True)
+    assert proc.returncode != 0 and 'unknown directive "grpc_request_buffering"' in proc.stderr, proc.stderr
