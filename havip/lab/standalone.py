@@ -46,7 +46,13 @@ DATA = "/data"
 # 24 s with 5 s, 11 s with 5 s and the gRPC clients' retry backoff capped at 1 s (from 10).
 # A TTL of 5 s means Milvus' keepalive (every TTL/3, inside one process) must not stall
 # for 5 s; if it does, Milvus exits and havip fails over: detected, not silent.
-LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBackoff": 1}
+# queryCoord.UpdateNextTargetInterval (default 10 s): the query coordinator asks for a
+# collection's recovery info (its next target) once per interval; after a restart it
+# started loading the collection only at the first tick, so a server that was healthy
+# early stayed unsearchable up to 10 s longer (bench/milvus_takeover.py: searchable 7-8 s
+# after start with 1 s, 9-17 s with 10 s, the session sweep on).
+LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBackoff": 1,
+                                    "queryCoord.UpdateNextTargetInterval": 1}
 
 
 def fetch_wheel(cache: Path = CACHE_DIR) -> Path:
