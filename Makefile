@@ -74,11 +74,12 @@ bench: deps venv
 	$(MAKE) bench-standalone
 	$(MAKE) bench-recipe
 
-# The real Milvus standalone server: start-up and stop on shared data, and what an automatic
-# failback costs (docs/milvus-standalone.md is written from these figures).
+# The real Milvus standalone server: start-up and stop on shared data, what an automatic
+# failback costs, a takeover step by step with and without the stale session sweep (docs/milvus-standalone.md is written from these figures).
 bench-standalone: deps venv
 	$(PY) bench/milvus_standalone.py --out docs/milvus-standalone-startup.json
 	$(PY) bench/milvus_failback.py --trials 2 --out docs/milvus-standalone-failback.json
+	$(PY) bench/milvus_takeover.py --trials 2 --json docs/milvus-standalone-takeover.json
 
 # The headline: the recipe (keepalived + the seed's scripts) against havip on the same lab
 # hosts and real Milvus standalone, each fault, alternating trials; SVG timelines beside the

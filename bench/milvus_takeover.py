@@ -106,7 +106,10 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a Milvus setting on top of the lab's (dotted milvus.yaml path), e.g. "
                          "queryCoord.UpdateNextTargetInterval=1")
+    ap.add_argument("--etcd", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of the embedded etcd (its config file), e.g. election-timeout=100")
     args = ap.parse_args()
+    embed = {k: _number(v) for k, _, v in (item.partition("=") for item in args.etcd)}
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -124,7 +127,7 @@ def main() -> None:
             d = Dockerd(h, work / name)
             topo.on_close(d.stop)
             d.start()
-            build_standalone_image(d, overrides=overrides)
+            build_standalone_image(d, overrides=overrides, embed_etcd=embed)
             create_standalone_container(d, "milvus", work / "shared", stop_timeout=5)
             apis[name] = d._api(timeout=90)
         apis["h1"].start("milvus")
@@ -150,7 +153,8 @@ def main() -> None:
         for a in apis.values():
             a.close()
     if args.json:
-        Path(args.json).write_text(json.dumps({"load": os.getloadavg(), "overrides": overrides, "results": results},
+        Path(args.json).write_text(json.dumps({"load": os.getloadavg(), "overrides": overrides, "embed_etcd": embed,
+                                               "results": results},
                                               indent=1))
     print(f"logs in {logdir}" if args.keep else "")
     if not args.keep:

@@ -981,13 +981,32 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def merge_dumps(dumps: list[dict]) -> tuple[list[dict], dict, dict]:
+    """Several runs' dumps as one report's (results, info, meta): the trials side by side,
+    each run's load, time and trial count kept in the header."""
+    if len(dumps) == 1:
+        return dumps[0]["results"], dumps[0]["info"], dumps[0]["meta"]
+    results = [r for d in dumps for r in d["results"]]
+    info = {**dumps[0]["info"], "errors": [e for d in dumps for e in d["info"].get("errors", [])]}
+    meta = dict(dumps[-1]["meta"])
+    ran = [f"{d['meta']['trials']} x {', '.join(d['meta']['faults'])} at {d['meta']['when']} (load "
+           f"{d['meta']['load']})" for d in dumps]
+    meta["load"] = "; ".join(ran)
+    meta["trials"] = " / ".join(f"{d['meta']['trials']} --faults {','.join(str(FAULTS.index(f)) for f in d['meta']['faults'])}"
+                                for d in dumps)
+    meta["faults"] = [f for f in FAULTS if any(f in d["meta"]["faults"] for d in dumps)]
+    meta["when"] = dumps[0]["meta"]["when"]
+    return results, info, meta
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=1)
     ap.add_argument("--faults", default=None, help="comma-separated subset, by index 0-4 or name")
     ap.add_argument("--out", default=None, help="write the Markdown report here (docs/benchmarks-vs-recipe.md)")
     ap.add_argument("--json", default=None, help="also dump the raw trials as JSON here")
-    ap.add_argument("--from-json", default=None, help="render the report from an earlier --json dump")
+    ap.add_argument("--from-json", default=None, help="render the report from earlier --json dumps (comma-separated: "
+                                                        "runs of other faults at the same commit, merged)")
     ap.add_argument("--keep-workdir", action="store_true")
     args = ap.parse_args()
     # A background run ignores SIGINT: SIGTERM takes the lab down as an interrupt would.
@@ -996,8 +1015,7 @@ def main() -> None:
     if args.faults:
         faults = tuple(FAULTS[int(x)] if x.strip().isdigit() else x.strip() for x in args.faults.split(","))
     if args.from_json:
-        dump = json.loads(Path(args.from_json).read_text())
-        results, info, meta = dump["results"], dump["info"], dump["meta"]
+        results, info, meta = merge_dumps([json.loads(Path(f).read_text()) for f in args.from_json.split(",")])
         faults = tuple(meta["faults"])
     else:
         if os.geteuid() != 0:

@@ -53,6 +53,10 @@ DATA = "/data"
 # after start with 1 s, 9-17 s with 10 s, the session sweep on).
 LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBackoff": 1,
                                     "queryCoord.UpdateNextTargetInterval": 1}
+# The embedded etcd's own settings (etcd's config file format, read by Milvus from
+# `etcd.config.path` when given): used only with EMBED_ETCD_CONFIG in the overrides.
+EMBED_ETCD_CONFIG = "/milvus/configs/embedEtcd.yaml"
+EMBED_ETCD: dict[str, object] = {}
 
 
 def fetch_wheel(cache: Path = CACHE_DIR) -> Path:
@@ -114,14 +118,23 @@ def _host_libraries(binary: Path, libdir: Path) -> list[str]:
     return libs
 
 
-def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | None = None) -> Path:
+def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | None = None,
+                     embed_etcd: dict[str, object] | None = None) -> Path:
     """The image's root filesystem as a tar in `work` (reused while wheel and config are
-    the same): /milvus/bin (binary and its libraries), /milvus/configs, glibc, /data."""
+    the same): /milvus/bin (binary and its libraries), /milvus/configs, glibc, /data.
+    `embed_etcd`: settings for the embedded etcd's own config file (with EMBED_ETCD), put
+    at EMBED_ETCD_CONFIG and named by `etcd.config.path`."""
+    import yaml
+
     config_text = None
     with zipfile.ZipFile(wheel) as zf:
         template = zf.read("milvus/data/config.yaml.template").decode()
-        config_text = render_config(template, {**LAB_OVERRIDES, **(overrides or {})})
-        key = hashlib.sha256(wheel.read_bytes()[:1 << 20] + config_text.encode()).hexdigest()[:16]
+        embed_on = bool(EMBED_ETCD or embed_etcd)
+        config_text = render_config(template, {**LAB_OVERRIDES, **(overrides or {}),
+                                               **({"etcd.config.path": EMBED_ETCD_CONFIG} if embed_on else {})})
+        embed = {**EMBED_ETCD, **(embed_etcd or {})}
+        embed_text = yaml.safe_dump(embed, sort_keys=True) if embed else ""
+        key = hashlib.sha256(wheel.read_bytes()[:1 << 20] + config_text.encode() + embed_text.encode()).hexdigest()[:16]
         out = work / f"milvus-{MILVUS_VERSION}-rootfs-{key}.tar"
         if out.exists():
             return out
@@ -164,6 +177,8 @@ def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | Non
             tar.add(os.path.realpath(lib), arcname=lib.lstrip("/"))
         add_bytes("milvus/configs/milvus.yaml", config_text.encode())
         add_bytes("milvus/configs/glog.conf", glog)
+        if embed_text:
+            add_bytes(EMBED_ETCD_CONFIG.lstrip("/"), embed_text.encode())
         add_bytes("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
         add_bytes("etc/group", b"root:x:0:\n")
         add_bytes("etc/nsswitch.conf", b"hosts: files dns\n")
@@ -175,9 +190,10 @@ def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | Non
 
 
 def build_standalone_image(dockerd: Dockerd, tag: str = STANDALONE_IMAGE, *, cache: Path = CACHE_DIR,
-                           overrides: dict[str, object] | None = None) -> str:
+                           overrides: dict[str, object] | None = None,
+                           embed_etcd: dict[str, object] | None = None) -> str:
     """Import the standalone rootfs as `tag` on this engine; returns the image id."""
-    rootfs = build_rootfs_tar(fetch_wheel(cache), cache, overrides)
+    rootfs = build_rootfs_tar(fetch_wheel(cache), cache, overrides, embed_etcd)
     repository, _, version = tag.rpartition(":")
     api = dockerd._api(timeout=300)
     try:
