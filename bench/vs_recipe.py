@@ -379,7 +379,9 @@ class Bench:
              "vip": [c for c in self.vips.changes if t0 - 5 <= c[0] <= t_end],
              "vip_before": self.vip_at(t0), "etcd_flock_waits": flock, "other_labs": sorted(others | mf._other_labs(self.lab.prefix))}
         if system == "havip":
-            r["havip_ready"] = havip_ready(self.lab.events(), t0, t_end)
+            events = self.lab.events()
+            r["havip_ready"] = havip_ready(events, t0, t_end)
+            r["session_sweeps"] = session_sweeps(events, t0, t_end)
         if new_lost is None:
             self.unread = r
         return r
@@ -453,6 +455,15 @@ def havip_ready(events: list[dict], t0: float, t_end: float) -> float | None:
             if t0 <= at <= t_end:
                 return at - t0
     return None
+
+
+def session_sweeps(events: list[dict], t0: float, t_end: float) -> list[dict]:
+    """havip's stale session sweeps within the trial: when (s after the fault), outcome,
+    sentence (havip.runtime.sessions)."""
+    from havip.lab.milvuslab import log_time
+    return [{"at": round(log_time(e["timestamp"]) - t0, 2), "outcome": e.get("outcome"), "reason": e.get("reason")}
+            for e in events if e.get("event") == "session_sweep" and "timestamp" in e
+            and t0 <= log_time(e["timestamp"]) <= t_end]
 
 
 def windows(times: list[float], gap: float = 0.5) -> list[tuple[float, float]]:
@@ -702,7 +713,7 @@ def findings(by: dict, faults) -> list[str]:
             f"{_s((k['h2'] or 0) - (h['h2'] or 0))} s earlier; "
             + ("the start-up both wait for is most of either outage, so that alone cannot make havip's "
                "outage half the recipe's." if h["outage"] > 0.5 * k["outage"] else
-               "enough here for half the recipe's outage."))
+               "enough here for half the recipe's outage.") + sweeps_sentence(by.get(("havip", f), [])))
     f = "Milvus hung"
     k, h = fig("recipe", f), fig("havip", f)
     if k and h:
@@ -791,6 +802,22 @@ def findings(by: dict, faults) -> list[str]:
                   "second server's embedded etcd and rocksmq on the same files is a hazard these few trials "
                   "cannot rule out, not a measured loss." if lost_k == 0 else ""))
     return out
+
+
+def sweeps_sentence(rs: list[dict]) -> str:
+    """What havip's stale session sweep did in these trials (docs/milvus-standalone.md)."""
+    sw = [x for r in rs for x in r.get("session_sweeps") or []]
+    if not sw:
+        return ""
+    cleared = [x for x in sw if x["outcome"] == "cleared"]
+    other = sorted({x["outcome"] for x in sw} - {"cleared"})
+    return (f" The two starts differ in one thing: havip holds the storage lease, so the sessions the killed "
+            f"server left in the embedded etcd are known stale, and its session sweep revoked them in "
+            f"{len(cleared)} of {len(sw)} start(s) ("
+            + (f"median +{statistics.median([x['at'] for x in cleared]):.1f} s after the fault" if cleared else "none")
+            + (f"; other outcomes: {', '.join(other)}" if other else "") + "), so its server registered "
+            "without waiting for them to expire; the recipe's server waits a session TTL after its etcd "
+            "is up (docs/milvus-standalone.md, \"A takeover, step by step\").")
 
 
 def _s(x: float | None) -> str:

@@ -99,3 +99,12 @@ def test_runs_of_other_faults_merge_into_one_report(vs_recipe):
     assert meta["faults"] == ["container killed", "link cut"]           # FAULTS order
     assert meta["trials"] == "2 --faults 2 / 3 --faults 0"
     assert "2 x link cut at 2026-01-01 00:00 UTC (load 5 5 5)" in meta["load"]
+
+
+def test_the_container_kill_finding_says_what_the_session_sweep_did(vs_recipe):
+    rs = [{"session_sweeps": [{"at": 3.0, "outcome": "cleared", "reason": "revoked ..."}]},
+          {"session_sweeps": [{"at": 4.0, "outcome": "gave_up", "reason": "etcd never answered"}]}, {}]
+    text = vs_recipe.sweeps_sentence(rs)
+    assert "its session sweep revoked them in 1 of 2 start(s) (median +3.0 s after the fault; other outcomes: " \
+           "gave_up)" in text
+    assert vs_recipe.sweeps_sentence([{}]) == ""
