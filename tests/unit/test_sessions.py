@@ -376,3 +376,15 @@ def test_the_clearer_runs_in_its_own_thread_and_reports_a_dead_etcd_in_one_sente
     assert not t.is_alive() and clearer.last.outcome == "gave_up"
     assert "etcd never answered within 1s" in clearer.last.reason
     assert log.lines[-1][0] == "warning" and log.lines[-1][1] == "session_sweep"
+
+
+def test_the_sweeps_are_counted_in_prometheus_metrics():
+    from havip.metrics import Metrics as Real
+
+    m = Real()
+    m.session_sweep("cleared", 8)
+    m.session_sweep("gave_up", 0)
+    get = m.registry.get_sample_value
+    assert get("havip_session_sweeps_total", {"outcome": "cleared"}) == 1
+    assert get("havip_session_sweeps_total", {"outcome": "gave_up"}) == 1
+    assert get("havip_sessions_revoked_total") == 8
