@@ -31,7 +31,8 @@ and the lab is reset to "h1 serves, h2 stands by" before each trial.
 
 Usage (root): python bench/vs_recipe.py [--trials N] [--out docs/benchmarks-vs-recipe.md] [--json F]
 Re-render from a dump (no root, no lab): python bench/vs_recipe.py --from-json F --out ...
-(docs/benchmarks-vs-recipe.json is the committed report's raw trials.)
+(docs/benchmarks-vs-recipe.json is the committed report's raw trials: {"runs": [dump, ...]}
+when the report merges runs of different faults.)
 """
 
 from __future__ import annotations
@@ -1044,7 +1045,8 @@ def main() -> None:
     if args.faults:
         faults = tuple(FAULTS[int(x)] if x.strip().isdigit() else x.strip() for x in args.faults.split(","))
     if args.from_json:
-        results, info, meta = merge_dumps([json.loads(Path(f).read_text()) for f in args.from_json.split(",")])
+        dumps = [json.loads(Path(f).read_text()) for f in args.from_json.split(",")]
+        results, info, meta = merge_dumps([d for dump in dumps for d in dump.get("runs", [dump])])
         faults = tuple(meta["faults"])
     else:
         if os.geteuid() != 0:

@@ -51,17 +51,15 @@ DATA = "/data"
 # started loading the collection only at the first tick, so a server that was healthy
 # early stayed unsearchable up to 10 s longer (bench/milvus_takeover.py: searchable 7-8 s
 # after start with 1 s, 9-17 s with 10 s, the session sweep on).
-# dataNode.segment.syncPeriod (default 600 s): a growing segment's buffered rows are
-# written to storage at most this long after they came; until then the channel's
-# checkpoint stays at the oldest unsynced row, and a new server's query node replays the
-# write-ahead log from there before it answers a Strong search (`delegator search failed
-# to wait tsafe`): 6 minutes of the benchmark's writes took a takeover ~17 s of replay.
-# 30 s bounds that replay; the cost is a small binlog per growing segment every 30 s.
+# (dataNode.segment.syncPeriod 30 s was in the image for the recipe benchmark of
+# 2026-11-29 23:38 at bf9966e: the channel checkpoint a new server replays from did not
+# move, so it is not kept: docs/milvus-standalone.md, "The write-ahead log replay".)
 LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBackoff": 1,
-                                    "queryCoord.UpdateNextTargetInterval": 1,
-                                    "dataNode.segment.syncPeriod": 30}
-# The embedded etcd's own settings (etcd's config file format, read by Milvus from
-# `etcd.config.path` when given): used only with EMBED_ETCD_CONFIG in the overrides.
+                                    "queryCoord.UpdateNextTargetInterval": 1}
+# The embedded etcd's own settings (etcd's config file format): when any are given (here
+# or to build_rootfs_tar), the file goes to EMBED_ETCD_CONFIG and `etcd.config.path`
+# names it. None by default: an election timeout of 100 ms was tried and not adopted
+# (docs/milvus-standalone.md).
 EMBED_ETCD_CONFIG = "/milvus/configs/embedEtcd.yaml"
 EMBED_ETCD: dict[str, object] = {}
 
