@@ -83,10 +83,12 @@ bench-takeover: deps venv
 	$(PY) bench/takeover.py --trials 20 --keepalived-rt 10 --out docs/benchmarks.md
 
 # The real Milvus standalone server: start-up and stop on shared data, and what an automatic
-# failback costs (docs/milvus-standalone.md is written from these figures).
+# failback costs, a takeover step by step with and without the stale session sweep
+# (docs/milvus-standalone.md is written from these figures).
 bench-standalone: deps venv
 	$(PY) bench/milvus_standalone.py --out docs/milvus-standalone-startup.json
 	$(PY) bench/milvus_failback.py --trials 2 --out docs/milvus-standalone-failback.json
+	$(PY) bench/milvus_takeover.py --trials 2 --json docs/milvus-standalone-takeover.json
 	$(PY) bench/stop_grace.py --graces 30,10,5,0 --trials 2 --idle 1 --out docs/milvus-standalone-stopgrace.json
 
 # Issue 11 item 2's fault matrix on the real Milvus standalone server, fuller than make test's

@@ -31,7 +31,8 @@ and the lab is reset to "h1 serves, h2 stands by" before each trial.
 
 Usage (root): python bench/vs_recipe.py [--trials N] [--out docs/benchmarks-vs-recipe.md] [--json F]
 Re-render from a dump (no root, no lab): python bench/vs_recipe.py --from-json F --out ...
-(docs/benchmarks-vs-recipe.json is the committed report's raw trials.)
+(docs/benchmarks-vs-recipe.json is the committed report's raw trials: {"runs": [dump, ...]}
+when the report merges runs of different faults.)
 """
 
 from __future__ import annotations
@@ -368,7 +369,9 @@ class Bench:
              "vip": [c for c in self.vips.changes if t0 - 5 <= c[0] <= t_end],
              "vip_before": self.vip_at(t0), "etcd_flock_waits": flock, "other_labs": sorted(others | mf._other_labs(self.lab.prefix))}
         if system == "havip":
-            r["havip_ready"] = havip_ready(self.lab.events(), t0, t_end)
+            events = self.lab.events()
+            r["havip_ready"] = havip_ready(events, t0, t_end)
+            r["session_sweeps"] = session_sweeps(events, t0, t_end)
         if new_lost is None:
             self.unread = r
         return r
@@ -442,6 +445,15 @@ def havip_ready(events: list[dict], t0: float, t_end: float) -> float | None:
             if t0 <= at <= t_end:
                 return at - t0
     return None
+
+
+def session_sweeps(events: list[dict], t0: float, t_end: float) -> list[dict]:
+    """havip's stale session sweeps within the trial: when (s after the fault), outcome,
+    sentence (havip.runtime.sessions)."""
+    from havip.lab.milvuslab import log_time
+    return [{"at": round(log_time(e["timestamp"]) - t0, 2), "outcome": e.get("outcome"), "reason": e.get("reason")}
+            for e in events if e.get("event") == "session_sweep" and "timestamp" in e
+            and t0 <= log_time(e["timestamp"]) <= t_end]
 
 
 def windows(times: list[float], gap: float = 0.5) -> list[tuple[float, float]]:
@@ -685,13 +697,13 @@ def findings(by: dict, faults) -> list[str]:
             f"master-down interval (3 x 1 s + 0.64 s skew) runs out, then `start_docker.sh`: h2's Milvus "
             f"started at +{_s(k['h2'])} s (median). havip: the Docker check fails within its 0.5 s interval "
             f"(fall 2), h1 resigns with priority 0, h2 takes the lease and starts its Milvus at "
-            f"+{_s(h['h2'])} s. From that start to the client's first answer both then wait for the same "
-            f"thing, the real server's start-up on the other host ({after_start(k)} s recipe, "
+            f"+{_s(h['h2'])} s. From that start to the client's first answer both then wait for the real "
+            f"server's start-up on the other host ({after_start(k)} s recipe, "
             f"{after_start(h)} s havip). havip starts Milvus "
             f"{_s((k['h2'] or 0) - (h['h2'] or 0))} s earlier; "
             + ("the start-up both wait for is most of either outage, so that alone cannot make havip's "
                "outage half the recipe's." if h["outage"] > 0.5 * k["outage"] else
-               "enough here for half the recipe's outage."))
+               "enough here for half the recipe's outage.") + sweeps_sentence(by.get(("havip", f), [])))
     f = "Milvus hung"
     k, h = fig("recipe", f), fig("havip", f)
     if k and h:
@@ -756,7 +768,9 @@ def findings(by: dict, faults) -> list[str]:
                    f"CheckHealth {_cell([y for _, y in gaps])} s after the fault, and the client's first "
                    f"successful search came {_cell(g)} s after that (median, min..max of {len(g)}): the "
                    "client reconnects and loads the collection again, and the new server must first "
-                   "recover it from the shared storage (rocksmq replay, segments). "
+                   "recover it from the shared storage (the message queue replayed from the channel's "
+                   "checkpoint, `delegator search failed to wait tsafe` in its log, then the segments: "
+                   "docs/milvus-standalone.md, \"The write-ahead log replay\"). "
                    + (f"The writer (5 s deadline) got its first insert through within "
                       f"{max(agree):.1f} s of the probe (1 s deadline) in every one of these trials: the "
                       "wait is the server's, not the probe's deadline. " if agree else "")
@@ -780,6 +794,22 @@ def findings(by: dict, faults) -> list[str]:
                   "second server's embedded etcd and rocksmq on the same files is a hazard these few trials "
                   "cannot rule out, not a measured loss." if lost_k == 0 else ""))
     return out
+
+
+def sweeps_sentence(rs: list[dict]) -> str:
+    """What havip's stale session sweep did in these trials (docs/milvus-standalone.md)."""
+    sw = [x for r in rs for x in r.get("session_sweeps") or []]
+    if not sw:
+        return ""
+    cleared = [x for x in sw if x["outcome"] == "cleared"]
+    other = sorted({x["outcome"] for x in sw} - {"cleared"})
+    return (f" The two starts differ in one thing: havip holds the storage lease, so the sessions the killed "
+            f"server left in the embedded etcd are known stale, and its session sweep revoked them in "
+            f"{len(cleared)} of {len(sw)} start(s) ("
+            + (f"median +{statistics.median([x['at'] for x in cleared]):.1f} s after the fault" if cleared else "none")
+            + (f"; other outcomes: {', '.join(other)}" if other else "") + "), so its server registered "
+            "without waiting for them to expire; the recipe's server waits a session TTL after its etcd "
+            "is up (docs/milvus-standalone.md, \"A takeover, step by step\").")
 
 
 def _s(x: float | None) -> str:
@@ -970,13 +1000,32 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def merge_dumps(dumps: list[dict]) -> tuple[list[dict], dict, dict]:
+    """Several runs' dumps as one report's (results, info, meta): the trials side by side,
+    each run's load, time and trial count kept in the header."""
+    if len(dumps) == 1:
+        return dumps[0]["results"], dumps[0]["info"], dumps[0]["meta"]
+    results = [r for d in dumps for r in d["results"]]
+    info = {**dumps[0]["info"], "errors": [e for d in dumps for e in d["info"].get("errors", [])]}
+    meta = dict(dumps[-1]["meta"])
+    ran = [f"{d['meta']['trials']} x {', '.join(d['meta']['faults'])} at {d['meta']['when']} (load "
+           f"{d['meta']['load']})" for d in dumps]
+    meta["load"] = "; ".join(ran)
+    meta["trials"] = " / ".join(f"{d['meta']['trials']} --faults {','.join(str(FAULTS.index(f)) for f in d['meta']['faults'])}"
+                                for d in dumps)
+    meta["faults"] = [f for f in FAULTS if any(f in d["meta"]["faults"] for d in dumps)]
+    meta["when"] = dumps[0]["meta"]["when"]
+    return results, info, meta
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=1)
     ap.add_argument("--faults", default=None, help="comma-separated subset, by index 0-4 or name")
     ap.add_argument("--out", default=None, help="write the Markdown report here (docs/benchmarks-vs-recipe.md)")
     ap.add_argument("--json", default=None, help="also dump the raw trials as JSON here")
-    ap.add_argument("--from-json", default=None, help="render the report from an earlier --json dump")
+    ap.add_argument("--from-json", default=None, help="render the report from earlier --json dumps (comma-separated: "
+                                                        "runs of other faults at the same commit, merged)")
     ap.add_argument("--keep-workdir", action="store_true")
     args = ap.parse_args()
     # A background run ignores SIGINT: SIGTERM takes the lab down as an interrupt would.
@@ -985,8 +1034,8 @@ def main() -> None:
     if args.faults:
         faults = tuple(FAULTS[int(x)] if x.strip().isdigit() else x.strip() for x in args.faults.split(","))
     if args.from_json:
-        dump = json.loads(Path(args.from_json).read_text())
-        results, info, meta = dump["results"], dump["info"], dump["meta"]
+        dumps = [json.loads(Path(f).read_text()) for f in args.from_json.split(",")]
+        results, info, meta = merge_dumps([d for dump in dumps for d in dump.get("runs", [dump])])
         faults = tuple(meta["faults"])
     else:
         if os.geteuid() != 0:

@@ -71,7 +71,7 @@ def run(file: str, log_level: str, log_format: str) -> None:
     metrics = Metrics({"vrrp_instance": cfg.instance, "interface": cfg.interface,
                        "vrid": str(cfg.virtual_router_id), "version": str(cfg.version)}) if cfg.metrics.listen else None
     try:
-        adapters = real_adapters(cfg)
+        adapters = real_adapters(cfg, log=log, metrics=metrics)
     except HavipError as exc:
         log.error("startup_failed", error=str(exc))
         sys.exit(1)

@@ -74,6 +74,11 @@ class Metrics:
         self.container_stop = Gauge("havip_container_stop_seconds", "Last container stop", registry=r)
         self.last_failover = Gauge("havip_last_failover_seconds",
                                    "Duration of the last planned switchover requested on this host", registry=r)
+        self.session_sweeps = Counter("havip_session_sweeps", "Sweeps of the stale Milvus sessions after a start "
+                                      "of ours, by outcome (cleared, none_stale, refused, gave_up, failed)",
+                                      ["outcome"], registry=r)
+        self.sessions_revoked = Counter("havip_sessions_revoked", "Stale Milvus sessions whose leases havip revoked",
+                                        registry=r)
         self.status_errors = Counter("havip_status_errors", "Scrapes for which the loop gave no status in time",
                                      registry=r)
         self._server: ThreadingWSGIServer | None = None
@@ -96,6 +101,10 @@ class Metrics:
 
     def container_stopped(self, seconds: float) -> None:
         self.container_stop.set(seconds)
+
+    def session_sweep(self, outcome: str, revoked: int) -> None:
+        self.session_sweeps.labels(outcome=outcome).inc()
+        self.sessions_revoked.inc(revoked)
 
     def failover_done(self, seconds: float) -> None:
         self.last_failover.set(seconds)

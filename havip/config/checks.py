@@ -163,8 +163,16 @@ def _check_etcd(lease, milvus, at: str) -> Iterator[Problem]:
                "before the etcd lease can expire")
 
 
+def _check_sessions(v: dict) -> Iterator[Problem]:
+    milvus = v.get("milvus")
+    if milvus is None or not milvus.sessions.clear_stale or milvus.lease.enabled:
+        return
+    yield ("milvus.sessions.clear_stale", True, "needs the storage lease (milvus.lease): only the lease proves "
+           "that no other Milvus runs, which is what makes the old server's sessions stale")
+
+
 _CROSS_CHECKS = (_check_interval, _check_addresses, _check_unicast, _check_auth,
-                 _check_preempt, _check_checksum, _check_lease)
+                 _check_preempt, _check_checksum, _check_lease, _check_sessions)
 
 
 def cross_checks(values: dict) -> list[Problem]:

@@ -270,6 +270,17 @@ def _lease_shorthand(value: object) -> object:
     return value
 
 
+class Sessions(StrictModel):
+    """Clearing the sessions a stopped Milvus standalone server left in its embedded etcd,
+    after each start of ours (havip.runtime.sessions; docs/milvus-standalone.md)."""
+
+    clear_stale: bool = False
+    etcd: EtcdUrl = "http://127.0.0.1:2379"     # the embedded etcd, on the host's network
+    root_path: Annotated[str, _matching(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", "must be Milvus' etcd.rootPath, "
+                                        "e.g. by-dev (letters, digits, '_.-' between slashes)")] = "by-dev"
+    timeout: Annotated[float, _between(1, 600, "seconds")] = 30.0
+
+
 class Milvus(StrictModel):
     container: Container
     docker: Annotated[str, AfterValidator(_docker_url)] = "unix:///var/run/docker.sock"
@@ -287,6 +298,7 @@ class Milvus(StrictModel):
     stop_timeout: Annotated[float, _between(0, 3600, "seconds")] = 5.0
     # `lease: false` / `lease: true` are short for {enabled: false} / {}.
     lease: Annotated[Lease, BeforeValidator(_lease_shorthand)] = Lease()
+    sessions: Sessions = Sessions()
 
     @property
     def lease_path(self) -> str | None:

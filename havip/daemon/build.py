@@ -6,7 +6,7 @@ from havip.config import Config
 from havip.daemon.loop import Adapters
 
 
-def real_adapters(cfg: Config) -> Adapters:
+def real_adapters(cfg: Config, *, log=None, metrics=None) -> Adapters:
     from havip.net.garp import Announcer
     from havip.net.link import LinkMonitor
     from havip.net.sock import AdvertSocket
@@ -30,11 +30,11 @@ def real_adapters(cfg: Config) -> Adapters:
     ad = Adapters(make_socket=make_socket, vips=vips, announcer=announcer, link=link, make_beacon=make_beacon,
                   extra_close=[vips.close, announcer.close, link.close])
     if cfg.milvus is not None:
-        _add_milvus(cfg, ad)
+        _add_milvus(cfg, ad, log, metrics)
     return ad
 
 
-def _add_milvus(cfg: Config, ad: Adapters) -> None:
+def _add_milvus(cfg: Config, ad: Adapters, log=None, metrics=None) -> None:
     from havip.checks.probes import DockerProbe, LeaseProbe, MilvusProbe
     from havip.checks.runner import CheckRunner
     from havip.runtime.container import ContainerRuntime
@@ -42,7 +42,8 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
     m = cfg.milvus
     docker_probe = DockerProbe(m.docker, m.container, m.check_timeout)
     milvus_probe = MilvusProbe(m.grpc, m.check_timeout)
-    ad.runtime = ContainerRuntime(m.docker, m.container, m.stop_timeout)
+    ad.runtime = ContainerRuntime(m.docker, m.container, m.stop_timeout,
+                                  after_start=_session_sweep(cfg, ad, log, metrics))
     ad.milvus_probe = milvus_probe
     lease_probe = None
     if m.lease.enabled and m.lease.backend == "etcd":
@@ -67,6 +68,19 @@ def _add_milvus(cfg: Config, ad: Adapters) -> None:
 
     ad.make_runner = make_runner
 
+
+def _session_sweep(cfg: Config, ad: Adapters, log, metrics):
+    """The stale session sweep after each start of ours, or None (milvus.sessions)."""
+    s = cfg.milvus.sessions
+    if not s.clear_stale:
+        return None
+    from havip.runtime.sessions import StaleSessionClearer
+
+    # Only the storage lease proves that no other Milvus runs: read at the sweep's
+    # start and again right before it revokes anything.
+    def lease_held() -> bool:
+        return ad.lease is not None and bool(ad.lease.held)
+    return StaleSessionClearer(s.etcd, s.root_path, s.timeout, lease_held, log=log, metrics=metrics)
 
 
 def etcd_lease(cfg: Config):

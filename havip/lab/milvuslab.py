@@ -96,6 +96,10 @@ def havip_config(priority: int, docker_url: str, shared: Path, name: str, vrrp: 
         # (docs/milvus-standalone.md). The milvus-lite lab keeps keepalived's preemption,
         # which its e2e matrix exercises.
         cfg["preempt"] = False
+        # havip holds the storage lease and started this server itself: the sessions the
+        # previous server left in the embedded etcd are stale, and clearing them spares
+        # the new server a session TTL of waiting (docs/milvus-standalone.md).
+        cfg["milvus"]["sessions"] = {"clear_stale": True}
     return cfg
 
 

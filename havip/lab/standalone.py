@@ -46,7 +46,22 @@ DATA = "/data"
 # 24 s with 5 s, 11 s with 5 s and the gRPC clients' retry backoff capped at 1 s (from 10).
 # A TTL of 5 s means Milvus' keepalive (every TTL/3, inside one process) must not stall
 # for 5 s; if it does, Milvus exits and havip fails over: detected, not silent.
-LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBackoff": 1}
+# queryCoord.UpdateNextTargetInterval (default 10 s): the query coordinator asks for a
+# collection's recovery info (its next target) once per interval; after a restart it
+# started loading the collection only at the first tick, so a server that was healthy
+# early stayed unsearchable up to 10 s longer (bench/milvus_takeover.py: searchable 7-8 s
+# after start with 1 s, 9-17 s with 10 s, the session sweep on).
+# (dataNode.segment.syncPeriod 30 s was in the image for the recipe benchmark of
+# 2026-11-29 23:38 at bf9966e: the channel checkpoint a new server replays from did not
+# move, so it is not kept: docs/milvus-standalone.md, "The write-ahead log replay".)
+LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBackoff": 1,
+                                    "queryCoord.UpdateNextTargetInterval": 1}
+# The embedded etcd's own settings (etcd's config file format): when any are given (here
+# or to build_rootfs_tar), the file goes to EMBED_ETCD_CONFIG and `etcd.config.path`
+# names it. None by default: an election timeout of 100 ms was tried and not adopted
+# (docs/milvus-standalone.md).
+EMBED_ETCD_CONFIG = "/milvus/configs/embedEtcd.yaml"
+EMBED_ETCD: dict[str, object] = {}
 
 
 def fetch_wheel(cache: Path = CACHE_DIR) -> Path:
@@ -108,14 +123,23 @@ def _host_libraries(binary: Path, libdir: Path) -> list[str]:
     return libs
 
 
-def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | None = None) -> Path:
+def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | None = None,
+                     embed_etcd: dict[str, object] | None = None) -> Path:
     """The image's root filesystem as a tar in `work` (reused while wheel and config are
-    the same): /milvus/bin (binary and its libraries), /milvus/configs, glibc, /data."""
+    the same): /milvus/bin (binary and its libraries), /milvus/configs, glibc, /data.
+    `embed_etcd`: settings for the embedded etcd's own config file (with EMBED_ETCD), put
+    at EMBED_ETCD_CONFIG and named by `etcd.config.path`."""
+    import yaml
+
     config_text = None
     with zipfile.ZipFile(wheel) as zf:
         template = zf.read("milvus/data/config.yaml.template").decode()
-        config_text = render_config(template, {**LAB_OVERRIDES, **(overrides or {})})
-        key = hashlib.sha256(wheel.read_bytes()[:1 << 20] + config_text.encode()).hexdigest()[:16]
+        embed_on = bool(EMBED_ETCD or embed_etcd)
+        config_text = render_config(template, {**LAB_OVERRIDES, **(overrides or {}),
+                                               **({"etcd.config.path": EMBED_ETCD_CONFIG} if embed_on else {})})
+        embed = {**EMBED_ETCD, **(embed_etcd or {})}
+        embed_text = yaml.safe_dump(embed, sort_keys=True) if embed else ""
+        key = hashlib.sha256(wheel.read_bytes()[:1 << 20] + config_text.encode() + embed_text.encode()).hexdigest()[:16]
         out = work / f"milvus-{MILVUS_VERSION}-rootfs-{key}.tar"
         if out.exists():
             return out
@@ -158,6 +182,8 @@ def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | Non
             tar.add(os.path.realpath(lib), arcname=lib.lstrip("/"))
         add_bytes("milvus/configs/milvus.yaml", config_text.encode())
         add_bytes("milvus/configs/glog.conf", glog)
+        if embed_text:
+            add_bytes(EMBED_ETCD_CONFIG.lstrip("/"), embed_text.encode())
         add_bytes("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
         add_bytes("etc/group", b"root:x:0:\n")
         add_bytes("etc/nsswitch.conf", b"hosts: files dns\n")
@@ -169,9 +195,10 @@ def build_rootfs_tar(wheel: Path, work: Path, overrides: dict[str, object] | Non
 
 
 def build_standalone_image(dockerd: Dockerd, tag: str = STANDALONE_IMAGE, *, cache: Path = CACHE_DIR,
-                           overrides: dict[str, object] | None = None) -> str:
+                           overrides: dict[str, object] | None = None,
+                           embed_etcd: dict[str, object] | None = None) -> str:
     """Import the standalone rootfs as `tag` on this engine; returns the image id."""
-    rootfs = build_rootfs_tar(fetch_wheel(cache), cache, overrides)
+    rootfs = build_rootfs_tar(fetch_wheel(cache), cache, overrides, embed_etcd)
     repository, _, version = tag.rpartition(":")
     api = dockerd._api(timeout=300)
     try:

@@ -23,7 +23,8 @@ class ContainerRuntime:
     """Start/stop the container `container` on the engine at `url`."""
 
     def __init__(self, url: str, container: str, stop_timeout: float, api_timeout: float = 10,
-                 *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 after_start: Callable[[], object] | None = None):
         self.url = url
         self.container = container
         self.stop_timeout = stop_timeout
@@ -31,6 +32,9 @@ class ContainerRuntime:
         self.clock = clock
         self.sleep = sleep
         self.engine = EngineClient(url, api_timeout)
+        # Run once Docker started our container (not when it already ran): the stale
+        # session sweep (havip.runtime.sessions), which starts a bounded thread of its own.
+        self.after_start = after_start
 
     # ---------------------------------------------------------------- helpers
 
@@ -76,6 +80,11 @@ class ContainerRuntime:
         if (info.get("State") or {}).get("Running"):
             return
         self._call("start", lambda: self.engine.api().start(self.container))
+        if self.after_start is not None:
+            try:
+                self.after_start()
+            except Exception:  # noqa: BLE001 - a courtesy to Milvus; the start itself succeeded
+                pass
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the container and confirm it is not running; True if it was running.

@@ -182,3 +182,77 @@ def test_acknowledged_unflushed_rows_survive_a_sigkill_and_a_takeover_by_another
         print(f"\ntakeover after SIGKILL: healthy after {up['took']:.1f}s; 2000 of 2000 acknowledged rows read")
         a1.close()
         a2.close()
+
+
+TAKEOVER = """
+import json, sys, time
+from havip.runtime.container import ContainerRuntime
+from havip.runtime.lease import StorageLease
+from havip.runtime.sessions import StaleSessionClearer, session_prefix
+from havip.runtime.etcdclient import Gateway, b64, unb64
+
+docker_url, lease_path = sys.argv[1], sys.argv[2]
+lease = StorageLease(lease_path, "takeover-test")
+assert lease.acquire().ok                      # what havip holds before it starts Milvus
+lines = []
+
+class Log:
+    def info(self, event, **kw):
+        lines.append({"event": event, **kw})
+    warning = error = info
+
+clearer = StaleSessionClearer("http://127.0.0.1:2379", "by-dev", 60, lambda: lease.held, log=Log())
+runtime = ContainerRuntime(docker_url, "milvus", 5, after_start=clearer)
+runtime.start()                                 # the daemon's start path: the sweep runs after docker start
+t0 = time.monotonic()
+while clearer.last is None and time.monotonic() - t0 < 90:
+    time.sleep(0.1)
+prefix = session_prefix("by-dev")
+gw = Gateway(["http://127.0.0.1:2379"], timeout=2)
+kvs = gw.call("kv/range", {"key": b64(prefix), "range_end": b64(prefix[:-1] + "0")}).get("kvs", [])
+keys = {}
+for kv in kvs:
+    try:
+        v = json.loads(unb64(kv["value"]))
+    except ValueError:
+        continue
+    if isinstance(v, dict):
+        keys[unb64(kv["key"])[len(prefix):]] = v["ServerID"]
+res = clearer.last
+print(json.dumps({"outcome": res and res.outcome, "reason": res and res.reason, "ours": res and res.ours,
+                  "revoked": res and res.revoked, "log": lines, "keys": keys}))
+"""
+
+
+def test_takeover_clears_the_killed_servers_sessions_and_milvus_sees_them_go(lab_dir):
+    """Issue 11: the sessions a killed server leaves in its embedded etcd. h1's server
+    killed (SIGKILL), h2 takes the storage lease and starts its own through
+    ContainerRuntime with the stale session sweep (the daemon's start path): the sweep
+    names the old ServerID and revokes its sessions, Milvus logs the old nodes going
+    (datacoord's `received datanode unregister` for the old ServerID, before any lease
+    could expire), and every session left in etcd is the new server's."""
+    with Topology() as topo:
+        (h1, d1), (h2, d2) = standalone_host(topo, lab_dir, "h1", 11), standalone_host(topo, lab_dir, "h2", 21)
+        a1, a2 = d1._api(timeout=90), d2._api(timeout=90)
+        a1.start("milvus")
+        assert ask(h1, STANDALONE_SETTINGS["start_timeout"])["ok"]
+        a1.kill("milvus")
+        a1.wait("milvus", timeout=30)
+        p = h2.run(sys.executable, "-c", TAKEOVER, d2.url, str(lab_dir / "shared" / ".havip-lease"),
+                   timeout=180, check=False, cwd=REPO)
+        assert p.returncode == 0, p.stderr[-3000:]
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        print(f"\nsweep: {res['reason']}")
+        assert res["outcome"] == "cleared", res
+        old = res["ours"] - 1
+        assert {"rootcoord", "datacoord", "querycoord", "indexcoord", f"querynode-{old}", f"datanode-{old}"} \
+            <= set(res["revoked"]), res["revoked"]
+        assert res["reason"].startswith(f"revoked the leases of {len(res['revoked'])} stale Milvus session(s) of "
+                                        f"ServerID [{old}]")
+        assert set(res["keys"].values()) == {res["ours"]}, res["keys"]      # only ours is left
+        assert ask(h2, STANDALONE_SETTINGS["start_timeout"])["ok"]
+        log = a2.logs("milvus").decode(errors="replace")
+        assert f'["received datanode unregister"] [address={h1.addr}:21124] [serverID={old}]' in log
+        assert "node not match" not in log
+        a1.close()
+        a2.close()

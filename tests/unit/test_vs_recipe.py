@@ -86,3 +86,25 @@ def test_the_report_and_its_timeline_from_trials(vs_recipe, tmp_path):
     assert "| container killed | recipe | 1 | 20.0 | 19.5 | 0 (of 100) | 1 (4.1 s) |" in text
     assert "havip's outage is 0.40 x the recipe's" in text and "**met**" in text
     assert "![container killed: recipe and havip](t.svg)" in text
+
+
+def test_runs_of_other_faults_merge_into_one_report(vs_recipe):
+    """--from-json a,b: the trials of two runs side by side, each run's load and trial count kept."""
+    def dump(fault, n, load):
+        return {"results": [_trial("havip", fault, 1000.0 + i, 0.5, 8.0) for i in range(n)],
+                "info": {"errors": [f"{fault} err"]},
+                "meta": {"trials": n, "faults": [fault], "when": "2026-01-01 00:00 UTC", "load": load}}
+    results, info, meta = vs_recipe.merge_dumps([dump("link cut", 2, "5 5 5"), dump("container killed", 3, "4 4 4")])
+    assert len(results) == 5 and info["errors"] == ["link cut err", "container killed err"]
+    assert meta["faults"] == ["container killed", "link cut"]           # FAULTS order
+    assert meta["trials"] == "2 --faults 2 / 3 --faults 0"
+    assert "2 x link cut at 2026-01-01 00:00 UTC (load 5 5 5)" in meta["load"]
+
+
+def test_the_container_kill_finding_says_what_the_session_sweep_did(vs_recipe):
+    rs = [{"session_sweeps": [{"at": 3.0, "outcome": "cleared", "reason": "revoked ..."}]},
+          {"session_sweeps": [{"at": 4.0, "outcome": "gave_up", "reason": "etcd never answered"}]}, {}]
+    text = vs_recipe.sweeps_sentence(rs)
+    assert "its session sweep revoked them in 1 of 2 start(s) (median +3.0 s after the fault; other outcomes: " \
+           "gave_up)" in text
+    assert vs_recipe.sweeps_sentence([{}]) == ""
