@@ -33,8 +33,11 @@ import traceback
 RPC_TIMEOUT = float(os.environ.get("HAVIP_LAB_RPC_TIMEOUT", "2.0"))
 ID_WINDOW = 10_000              # ids per query of `ids`: below Milvus' 16,384-row query window
 ADMIN_TIMEOUT = 60.0
+# use_local_subchannel_pool: a new client after a failure gets a new TCP connection, not
+# the one grpc-core would otherwise share between all channels to the VIP in this process
+# (the writer's and the prober's), with that connection's reconnect backoff.
 GRPC_OPTIONS = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.min_reconnect_backoff_ms": 100,
-                "grpc.max_reconnect_backoff_ms": 500}
+                "grpc.max_reconnect_backoff_ms": 500, "grpc.use_local_subchannel_pool": 1}
 
 
 def _vec(i: int, dim: int) -> list[float]:
