@@ -613,6 +613,9 @@ class Daemon:
             "reason": m.reason,
             "priority": {"configured": self.cfg.priority, "effective": sm.effective_priority(m, self.params)},
             "vips": [str(v) for v in self.cfg.virtual_ipaddresses],
+            "advert_interval": self.cfg.advert_interval,
+            # How long this host waits without an advert before it takes over (RFC 3768/5798).
+            "master_down_interval": round(sm.master_down(m, self.params), 3),
             "vip_attached": self.executor.vip_attached,
             "master": None if master is None else {
                 "address": master.address, "priority": master.priority, "interval": master.interval,

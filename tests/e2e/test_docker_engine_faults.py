@@ -16,65 +16,21 @@ its process id instead (/proc), which needs no engine.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import signal
-import tempfile
 import time
 
 import pytest
 
-from havip.lab.milvuslab import MilvusLab
 from havip.lab.netns import wait_for
-from tests.conftest import require_binary, require_root
+from tests.e2e.labtools import Watch, alive, own_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
 
 @pytest.fixture
 def lab():
-    require_root()
-    require_binary("dockerd")
-    workdir = tempfile.mkdtemp(prefix="hvd", dir="/tmp")     # short: containerd's socket paths
-    lab = MilvusLab(f"{workdir}/lab", prefix="hvd" + secrets.token_hex(2))
-    frozen: list[int] = []
-    lab.frozen = frozen
-    try:
-        lab.up()
+    with own_lab("hvd", up=True) as lab:
         yield lab
-    finally:
-        for pid in frozen:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        lab.down()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-class Watch:
-    """h2's container (its engine answers) against h1's Milvus by pid (its engine may not)."""
-
-    def __init__(self, lab: MilvusLab, milvus_pid: int):
-        self.lab, self.milvus_pid = lab, milvus_pid
-        self.overlaps: list[float] = []
-        self.vip_states: set[tuple[str, ...]] = set()
-
-    def __call__(self, seconds: float) -> None:
-        end = time.time() + seconds
-        while time.time() < end:
-            if self.lab.container_running("h2") and alive(self.milvus_pid):
-                self.overlaps.append(time.time())
-            self.vip_states.add(tuple(self.lab.vip_holders()))
-            time.sleep(0.1)
 
 
 def test_docker_engine_frozen_on_the_master_gives_an_outage_never_two_writers(lab):

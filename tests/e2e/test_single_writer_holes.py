@@ -1,5 +1,7 @@
 """End to end: issue 10's single-writer holes with real dockerd, real milvus-lite on
-shared storage and two havip hosts (unit regressions: tests/unit/test_single_writer.py).
+shared storage and two havip hosts (unit regressions: tests/unit/test_single_writer.py;
+holes 2 and 4 end to end: test_single_writer_holes_24.py; the lab and the sniffer helpers:
+labtools.py).
 
 Each test builds its own lab (MilvusLab, random prefix), replaces a host's `milvus`
 container by one that takes long to stop (PID 1 is a shell that traps the stop signal
@@ -32,12 +34,6 @@ is most of it), the module about a minute; teardown kills the slow containers fi
 
 from __future__ import annotations
 
-import json
-import secrets
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
@@ -45,8 +41,7 @@ import pytest
 from havip.lab.docker import lab_binds, milvus_command
 from havip.lab.milvuslab import CONTAINER, MilvusLab, Sampler, log_time
 from havip.lab.netns import wait_for
-from havip.runtime.lease import StorageLease
-from tests.conftest import require_binary, require_root
+from tests.e2e.labtools import adverts, lease_holder, own_lab, sniff
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
@@ -56,22 +51,8 @@ STOP_TIMEOUT = 20      # havip's grace for it (docker stop -t): the stop is slow
 
 @pytest.fixture
 def lab():
-    require_root()
-    require_binary("dockerd")
-    workdir = tempfile.mkdtemp(prefix="hvh", dir="/tmp")     # short: containerd's socket paths
-    lab = MilvusLab(f"{workdir}/lab", prefix="hvh" + secrets.token_hex(2))
-    lab.extra_procs = []
-    try:
-        lab.build()
+    with own_lab("hvh") as lab:         # teardown kills the slow containers first
         yield lab
-    finally:
-        for proc in lab.extra_procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        lab.kill_milvus()               # the slow containers would cost their delay again at teardown
-        lab.down()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def slow_stopping_leftover(lab: MilvusLab, name: str, delay: float = STOP_DELAY) -> str:
@@ -92,28 +73,6 @@ def slow_stopping_leftover(lab: MilvusLab, name: str, delay: float = STOP_DELAY)
         return api.inspect_container(CONTAINER)["State"]["StartedAt"]
     finally:
         api.close()
-
-
-def sniff(lab: MilvusLab) -> subprocess.Popen:
-    """Record the adverts on the bridge from the client namespace until SIGINT."""
-    proc = lab.hosts["client"].popen([sys.executable, "-m", "havip.lab.sniff", "eth0", "600"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lab.extra_procs.append(proc)
-    assert proc.stderr.readline().strip() == "listening"
-    return proc
-
-
-def adverts(proc: subprocess.Popen) -> list[tuple[float, str, int]]:
-    """The sniffer's adverts as (wall time, source, priority)."""
-    proc.send_signal(2)
-    out, _ = proc.communicate(timeout=10)
-    offset = time.time() - time.monotonic()
-    return [(t + offset, src, prio) for t, src, prio in json.loads(out)]
-
-
-def lease_holder(lab: MilvusLab) -> tuple[str | None, str | None]:
-    st = StorageLease(str(lab.shared / ".havip-lease"), "e2e-reader").status()
-    return st.get("holder"), st.get("state")
 
 
 def transitions(lab: MilvusLab, name: str) -> list[tuple[float, str]]:

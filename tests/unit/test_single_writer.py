@@ -190,6 +190,8 @@ def test_hole4_reload_changes_the_v2_master_down_interval():
     assert d.machine.master_adver_interval == 5.0
     # RFC 3768 6.1: 3 * 5 + skew; the old 3.6 s would have the backup take over between adverts.
     assert d.machine.master_down_deadline >= clock() + 15.0
+    st = d.status()                                     # what `havipctl status --json` shows
+    assert st["advert_interval"] == 5 and 15.0 < st["master_down_interval"] < 16.0, st
     clock.advance(4.9)
     d.run_once()
     assert d.machine.state == State.BACKUP
