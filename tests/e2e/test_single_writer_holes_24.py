@@ -35,7 +35,6 @@ import time
 import pytest
 
 from havip.lab.milvuslab import MilvusLab
-from havip.lab.netns import wait_for
 from tests.e2e.labtools import Watch, adverts, alive, lease_holder, own_lab, sniff
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
