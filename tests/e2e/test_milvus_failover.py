@@ -236,6 +236,7 @@ def test_milvus_hung(env):
     assert env.lab.container_info("h1")["State"]["Pid"] != STOPPED_PIDS[-1]
 
 
+@pytest.mark.fuller  # on the real server: tests/e2e/test_standalone_matrix.py
 def test_link_cut(env):
     """Cable pulled: h1 sees no carrier and stops Milvus at once; h2 hears silence and
     starts its own only after the master-down interval (the window in the docstring)."""
@@ -247,6 +248,7 @@ def test_link_cut(env):
     assert t["h1_milvus_stopped"] < 2.0, t            # well within the 2.64 s window
 
 
+@pytest.mark.fuller  # on the real server: tests/e2e/test_standalone_matrix.py
 def test_havip_stopped(env):
     """SIGTERM: h1 stops Milvus, resigns with priority 0 and exits 0; restarted, it
     comes back as backup and preempts."""
@@ -263,6 +265,7 @@ def test_havip_stopped(env):
     assert rc == [0]
 
 
+@pytest.mark.fuller  # on the real server: tests/e2e/test_standalone_matrix.py
 def test_havip_killed_then_cleanup_and_restart(env):
     """SIGKILL leaves the VIP and Milvus behind; `havip cleanup` (systemd's
     ExecStopPost=) removes both before h2 can take over, then havip runs again."""
