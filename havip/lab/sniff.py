@@ -5,6 +5,7 @@ SIGINT (a caller that does not know how long to listen). Lab namespaces only.
 """
 
 import json
+import signal
 import sys
 import time
 
@@ -15,6 +16,11 @@ from havip.protocol import codec
 
 def main() -> None:
     ifname, seconds = sys.argv[1], float(sys.argv[2])
+    # A caller started in the background by a shell without job control hands us SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler: the caller's SIGINT
+    # would be lost and its wait for our list time out. Take SIGINT (and SIGTERM) ourselves.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sock = AdvertSocket(ifname, 4)
     print("listening", file=sys.stderr, flush=True)      # callers may wait for this line
     end = time.monotonic() + seconds

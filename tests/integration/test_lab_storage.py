@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from havip.lab.netns import wait_for
 from havip.lab.storage import HostStorage
 from tests.conftest import require_binary, require_fuse, require_root
 
@@ -57,6 +58,14 @@ def view():
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def in_view(st: HostStorage, what: str, **kw) -> subprocess.Popen:
     return subprocess.Popen(["nsenter", f"--mount={st.mntns}", "--", sys.executable, "-c", PROBE,
                              str(st.shared / "lease"), what], stdout=subprocess.PIPE, stdin=subprocess.PIPE,
@@ -74,7 +83,9 @@ def test_the_view_is_one_hosts_only_and_passes_flock_through(view):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             holder.stdin.close()
             holder.wait(10)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the view's holder is gone
+            # Free once the view's holder is gone: FUSE sends the unlock of a closed file
+            # after the process has exited (the release is asynchronous), so poll for it.
+            wait_for(lambda: _try_lock(fd), 10, what="the lock to be released through the view")
         finally:
             os.close(fd)
     finally:
