@@ -52,6 +52,17 @@ def _settle(d: Daemon, deadline: float = 3.0) -> None:
             return
 
 
+def run_until(d, cond, timeout: float) -> bool:
+    """Turn the real loop (real threads, real time) until `cond()` holds or `timeout` passes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        d.run_once()
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def _become_master(d, clock) -> None:
     """Start, let master-down and the settle window pass: the machine opens its gate."""
     d.start()

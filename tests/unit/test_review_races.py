@@ -13,7 +13,7 @@ from havip.daemon.loop import Adapters, Daemon
 from havip.model import Advert, LeaseLost, State
 from havip.protocol import codec
 from tests.fakes import FakeAnnouncer, FakeClock, FakeLink, FakeRuntime, FakeSocket, FakeVips
-from tests.unit.test_daemon import BASE, _settle
+from tests.unit.test_daemon import BASE, _settle, run_until as _until
 
 GRACE = 60.0
 
@@ -53,16 +53,6 @@ class RacyEngine(FakeRuntime):
             self._ended.wait_for(lambda: not self.running, GRACE)
             self.running = False
             return True
-
-
-def _until(d: Daemon, cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        d.run_once()
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def _daemon(rt):

@@ -6,7 +6,6 @@ takes its whole grace unless the container is killed."""
 from __future__ import annotations
 
 import threading
-import time
 
 import structlog
 
@@ -15,7 +14,7 @@ from havip.daemon.loop import Adapters, Daemon
 from havip.model import Advert, LeaseLost, State
 from havip.protocol import codec
 from tests.fakes import FakeAnnouncer, FakeClock, FakeLink, FakeRuntime, FakeSocket, FakeVips
-from tests.unit.test_daemon import BASE, _become_master, _priorities
+from tests.unit.test_daemon import BASE, _become_master, _priorities, run_until as _until
 
 GRACE = 60.0          # the fake's graceful stop lasts this long unless the container is killed
 
@@ -40,16 +39,6 @@ class SlowStopRuntime(FakeRuntime):
         self.killed.wait(GRACE)
         was, self.running = self.running, False
         return was
-
-
-def _until(d: Daemon, cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        d.run_once()
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_a_fence_during_a_graceful_stop_kills_at_once_and_confirms_once():
