@@ -69,6 +69,25 @@ SPLIT_HOLD = 30.0     # s the split brain lasts
 SETTLE = 15.0         # s watched after the repair (failbacks, a second Milvus)
 PROBE_PERIOD, PROBE_TIMEOUT = 0.05, 1.0   # the real server: 1 s per search (milvus-lite's 0.5 s is short)
 
+# What the serving server's channel checkpoint is when the fault comes (--checkpoint):
+# "flushed": the trial flushes once before its writes, as a server running for longer
+# than syncPeriod + 1 min would have a recent checkpoint; "aged": as the lab left it
+# (servers that lived under a minute each never move it: the replay grows with the lab).
+CHECKPOINTS = ("flushed", "aged")
+SEEK_RE = re.compile(r"channel seek position set from channel checkpoint meta.*?\[posTime=([^\]]+)\]")
+
+
+def seek_time(text: str) -> float | None:
+    """Epoch seconds of a Milvus log time such as `2026/11/29 23:39:20.123 +00:00`."""
+    try:
+        return datetime.strptime(text.strip(), "%Y/%m/%d %H:%M:%S.%f %z").timestamp()
+    except ValueError:
+        try:
+            return datetime.strptime(text.strip(), "%Y/%m/%d %H:%M:%S %z").timestamp()
+        except ValueError:
+            return None
+
+
 # Every change made to the seed, as (file, seed text, lab text, why). Nothing else differs.
 RECIPE_CHANGES = [
     ("master/keepalived.conf", "interface enp7s0", "interface eth0", "the lab host's interface"),
@@ -234,9 +253,10 @@ def milvus_pid(lab, host: str) -> int:
 
 
 class Bench:
-    def __init__(self, lab, workdir: Path):
+    def __init__(self, lab, workdir: Path, checkpoint: str = "flushed"):
         self.lab = lab
         self.workdir = workdir
+        self.checkpoint = checkpoint        # CHECKPOINTS: what the serving server's channel checkpoint is at the fault
         self.systems = {"recipe": Recipe(lab, workdir), "havip": Havip(lab)}
         self.stopped: list[int] = []
         self.probe = self.client = self.sampler = self.vips = None
@@ -328,6 +348,12 @@ class Bench:
                 self.unread["lost_after_reset"] = sorted(lost - self.missing)
                 self.missing |= lost
             self.unread = None
+        if self.checkpoint == "flushed":
+            # A server that has run a while has a channel checkpoint at most syncPeriod +
+            # 1 min old; the bench's servers live under a minute, so without this their
+            # checkpoint would stay at the lab's first minute and every takeover would
+            # replay the whole lab's writes (CHECKPOINTS). One flush moves it to now.
+            self.client.insert(10, flush=True)
         self.client.traffic_start(batch=10, period=0.2, flush=False)
         time.sleep(3)                             # steady state: writes acknowledged, adverts, checks
         overl0 = len(self.sampler.overlaps)
@@ -372,6 +398,9 @@ class Bench:
             events = self.lab.events()
             r["havip_ready"] = havip_ready(events, t0, t_end)
             r["session_sweeps"] = session_sweeps(events, t0, t_end)
+        r["checkpoint"] = self.checkpoint
+        r["replayed_from"] = self.replayed_from(t0, [h for h, tl in r["docker"].items()
+                                                      if any(c[1] and c[0] >= t0 for c in tl)])
         if new_lost is None:
             self.unread = r
         return r
@@ -389,6 +418,26 @@ class Bench:
         except Exception:  # noqa: BLE001 - evidence only
             return -1
         return text.count("db file is flocked by another process")
+
+    def replayed_from(self, t0: float, hosts: list[str]) -> dict[str, float]:
+        """Per host in `hosts` (those whose Milvus started after the fault): how old (s,
+        at the fault) the channel checkpoint was that its server began replaying the
+        message queue from (the oldest of its channels), from its log; evidence only."""
+        ages: dict[str, float] = {}
+        for host in hosts:
+            try:
+                api = self.lab.api(host, timeout=30)
+                try:
+                    text = api.logs("milvus", since=int(t0)).decode(errors="replace")
+                finally:
+                    api.close()
+            except Exception:  # noqa: BLE001 - evidence only
+                continue
+            times = [seek_time(m) for m in SEEK_RE.findall(text)]
+            times = [t for t in times if t is not None]
+            if times:
+                ages[host] = round(t0 - min(times), 1)
+        return ages
 
     def probe_changes(self) -> list[dict]:
         with self.probe._lock:
@@ -470,7 +519,8 @@ def windows(times: list[float], gap: float = 0.5) -> list[tuple[float, float]]:
 # ====================================================================== the run
 
 
-def run(trials: int, faults: tuple[str, ...], keep: bool, dump=None) -> tuple[list[dict], dict]:
+def run(trials: int, faults: tuple[str, ...], keep: bool, dump=None,
+        checkpoint: str = "flushed") -> tuple[list[dict], dict]:
     """The trials; `dump(results, info)` is called after each one (a partial run is kept)."""
     from havip.lab.milvuslab import MilvusLab
     from havip.lab.sampler import Sampler
@@ -484,7 +534,7 @@ def run(trials: int, faults: tuple[str, ...], keep: bool, dump=None) -> tuple[li
     try:
         print(f"building the lab in {workdir} (namespaces {lab.prefix}-*)", flush=True)
         lab.build()
-        bench.__init__(lab, workdir)
+        bench.__init__(lab, workdir, checkpoint)
         info["recipe_files"] = bench.systems["recipe"].files
         bench.sampler = Sampler(lab)
         bench.sampler.start()
@@ -695,9 +745,10 @@ def findings(by: dict, faults) -> list[str]:
             f"- **{f}.** The recipe: `chk_milvus.sh` runs every 2 s and sees `Running=false`; weight -20 "
             f"drops h1 to 90, below h2's 91, and h2 (preempting) ignores the lower adverts until its "
             f"master-down interval (3 x 1 s + 0.64 s skew) runs out, then `start_docker.sh`: h2's Milvus "
-            f"started at +{_s(k['h2'])} s (median). havip: the Docker check fails within its 0.5 s interval "
-            f"(fall 2), h1 resigns with priority 0, h2 takes the lease and starts its Milvus at "
-            f"+{_s(h['h2'])} s. From that start to the client's first answer both then wait for the real "
+            f"started at +{_s(k['h2'])} s (median). havip: the engine's `die` event runs h1's checks at once "
+            f"and an exited container is a final failure (no `fall` to wait for: docs/configuration.md), so "
+            f"h1 resigns with priority 0 within milliseconds; h2 takes over after its skew time (0.64 s at "
+            f"priority 91), takes the lease and starts its Milvus at +{_s(h['h2'])} s. From that start to the client's first answer both then wait for the real "
             f"server's start-up on the other host ({after_start(k)} s recipe, "
             f"{after_start(h)} s havip). havip starts Milvus "
             f"{_s((k['h2'] or 0) - (h['h2'] or 0))} s earlier; "
@@ -796,6 +847,26 @@ def findings(by: dict, faults) -> list[str]:
     return out
 
 
+def checkpoint_paragraph(results: list[dict], flushed: bool) -> list[str]:
+    """Why the trials flush once (or do not), with the checkpoint ages they replayed from."""
+    ages = [a for r in results for a in (r.get("replayed_from") or {}).values()]
+    seen = (f" In these trials the server that took over replayed from a checkpoint {_cell(ages)} s old at "
+            f"the fault (median, min..max of {len(ages)}; the `channel seek position` in its log)." if ages else "")
+    if flushed:
+        return ["**Checkpoint.** A new server replays the message queue from the channel checkpoint before it "
+                "answers a Strong search, and Milvus 2.3 moves that checkpoint only after a segment's buffer "
+                "is synced (every `dataNode.segment.syncPeriod`) and at most once a minute: a server that has "
+                "served for a while is at most syncPeriod + 1 min behind. The bench's servers live under a "
+                "minute each, so without help their checkpoint would stay where the lab began and every "
+                "takeover, of either system, would replay the whole run's writes, growing trial by trial "
+                "(measured with `--checkpoint aged`: docs/milvus-standalone.md, \"The write-ahead log "
+                "replay\"). So each trial flushes once before its writes, for both systems: the replay is "
+                "then the trial's own few seconds of writes, the best case of a long-running server." + seen, ""]
+    return ["**Checkpoint.** `--checkpoint aged`: no flush before the trials, so each takeover replays the "
+            "message queue from wherever the lab's channel checkpoint was left (the bench's servers live "
+            "under a minute, which does not move it): the replay grows with the run." + seen, ""]
+
+
 def sweeps_sentence(rs: list[dict]) -> str:
     """What havip's stale session sweep did in these trials (docs/milvus-standalone.md)."""
     sw = [x for r in rs for x in r.get("session_sweeps") or []]
@@ -847,6 +918,7 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
 
     when = when or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     by = {(s, f): [r for r in results if r["system"] == s and r["fault"] == f] for s in SYSTEMS for f in faults}
+    flushed = any(r.get("checkpoint") == "flushed" for r in results)
     counts = sorted({len(v) for v in by.values()})
     done = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]} (see each row)"
     out = ["# Benchmark: the recipe against havip on real Milvus standalone", "",
@@ -885,7 +957,9 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
              for f, a, b, w in RECIPE_CHANGES],
            "", "keepalived runs with `DOCKER_HOST` set to its host's dockerd, which its scripts inherit.", "",
            "Each trial: the lab is reset (both systems stopped, both containers stopped, the fault undone), "
-           "the system under test started with h1 serving and h2 standing by, the client writes for 3 s, "
+           "the system under test started with h1 serving and h2 standing by, "
+           + ("the client flushes once (see *Checkpoint* below), " if flushed else "")
+           + "the client writes for 3 s, "
            f"then the fault. The bench repairs the fault (SIGCONT, link up, isolation off) once the "
            f"client's searches succeed again for 2 s, or after {CAP:.0f} s if they do not (split brain: "
            f"after {SPLIT_HOLD:.0f} s), watches {SETTLE:.0f} s more, stops the writes and reads back every "
@@ -898,7 +972,8 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
            "- **rows lost**: rows acknowledged by insert (10 every 0.2 s, no flush) that the Strong read "
            "after the trial did not return;",
            "- **two Milvus**: windows in which the Sampler (both engines every 50 ms) saw a Milvus "
-           "container running on both hosts, and their total length.", ""]
+           "container running on both hosts, and their total length.", "",
+           *checkpoint_paragraph(results, flushed)]
 
     out += ["## Results", "", "| fault | system | trials | client outage, s | failing in all, s | rows lost "
             "(of acknowledged) | two-Milvus windows (s) |", "|---|---|---|---|---|---|---|"]
@@ -978,8 +1053,8 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
         out += [f"### {f}", "", f"![{f}: recipe and havip]({p})", ""]
     out += ["## Every trial", "", "s after the fault.", "",
             "| system | fault | # | first failed search | h1's Milvus stopped | VIP on h2 | h2's Milvus started "
-            "| outage | repaired | trial end | acknowledged | lost | two-Milvus windows |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| outage | repaired | trial end | acknowledged | lost | two-Milvus windows | replayed from (s old) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         o = r["outage"]
         m = marks(r)
@@ -989,7 +1064,9 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
                    f"{_s(r['t_repair'] - r['t0']) if r['t_repair'] else '-'} | {_s(r['t_end'] - r['t0'])} | "
                    f"{r['acked']} | {'-' if r['lost'] is None else len(r['lost'])} | "
                    + (", ".join(f"+{a - r['t0']:.1f}..+{b - r['t0'] + 0.05:.1f}" for a, b in ow(r))
-                      or "none") + " |")
+                      or "none") + " | "
+                   + (", ".join(f"{h}: {a:.1f}" for h, a in sorted((r.get("replayed_from") or {}).items())) or "-")
+                   + " |")
     if info.get("errors"):
         out += ["", "Failed trials (not in the figures):", ""] + [f"- {e}" for e in info["errors"]]
     out += ["", f"Sampler over the whole run: {info.get('sampler', '-')}.", ""]
@@ -1027,6 +1104,8 @@ def main() -> None:
     ap.add_argument("--from-json", default=None, help="render the report from earlier --json dumps (comma-separated: "
                                                         "runs of other faults at the same commit, merged)")
     ap.add_argument("--keep-workdir", action="store_true")
+    ap.add_argument("--checkpoint", choices=CHECKPOINTS, default="flushed",
+                    help="flush once before each trial's writes (default), or leave the channel checkpoint aged")
     args = ap.parse_args()
     # A background run ignores SIGINT: SIGTERM takes the lab down as an interrupt would.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -1043,14 +1122,14 @@ def main() -> None:
         from failover import _machine
         meta = {"machine": _machine(), "revision": mf._revision(),
                 "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]), "trials": args.trials,
-                "faults": list(faults), "commit": mf._git("rev-parse", "--short", "HEAD"),
+                "faults": list(faults), "checkpoint": args.checkpoint, "commit": mf._git("rev-parse", "--short", "HEAD"),
                 "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         def dump(results, info):
             if args.json:
                 Path(args.json).write_text(json.dumps({"results": results, "info": info, "meta": meta},
                                                       indent=1, default=str))
         try:
-            results, info = run(args.trials, faults, args.keep_workdir, dump)
+            results, info = run(args.trials, faults, args.keep_workdir, dump, args.checkpoint)
         finally:
             meta["load"] += "; after it " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
         dump(results, info)

@@ -29,13 +29,18 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """One run of one check. `latency` in seconds; `at` is the probe clock (monotonic)."""
+    """One run of one check. `latency` in seconds; `at` is the probe clock (monotonic).
+
+    `final`: a failure that running the check again cannot undo (the container has
+    exited: nothing in it will answer until something starts it again), so on the
+    master the runner does not wait for `fall` failures in a row before reporting it."""
 
     name: str
     ok: bool
     reason: str
     latency: float
     at: float
+    final: bool = False
 
 
 def check_name(name: str) -> Callable:
@@ -143,6 +148,13 @@ def describe_state(container: str, info: dict) -> tuple[bool, str]:
     return False, f"container {container} is {status or 'of unknown health'}{tail}"
 
 
+def exited(info: dict) -> bool:
+    """The inspect document of a container whose process has ended and that no restart
+    policy is about to start again (Docker's "exited" or "dead")."""
+    state = info.get("State") or {}
+    return not state.get("Running") and state.get("Status") in ("exited", "dead")
+
+
 class DockerProbe:
     """Checks a container through the Docker API of `url`, each call bounded by `timeout`."""
 
@@ -178,7 +190,8 @@ class DockerProbe:
         if info is None:
             return self._result("container", False, why, t0)
         ok, reason = describe_state(self.container, info)
-        return self._result("container", ok, reason, t0)
+        now = self.clock()
+        return CheckResult("container", ok, reason, now - t0, now, final=not ok and exited(info))
 
     @check_name("standby")
     def can_serve(self, data_path: str | None, *, require_mount: bool = False) -> CheckResult:

@@ -12,6 +12,13 @@ the master calls `on_change(False, reason, fence=True)` at once, because another
 hold the lease already and every cycle spent waiting for `fall` is a cycle with two
 writers (Patroni demotes in the cycle its leader key update fails).
 
+A container that has exited is a settled fact, not a verdict to confirm: the container
+check marks that failure `final`, and on the master it is reported after the one round
+that saw it (a check that may pass next time still waits for `fall`). Triggers (the
+Docker engine's `die` event, havip.checks.watch) `kick()` a round at once, so a killed
+container is reported milliseconds after the engine saw it die, not up to
+`check_interval x fall` later.
+
 A storage that hangs is only seen by a write that does not return, so the time from the
 fault to the fence is the wait for the next fence check to start plus its deadline. Both
 are kept short: on the master the fence checks also run alone halfway between rounds
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import structlog
 
@@ -34,6 +41,14 @@ from havip.checks.probes import CheckResult
 from havip.fmt import fmt_seconds
 
 Check = Callable[[], CheckResult]
+
+
+class Trigger(Protocol):
+    """Something that can tell the runner to look now (havip.checks.watch.ContainerWatch)."""
+
+    def start(self, kick: Callable[[str], None]) -> None: ...
+
+    def stop(self) -> None: ...
 log = structlog.get_logger("havip.checks")
 
 
@@ -66,6 +81,15 @@ class Hysteresis:
                 return False
         return None
 
+    def settle_unhealthy(self) -> bool | None:
+        """A failure that needs no confirmation (CheckResult.final): unhealthy at once.
+        Returns False if the state changed, else None, like `feed`."""
+        self.fails, self.passes = max(self.fails + 1, self.fall), 0
+        if self.state is not False:
+            self.state = False
+            return False
+        return None
+
 
 def _times(n: int) -> str:
     return "1 time" if n == 1 else f"{n} times"
@@ -94,7 +118,8 @@ class CheckRunner:
                  on_change: Callable[[bool, str], None], clock: Callable[[], float] = time.monotonic,
                  *, role: str = "backup", default_timeout: float | None = None, grace: float = 0.5,
                  fence: tuple[str, ...] = (), wait: Callable[[float], object] | None = None,
-                 join: Callable[[threading.Thread, float], None] | None = None):
+                 join: Callable[[threading.Thread, float], None] | None = None,
+                 triggers: Sequence[Trigger] = ()):
         self.probes_for_role = probes_for_role
         self.interval = interval
         self.rise, self.fall = rise, fall
@@ -103,6 +128,7 @@ class CheckRunner:
         self.default_timeout = interval if default_timeout is None else default_timeout
         self.grace = grace
         self.fence = frozenset(fence)    # names of checks whose failure on the master fences at once
+        self.triggers = tuple(triggers)  # started with the runner: each may kick() a round early
         self._lock = threading.RLock()   # on_change runs under it and may call set_role
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -129,6 +155,13 @@ class CheckRunner:
             self._fenced = False
             self._last = []
 
+    def kick(self, why: str = "") -> None:
+        """Run a full round now instead of at the next interval (from any thread): a
+        trigger saw something the checks should look at (the container died). Kicks
+        that come while a round is due or running are one round."""
+        self._full_due = True
+        self._wake.set()
+
     def set_role(self, role: str) -> None:
         """Switch to the checks of `role` ("master"/"backup"); the health becomes unknown
         again, so the next decision is reported even if it equals the previous one."""
@@ -148,11 +181,18 @@ class CheckRunner:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="havip-checks", daemon=True)
             self._thread.start()
+            for trigger in self.triggers:
+                trigger.start(self.kick)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the schedule and wait for the current cycle (a stuck check is left behind)."""
         self._stopping.set()
         self._wake.set()
+        for trigger in self.triggers:
+            try:
+                trigger.stop()
+            except Exception:  # noqa: BLE001 - stopping the checks must go on
+                log.exception("check trigger failed to stop")
         if self._thread is not None:
             self._thread.join(timeout if timeout is not None else self._max_deadline() + 1)
 
@@ -198,10 +238,11 @@ class CheckRunner:
                 self._fail_streaks[r.name] = 0 if r.ok else self._fail_streaks.get(r.name, 0) + 1
             if self._fenced and not fenced:
                 return False             # this round fenced (on_change already called)
-            flipped = self._hyst.feed(all(r.ok for r in results))
+            final = next((r for r in results if not r.ok and r.final), None) if role == "master" else None
+            flipped = self._hyst.settle_unhealthy() if final is not None else self._hyst.feed(all(r.ok for r in results))
             if flipped is None:
                 return None
-            reason = self._sentence(flipped, results, role)
+            reason = self._sentence(flipped, results, role, final)
             log.info("health changed", healthy=flipped, role=role, reason=reason)
             try:
                 self.on_change(flipped, reason)
@@ -247,7 +288,11 @@ class CheckRunner:
             log.exception("health callback failed", healthy=False, reason=reason)
         return False
 
-    def _sentence(self, healthy: bool, results: list[CheckResult], role: str) -> str:
+    def _sentence(self, healthy: bool, results: list[CheckResult], role: str,
+                  final: CheckResult | None = None) -> str:
+        if final is not None:
+            return (f"{final.name} check failed: {final.reason}; it will not recover by itself, "
+                    f"so this is not waited on for {_times(self.fall)} in a row")
         if not results:
             return f"role {role} has no checks, so it counts as healthy"
         if healthy:

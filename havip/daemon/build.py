@@ -37,6 +37,7 @@ def real_adapters(cfg: Config, *, log=None, metrics=None) -> Adapters:
 def _add_milvus(cfg: Config, ad: Adapters, log=None, metrics=None) -> None:
     from havip.checks.probes import DockerProbe, LeaseProbe, MilvusProbe
     from havip.checks.runner import CheckRunner
+    from havip.checks.watch import ContainerWatch
     from havip.runtime.container import ContainerRuntime
 
     m = cfg.milvus
@@ -64,7 +65,11 @@ def _add_milvus(cfg: Config, ad: Adapters, log=None, metrics=None) -> None:
         return []
 
     def make_runner(on_change):
-        return CheckRunner(probes_for_role, m.check_interval, m.rise, m.fall, on_change, fence=("lease",))
+        # The engine's `die` event runs a round at once: a killed container is seen in
+        # milliseconds instead of at the next round (havip.checks.watch).
+        watch = ContainerWatch(m.docker, m.container, m.check_timeout)
+        return CheckRunner(probes_for_role, m.check_interval, m.rise, m.fall, on_change, fence=("lease",),
+                           triggers=(watch,))
 
     ad.make_runner = make_runner
 

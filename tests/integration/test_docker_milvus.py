@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from havip.checks.probes import DockerProbe
+from havip.checks.watch import ContainerWatch
 from havip.errors import AdapterError
 from havip.lab.docker import Dockerd, build_lab_image, create_milvus_container, lab_binds, LAB_IMAGE
 from havip.lab.netns import Host, Topology, wait_for
@@ -162,6 +164,34 @@ def test_stop_kills_a_container_that_ignores_its_stop_signal(lab, clean, shared)
     assert rt.is_running() is False
     r = DockerProbe(lab.da.url, "stubborn", timeout=2).running()
     assert r.reason == "container stubborn is not running (exited, exit code 137)"
+
+
+def test_the_container_watch_sees_a_kill_and_the_probe_calls_it_final(lab, clean, shared):
+    """The engine's die event reaches the watch (issue 11: a killed container is looked
+    at now, not at the next round), and the round's inspect then says final."""
+    api = lab.da._api()
+    api.create_container(LAB_IMAGE, command=["/usr/bin/sleep", "300"], name="watched",
+                         host_config=api.create_host_config(binds=lab_binds(shared), network_mode="host"))
+    api.create_container(LAB_IMAGE, command=["/usr/bin/sleep", "300"], name="other",
+                         host_config=api.create_host_config(binds=lab_binds(shared), network_mode="host"))
+    api.start("watched")
+    api.start("other")
+    kicks: list[str] = []
+    kicked = threading.Event()
+    w = ContainerWatch(lab.da.url, "watched", 2.0)
+    w.start(lambda why: (kicks.append(why), kicked.set()))
+    try:
+        wait_for(lambda: w.connected, 10, what="the watch to follow the engine's events")
+        api.kill("other")                        # another container's death is not ours
+        api.kill("watched")
+        assert kicked.wait(10), "no die event reached the watch"
+        assert kicks == ["container watched: Docker event die"]
+    finally:
+        w.stop()
+        api.close()
+    assert not w._thread.is_alive()
+    r = DockerProbe(lab.da.url, "watched", timeout=2).running()
+    assert not r.ok and r.final and r.reason == "container watched is not running (exited, exit code 137)"
 
 
 def test_unreachable_engine_is_a_failed_result_within_the_timeout(tmp_path):

@@ -108,3 +108,30 @@ def test_the_container_kill_finding_says_what_the_session_sweep_did(vs_recipe):
     assert "its session sweep revoked them in 1 of 2 start(s) (median +3.0 s after the fault; other outcomes: " \
            "gave_up)" in text
     assert vs_recipe.sweeps_sentence([{}]) == ""
+
+
+LOG = ('[2026/11/30 02:20:14.872 +00:00] [INFO] [datacoord/handler.go:299] ["channel seek position set from '
+       'channel checkpoint meta"] [channel=by-dev-rootcoord-dml_0_470811945364357142v0] '
+       '[posTs=470811981713244162] [posTime=2026/11/30 02:19:39.265 +00:00]\n'
+       '[2026/11/30 02:20:15.001 +00:00] [INFO] [datacoord/handler.go:299] ["channel seek position set from '
+       'channel checkpoint meta"] [channel=by-dev-rootcoord-dml_0_470811945364357142v0] '
+       '[posTs=470811981713244163] [posTime=2026/11/30 02:20:10 +00:00]\n')
+
+
+def test_the_replay_point_is_read_from_milvus_own_log_line(vs_recipe):
+    """The checkpoint a new server replays from (Milvus 2.3.5's datacoord line, as logged)."""
+    from datetime import datetime, timezone
+
+    times = [vs_recipe.seek_time(t) for t in vs_recipe.SEEK_RE.findall(LOG)]
+    assert times == [datetime(2026, 11, 30, 2, 19, 39, 265000, timezone.utc).timestamp(),
+                     datetime(2026, 11, 30, 2, 20, 10, tzinfo=timezone.utc).timestamp()]
+    assert vs_recipe.seek_time("yesterday") is None
+
+
+def test_the_report_says_why_trials_flush_and_what_they_replayed(vs_recipe):
+    rs = [{"replayed_from": {"h2": 5.6}, "checkpoint": "flushed"}, {"replayed_from": {"h2": 6.0}}]
+    text = " ".join(vs_recipe.checkpoint_paragraph(rs, True))
+    assert "flushes once before its writes, for both systems" in text
+    assert "5.8 (5.6..6.0) s old" in text
+    aged = " ".join(vs_recipe.checkpoint_paragraph([{"replayed_from": {}}], False))
+    assert "--checkpoint aged" in aged and "s old" not in aged
