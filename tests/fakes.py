@@ -127,6 +127,9 @@ class FakeVips:
         was, self.attached = self.attached, False
         return list(self.vips) if was else []
 
+    def prepare(self) -> None:
+        self.prepared = getattr(self, "prepared", 0) + 1
+
     def close(self) -> None:
         pass
 

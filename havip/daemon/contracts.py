@@ -44,6 +44,10 @@ class Vips(Protocol):
 
     def remove(self) -> list[str]: ...
 
+    def prepare(self) -> None:
+        """Encode the requests ahead (a takeover then only sends them); never required
+        for correctness: a failure here is the takeover's to report."""
+
     def close(self) -> None: ...
 
 

@@ -276,7 +276,7 @@ class Daemon:
                 if advert is not None:
                     now = self.clock()
                     self.peers.heard_advert(pkt.src, now)
-                    at = receipt_time(now, self.wall(), getattr(pkt, "stamp", None), self.cfg.advert_interval)
+                    at = receipt_time(now, self.wall(), pkt.stamp, self.cfg.advert_interval)
                     self.feed(AdvertReceived(advert), at=at)
             except Exception as exc:  # noqa: BLE001 - a bug costs this packet, not the daemon
                 self.receiver.drop(Drop(DropReason.INTERNAL_ERROR, repr(exc)[:200], str(pkt.src)), str(pkt.src))
@@ -494,9 +494,7 @@ class Daemon:
         CPU's caches, not in memory, when the deadline comes."""
         try:
             self.executor.warm()
-            prepare = getattr(self.ad.vips, "prepare", None)
-            if prepare is not None:
-                prepare()
+            self.ad.vips.prepare()
         except Exception:  # noqa: BLE001 - only a rehearsal: the takeover itself reports failures
             pass
 
