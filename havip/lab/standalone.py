@@ -52,8 +52,10 @@ DATA = "/data"
 # early stayed unsearchable up to 10 s longer (bench/milvus_takeover.py: searchable 7-8 s
 # after start with 1 s, 9-17 s with 10 s, the session sweep on).
 # (dataNode.segment.syncPeriod 30 s was in the image for the recipe benchmark of
-# 2026-11-29 23:38 at bf9966e: the channel checkpoint a new server replays from did not
-# move, so it is not kept: docs/milvus-standalone.md, "The write-ahead log replay".)
+# 2026-11-29 23:38 at bf9966e and did not move the channel checkpoint a new server
+# replays from: the bench's servers lived under the minute the data node waits between
+# checkpoint updates. The bench now flushes once per trial instead; not kept:
+# docs/milvus-standalone.md, "The write-ahead log replay".)
 LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBackoff": 1,
                                     "queryCoord.UpdateNextTargetInterval": 1}
 # The embedded etcd's own settings (etcd's config file format): when any are given (here
