@@ -253,9 +253,10 @@ def milvus_pid(lab, host: str) -> int:
 
 
 class Bench:
-    def __init__(self, lab, workdir: Path, checkpoint: str = "flushed"):
+    def __init__(self, lab, workdir: Path, checkpoint: str = "flushed", serve: float = 3.0):
         self.lab = lab
         self.workdir = workdir
+        self.serve = serve                  # s of writes before the fault
         self.checkpoint = checkpoint        # CHECKPOINTS: what the serving server's channel checkpoint is at the fault
         self.systems = {"recipe": Recipe(lab, workdir), "havip": Havip(lab)}
         self.stopped: list[int] = []
@@ -355,7 +356,7 @@ class Bench:
             # replay the whole lab's writes (CHECKPOINTS). One flush moves it to now.
             self.client.insert(10, flush=True)
         self.client.traffic_start(batch=10, period=0.2, flush=False)
-        time.sleep(3)                             # steady state: writes acknowledged, adverts, checks
+        time.sleep(self.serve)                    # steady state: writes acknowledged, adverts, checks
         overl0 = len(self.sampler.overlaps)
         others = mf._other_labs(self.lab.prefix)
         t0 = self.inject(system, fault)
@@ -520,21 +521,23 @@ def windows(times: list[float], gap: float = 0.5) -> list[tuple[float, float]]:
 
 
 def run(trials: int, faults: tuple[str, ...], keep: bool, dump=None,
-        checkpoint: str = "flushed") -> tuple[list[dict], dict]:
+        checkpoint: str = "flushed", serve: float = 3.0, systems: tuple[str, ...] = SYSTEMS,
+        milvus_settings: dict | None = None) -> tuple[list[dict], dict]:
     """The trials; `dump(results, info)` is called after each one (a partial run is kept)."""
     from havip.lab.milvuslab import MilvusLab
     from havip.lab.sampler import Sampler
 
     mf.PROBE_PERIOD, mf.PROBE_RPC_TIMEOUT = PROBE_PERIOD, PROBE_TIMEOUT
     workdir = Path(tempfile.mkdtemp(prefix="hvr", dir="/tmp"))
-    lab = MilvusLab(workdir / "lab", prefix="hvr" + secrets.token_hex(2), milvus="standalone")
+    lab = MilvusLab(workdir / "lab", prefix="hvr" + secrets.token_hex(2), milvus="standalone",
+                    milvus_settings=milvus_settings)
     bench = Bench.__new__(Bench)
     results: list[dict] = []
     info: dict = {"errors": [], "workdir": str(workdir), "prefix": lab.prefix}
     try:
         print(f"building the lab in {workdir} (namespaces {lab.prefix}-*)", flush=True)
         lab.build()
-        bench.__init__(lab, workdir, checkpoint)
+        bench.__init__(lab, workdir, checkpoint, serve)
         info["recipe_files"] = bench.systems["recipe"].files
         bench.sampler = Sampler(lab)
         bench.sampler.start()
@@ -550,7 +553,7 @@ def run(trials: int, faults: tuple[str, ...], keep: bool, dump=None,
             c.close()
         bench.probe = mf.Probe(lab, "bench", workdir / "probe.log")
         bench.client = lab.client(collection="bench")
-        plan = [(i, f, s) for i in range(trials) for f in faults for s in SYSTEMS]
+        plan = [(i, f, s) for i in range(trials) for f in faults for s in systems]
         for i, fault, system in plan:
             print(f"trial {i + 1}/{trials}: {system}: {fault} ...", flush=True)
             try:
@@ -1104,6 +1107,10 @@ def main() -> None:
     ap.add_argument("--from-json", default=None, help="render the report from earlier --json dumps (comma-separated: "
                                                         "runs of other faults at the same commit, merged)")
     ap.add_argument("--keep-workdir", action="store_true")
+    ap.add_argument("--serve", type=float, default=3.0, help="seconds of writes before each fault (3)")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
+    ap.add_argument("--milvus-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Milvus setting (dotted milvus.yaml path) over the lab's, for both systems; repeatable")
     ap.add_argument("--checkpoint", choices=CHECKPOINTS, default="flushed",
                     help="flush once before each trial's writes (default), or leave the channel checkpoint aged")
     args = ap.parse_args()
@@ -1112,6 +1119,16 @@ def main() -> None:
     faults = FAULTS
     if args.faults:
         faults = tuple(FAULTS[int(x)] if x.strip().isdigit() else x.strip() for x in args.faults.split(","))
+    systems = tuple(x.strip() for x in args.systems.split(",") if x.strip())
+    if not systems or set(systems) - set(SYSTEMS):
+        sys.exit(f"--systems: {args.systems}: choose from {', '.join(SYSTEMS)}")
+    settings: dict = {}
+    for kv in args.milvus_set:
+        key, eq, value = kv.partition("=")
+        if not eq or not key:
+            sys.exit(f"--milvus-set: {kv}: expected KEY=VALUE")
+        import yaml
+        settings[key] = yaml.safe_load(value)
     if args.from_json:
         dumps = [json.loads(Path(f).read_text()) for f in args.from_json.split(",")]
         results, info, meta = merge_dumps([d for dump in dumps for d in dump.get("runs", [dump])])
@@ -1122,14 +1139,16 @@ def main() -> None:
         from failover import _machine
         meta = {"machine": _machine(), "revision": mf._revision(),
                 "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]), "trials": args.trials,
-                "faults": list(faults), "checkpoint": args.checkpoint, "commit": mf._git("rev-parse", "--short", "HEAD"),
+                "faults": list(faults), "checkpoint": args.checkpoint, "serve": args.serve,
+                "systems": list(systems), "milvus_settings": settings, "commit": mf._git("rev-parse", "--short", "HEAD"),
                 "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         def dump(results, info):
             if args.json:
                 Path(args.json).write_text(json.dumps({"results": results, "info": info, "meta": meta},
                                                       indent=1, default=str))
         try:
-            results, info = run(args.trials, faults, args.keep_workdir, dump, args.checkpoint)
+            results, info = run(args.trials, faults, args.keep_workdir, dump, args.checkpoint, args.serve,
+                                systems, settings)
         finally:
             meta["load"] += "; after it " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
         dump(results, info)

@@ -152,7 +152,8 @@ class MilvusLab:
     """Two havip hosts, a client, two dockerds and one shared directory."""
 
     def __init__(self, workdir: Path | str, prefix: str = "hvl", vrrp: tuple[int, float] = (2, 1),
-                 milvus: str = "lite", image: str | None = None, storage: str = "shared"):
+                 milvus: str = "lite", image: str | None = None, storage: str = "shared",
+                 milvus_settings: dict[str, object] | None = None):
         if milvus not in KINDS:
             raise ValueError(f"milvus: {milvus!r}: must be one of {', '.join(KINDS)}")
         if storage not in STORAGES:
@@ -166,6 +167,9 @@ class MilvusLab:
         self.prefix = prefix
         self.milvus = milvus                # which Milvus the containers run (KINDS)
         self.image = image                  # another image for the `milvus` containers (tests)
+        # Milvus' own settings (dotted milvus.yaml paths) over the lab's (standalone.LAB_OVERRIDES),
+        # baked into this lab's image (each lab has its own engines): benchmarks of a setting.
+        self.milvus_settings = dict(milvus_settings or {})
         self.vrrp = vrrp                    # (version, advert_interval); the recipe's is (2, 1)
         self.settings: dict = {}            # havip `milvus:` keys over milvus_settings(kind); set before build()
         self.shared = self.workdir / "shared"
@@ -201,7 +205,7 @@ class MilvusLab:
             d.start()
             self.save()
             if self.milvus == "standalone":
-                build_standalone_image(d)
+                build_standalone_image(d, overrides=self.milvus_settings or None)
                 create_standalone_container(d, CONTAINER, self.shared, image=self.image or STANDALONE_IMAGE,
                                             stop_timeout=int(STANDALONE_SETTINGS["stop_timeout"]))
             else:
