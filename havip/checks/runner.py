@@ -243,7 +243,10 @@ class CheckRunner:
             if flipped is None:
                 return None
             reason = self._sentence(flipped, results, role, final)
-            log.info("health changed", healthy=flipped, role=role, reason=reason)
+            log.info("health changed", healthy=flipped, role=role, reason=reason,
+                     **({"final": True, "note": f"an exited container does not come back by itself: "
+                                                f"not waiting for {_times(self.fall)} in a row"}
+                        if final is not None else {}))
             try:
                 self.on_change(flipped, reason)
             except Exception:  # noqa: BLE001 - the daemon's callback failing must be seen, not fatal
@@ -290,9 +293,8 @@ class CheckRunner:
 
     def _sentence(self, healthy: bool, results: list[CheckResult], role: str,
                   final: CheckResult | None = None) -> str:
-        if final is not None:
-            return (f"{final.name} check failed: {final.reason}; it will not recover by itself, "
-                    f"so this is not waited on for {_times(self.fall)} in a row")
+        if final is not None:   # the same sentence: `fall` was not waited for (logged as final)
+            return f"{final.name} check failed {_times(self._fail_streaks[final.name])}: {final.reason}"
         if not results:
             return f"role {role} has no checks, so it counts as healthy"
         if healthy:

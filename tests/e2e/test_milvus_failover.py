@@ -201,11 +201,13 @@ def test_container_killed(env):
 
     t = fault_cycle(env, "container kill", inject, flush=False, repair=take_back,
                     failback="planned takeover requested by the operator",
-                    old_reason="master -> fault: milvus checks failed: container check failed 2 times: "
+                    old_reason="master -> fault: milvus checks failed: container check failed 1 time: "
                                "container milvus is not running (exited, exit code 137); giving up mastership",
                     new_reason="backup -> master: master 198.18.0.11 resigned (priority 0); "
                                "taking over after the skew time; taking the storage lease")
-    assert t["detection"] < 0.5 * 2 + 0.3, t          # check_interval x fall, plus jitter
+    # One round, not `fall` (an exited container is final), and that round at Docker's die
+    # event: within check_interval even if the event stream were lost, plus jitter.
+    assert t["detection"] < 0.5 + 0.3, t
     assert set(unflushed) <= set(env.client.ids())
     # Both daemons have now run every check and a takeover: neither mapped pandas' or
     # numpy's libraries (pymilvus' package __init__ loads them; the daemon must not).

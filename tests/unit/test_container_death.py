@@ -54,9 +54,12 @@ def test_an_exited_container_on_the_master_is_reported_after_one_round():
     runner, changes = _runner({"master": [ctr]}, "master", fall=3)
     assert runner.run_once() is True
     ctr.ok, ctr.final = False, True
-    assert runner.run_once() is False             # not after 3 rounds: it will not come back by itself
-    assert changes[-1][0] is False
-    assert "exited, exit code 137" in changes[-1][1] and "not waited on for 3 times" in changes[-1][1]
+    with structlog.testing.capture_logs() as logs:
+        assert runner.run_once() is False         # not after 3 rounds: it will not come back by itself
+    said = [e for e in logs if e["event"] == "health changed"]
+    assert said and said[0]["final"] is True and "not waiting for 3 times in a row" in said[0]["note"]
+    assert changes[-1] == (False, "container check failed 1 time: "
+                                  "container milvus is not running (exited, exit code 137)")
     assert runner.run_once() is None              # reported once
     ctr.ok = True
     assert runner.run_once() is True              # and it rises as before
