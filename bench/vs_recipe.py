@@ -533,7 +533,10 @@ def run(trials: int, faults: tuple[str, ...], keep: bool, dump=None,
                     milvus_settings=milvus_settings)
     bench = Bench.__new__(Bench)
     results: list[dict] = []
-    info: dict = {"errors": [], "workdir": str(workdir), "prefix": lab.prefix}
+    from havip.lab.standalone import LAB_OVERRIDES
+
+    info: dict = {"errors": [], "workdir": str(workdir), "prefix": lab.prefix,
+                  "milvus_settings": {**LAB_OVERRIDES, **(milvus_settings or {})}}   # what the image had
     try:
         print(f"building the lab in {workdir} (namespaces {lab.prefix}-*)", flush=True)
         lab.build()
@@ -922,6 +925,7 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
     when = when or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     by = {(s, f): [r for r in results if r["system"] == s and r["fault"] == f] for s in SYSTEMS for f in faults}
     flushed = any(r.get("checkpoint") == "flushed" for r in results)
+    settings = info.get("milvus_settings") or LAB_OVERRIDES     # a dump from before it was recorded: today's
     counts = sorted({len(v) for v in by.values()})
     done = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]} (see each row)"
     out = ["# Benchmark: the recipe against havip on real Milvus standalone", "",
@@ -939,7 +943,7 @@ def render(results, info, trials, faults, machine, load, revision, plots, when=N
            f"`milvus` container (docker-init as PID 1, host network, docker stop grace "
            f"{STANDALONE_SETTINGS['stop_timeout']} s) of the same image, all data (embedded etcd, rocksmq, "
            f"storage) on one shared directory; a client namespace; VIP {VIP}. The Milvus image carries "
-           f"the lab's Milvus settings for both systems ({', '.join(f'`{k}: {v}`' for k, v in LAB_OVERRIDES.items())}, "
+           f"the lab's Milvus settings for both systems ({', '.join(f'`{k}: {v}`' for k, v in settings.items())}, "
            "docs/milvus-standalone.md): with Milvus' defaults every takeover of either system would wait "
            "~54 s for the old server's sessions.", "",
            "| | recipe | havip |", "|---|---|---|",

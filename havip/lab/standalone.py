@@ -51,13 +51,15 @@ DATA = "/data"
 # started loading the collection only at the first tick, so a server that was healthy
 # early stayed unsearchable up to 10 s longer (bench/milvus_takeover.py: searchable 7-8 s
 # after start with 1 s, 9-17 s with 10 s, the session sweep on).
-# (dataNode.segment.syncPeriod 30 s was in the image for the recipe benchmark of
-# 2026-11-29 23:38 at bf9966e and did not move the channel checkpoint a new server
-# replays from: the bench's servers lived under the minute the data node waits between
-# checkpoint updates. The bench now flushes once per trial instead; not kept:
-# docs/milvus-standalone.md, "The write-ahead log replay".)
+# dataNode.segment.syncPeriod (default 600 s): a new server replays the message queue
+# from the channel checkpoint, which moves only when a segment's buffer is synced, i.e.
+# up to syncPeriod + 1 min behind a server that ran for a while. A container kill under
+# 50 rows/s of writes after 2 and 5 minutes of serving: outage 18.1 and 35.9 s with 600,
+# 9.1 and 9.9 s with 30 (replayed from 25-28 s back): docs/milvus-standalone.md, "The
+# write-ahead log replay". The cost: a binlog file per growing segment every 30 s.
 LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBackoff": 1,
-                                    "queryCoord.UpdateNextTargetInterval": 1}
+                                    "queryCoord.UpdateNextTargetInterval": 1,
+                                    "dataNode.segment.syncPeriod": 30}
 # The embedded etcd's own settings (etcd's config file format): when any are given (here
 # or to build_rootfs_tar), the file goes to EMBED_ETCD_CONFIG and `etcd.config.path`
 # names it. None by default: an election timeout of 100 ms was tried and not adopted
