@@ -60,6 +60,24 @@ def test_a_line_that_is_not_json_is_counted_and_the_events_after_it_still_kick(t
     assert len(said) == 1 and said[0]["count"] == 1     # said once a minute, counted
 
 
+def test_hostile_lines_are_counted_and_never_end_the_stream(tmp_path):
+    hostile = [b"[" * 100_000 + b"\n",                      # nested past the recursion limit
+               b"\xff\xfe not utf-8\n", b"1" * 5000 + b"\n",  # ints past the digit limit
+               b'{"Action": ["die"], "Actor": "milvus"}\n',    # wrong types everywhere
+               b'{"Action": "die", "Actor": {"ID": {"x": 1}, "Attributes": ["milvus"]}}\n',
+               b'{"Action": "die", "Actor": {"ID": "4f1e", "Attributes": {"name": ["milvus"]}}}\n',
+               b"\n\r\n   \n"]                                 # blank lines are nothing
+    engine = FakeEngine(str(tmp_path / "e.sock"), lambda n: [*hostile, _event("die"), "hold"])
+    w, kicks, kicked = _watch(engine)
+    try:
+        assert kicked.wait(10)
+    finally:
+        w.stop()
+        engine.close()
+    assert kicks == ["container milvus: Docker event die"]
+    assert (w.rejected, w.foreign, w.losses) == (3, 3, 0)
+
+
 def test_bytes_without_a_line_end_drop_the_stream_before_they_fill_memory(tmp_path):
     # docker-py's decoder buffered all of it (16 MiB here, unbounded in general) waiting
     # for a JSON document to end.
