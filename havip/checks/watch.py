@@ -37,7 +37,7 @@ MAX_LINE = 1 << 20               # bytes: an event is about 1 KiB (its labels in
 
 
 class StreamGarbage(Exception):
-    """The event stream is not one: str() ends "Docker engine at URL ..."."""
+    """The event stream is not one; str() is what follows "Docker engine at URL" in the sentence."""
 
 
 class ContainerWatch:
