@@ -196,8 +196,10 @@ def repair(e: Env, fault: str, old: str, since: int) -> None:
 
 # Sentences each fault leaves in the old and the new master's transitions.
 OLD_SAYS = {
-    "container killed": r"master -> fault: milvus checks failed: container check failed \d+ times?: container milvus "
-                        r"is not running \(exited, exit code 137\); giving up mastership",
+    # final: the die event's round saw "exited", no `fall` to wait for (issue 11)
+    "container killed": r"master -> fault: milvus checks failed: container check failed: container milvus "
+                        r"is not running \(exited, exit code 137\); it will not recover by itself, so this is "
+                        r"not waited on for \d+ times? in a row; giving up mastership",
     "milvus hung": r"master -> fault: milvus checks failed: grpc check failed \d+ times?: Milvus did not answer "
                    r"CheckHealth within 1\.0s",
     "link cut": "master -> fault: interface eth0 went down: eth0 has no carrier",
