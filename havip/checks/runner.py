@@ -17,7 +17,8 @@ check marks that failure `final`, and on the master it is reported after the one
 that saw it (a check that may pass next time still waits for `fall`). Triggers (the
 Docker engine's `die` event, havip.checks.watch) `kick()` a round at once, so a killed
 container is reported milliseconds after the engine saw it die, not up to
-`check_interval x fall` later.
+`check_interval x fall` later; at most KICKS_PER_INTERVAL kicks per interval, so that a
+flood of events is no busy loop (the rest are left to the schedule).
 
 A storage that hangs is only seen by a write that does not return, so the time from the
 fault to the fence is the wait for the next fence check to start plus its deadline. Both
