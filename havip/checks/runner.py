@@ -17,7 +17,8 @@ check marks that failure `final`, and on the master it is reported after the one
 that saw it (a check that may pass next time still waits for `fall`). Triggers (the
 Docker engine's `die` event, havip.checks.watch) `kick()` a round at once, so a killed
 container is reported milliseconds after the engine saw it die, not up to
-`check_interval x fall` later.
+`check_interval x fall` later; at most KICKS_PER_INTERVAL kicks per interval, so that a
+flood of events is no busy loop (the rest are left to the schedule).
 
 A storage that hangs is only seen by a write that does not return, so the time from the
 fault to the fence is the wait for the next fence check to start plus its deadline. Both
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Callable, Protocol, Sequence
 
 import structlog
@@ -41,6 +43,11 @@ from havip.checks.probes import CheckResult
 from havip.fmt import fmt_seconds
 
 Check = Callable[[], CheckResult]
+# Kicked rounds per `interval` at most: a die and an oom are looked at at once, a flood of
+# events (an engine that sends them in a loop) must not run the round (a lease write, a
+# gRPC connection, threads) in a busy loop. Kicks beyond it are left to the schedule.
+KICKS_PER_INTERVAL = 4
+SAY_EVERY = 60.0                 # s: refused kicks are said at most once a minute, counted
 
 
 class Trigger(Protocol):
@@ -137,6 +144,10 @@ class CheckRunner:
         self._names: dict[object, str] = {}
         self._last: list[CheckResult] = []
         self._full_due = True            # the next wake runs every check (a role change asks for one)
+        self._kicks: deque[float] = deque(maxlen=KICKS_PER_INTERVAL)   # when the last kicks were taken
+        self._kick_lock = threading.Lock()
+        self.kicks_refused = 0
+        self._said_refused: float | None = None
         # How the schedule sleeps and how a check is waited for: real time, or a fake clock's (tests).
         self._wait = wait if wait is not None else self._wake.wait
         self._join = join if join is not None else (lambda t, seconds: t.join(seconds))
@@ -158,9 +169,26 @@ class CheckRunner:
     def kick(self, why: str = "") -> None:
         """Run a full round now instead of at the next interval (from any thread): a
         trigger saw something the checks should look at (the container died). Kicks
-        that come while a round is due or running are one round."""
-        self._full_due = True
-        self._wake.set()
+        that come while a round is due or running are one round; more than
+        KICKS_PER_INTERVAL within one `interval` are refused (counted): the schedule
+        looks instead."""
+        now = self.clock()
+        with self._kick_lock:
+            taken = len(self._kicks) < KICKS_PER_INTERVAL or now - self._kicks[0] >= self.interval
+            if taken:
+                self._kicks.append(now)
+            else:
+                self.kicks_refused += 1
+                say = self._said_refused is None or now - self._said_refused >= SAY_EVERY
+                if say:
+                    self._said_refused = now
+        if taken:
+            self._full_due = True
+            self._wake.set()
+        elif say:
+            log.warning("check_kicks_refused", count=self.kicks_refused, reason=why,
+                        limit=f"{KICKS_PER_INTERVAL} kicked rounds per {fmt_seconds(self.interval)}",
+                        consequence="the checks run on their schedule meanwhile")
 
     def set_role(self, role: str) -> None:
         """Switch to the checks of `role` ("master"/"backup"); the health becomes unknown

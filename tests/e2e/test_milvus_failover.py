@@ -201,6 +201,7 @@ def test_container_killed(env):
 
     t = fault_cycle(env, "container kill", inject, flush=False, repair=take_back,
                     failback="planned takeover requested by the operator",
+                    # final: the die event's round saw "exited", one failure, no `fall` (issue 11)
                     old_reason="master -> fault: milvus checks failed: container check failed 1 time: "
                                "container milvus is not running (exited, exit code 137); giving up mastership",
                     new_reason="backup -> master: master 198.18.0.11 resigned (priority 0); "

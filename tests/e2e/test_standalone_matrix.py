@@ -196,7 +196,8 @@ def repair(e: Env, fault: str, old: str, since: int) -> None:
 
 # Sentences each fault leaves in the old and the new master's transitions.
 OLD_SAYS = {
-    "container killed": r"master -> fault: milvus checks failed: container check failed \d+ times?: container milvus "
+    # final: the die event's round saw "exited", no `fall` to wait for (issue 11)
+    "container killed": r"master -> fault: milvus checks failed: container check failed 1 time: container milvus "
                         r"is not running \(exited, exit code 137\); giving up mastership",
     "milvus hung": r"master -> fault: milvus checks failed: grpc check failed \d+ times?: Milvus did not answer "
                    r"CheckHealth within 1\.0s",

@@ -172,10 +172,13 @@ def test_the_container_watch_sees_a_kill_and_the_probe_calls_it_final(lab, clean
     api = lab.da._api()
     api.create_container(LAB_IMAGE, command=["/usr/bin/sleep", "300"], name="watched",
                          host_config=api.create_host_config(binds=lab_binds(shared), network_mode="host"))
-    api.create_container(LAB_IMAGE, command=["/usr/bin/sleep", "300"], name="other",
-                         host_config=api.create_host_config(binds=lab_binds(shared), network_mode="host"))
-    api.start("watched")
-    api.start("other")
+    # dockerd's `container=watched` filter also matches watched-etcd (a name prefix, as
+    # milvus-etcd is to milvus): the watch tells them apart itself.
+    for other in ("other", "watched-etcd"):
+        api.create_container(LAB_IMAGE, command=["/usr/bin/sleep", "300"], name=other,
+                             host_config=api.create_host_config(binds=lab_binds(shared), network_mode="host"))
+    for name in ("watched", "other", "watched-etcd"):
+        api.start(name)
     kicks: list[str] = []
     kicked = threading.Event()
     w = ContainerWatch(lab.da.url, "watched", 2.0)
@@ -183,6 +186,8 @@ def test_the_container_watch_sees_a_kill_and_the_probe_calls_it_final(lab, clean
     try:
         wait_for(lambda: w.connected, 10, what="the watch to follow the engine's events")
         api.kill("other")                        # another container's death is not ours
+        api.kill("watched-etcd")                 # nor that of one whose name begins with ours
+        wait_for(lambda: w.foreign == 1, 10, what="the engine to send watched-etcd's die")
         api.kill("watched")
         assert kicked.wait(10), "no die event reached the watch"
         assert kicks == ["container watched: Docker event die"]

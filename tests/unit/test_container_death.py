@@ -4,6 +4,7 @@ takeover). The watch is evidence to look sooner, never a verdict of its own."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -137,7 +138,8 @@ def test_a_trigger_kick_runs_a_round_now_not_at_the_next_interval():
 
 
 class Stream:
-    """docker-py's CancellableStream: iterable, close() ends it; may raise mid-way."""
+    """docker-py's CancellableStream of raw chunks (decode=False): iterable, close() ends
+    it; may raise mid-way. Events are sent one JSON document a line, as dockerd does."""
 
     def __init__(self, events, then=None):
         self.events, self.then = list(events), then
@@ -145,7 +147,7 @@ class Stream:
 
     def __iter__(self):
         for e in self.events:
-            yield e
+            yield json.dumps(e).encode() + b"\n" if isinstance(e, dict) else e.encode() + b"\n"
         if self.then is not None:
             raise self.then
         self.closed.wait(30)                       # a live stream blocks until closed
@@ -159,7 +161,7 @@ class Api:
         self.stream, self.filters, self.closed = stream, None, False
 
     def events(self, filters, decode):
-        assert decode is True
+        assert decode is False
         self.filters = filters
         return self.stream
 
@@ -168,7 +170,8 @@ class Api:
 
 
 def test_the_watch_kicks_per_event_of_its_container_and_stops_cleanly():
-    stream = Stream([{"Action": "die", "Actor": {"ID": "x"}}, "not a dict", {"status": "oom"}])
+    stream = Stream([{"Action": "die", "Actor": {"ID": "x", "Attributes": {"name": "milvus"}}}, "not a dict",
+                     {"status": "oom"}])
     api = Api(stream)
     kicks: list[str] = []
     got = threading.Event()
