@@ -332,8 +332,8 @@ def decisions(lab: MilvusLab, host: str, since: int) -> str:
 
 
 def serve_on(env: Env, host: str) -> None:
-    """Move Milvus to `host` with `havipctl failover` if the other host serves (only when
-    a contained fault is selected after an odd number of handovers)."""
+    """Move Milvus to `host` with `havipctl failover` if the other host serves (for "split
+    brain, h2 serving", and for the others in a round after it or in a selection)."""
     if env.master == host:
         return
     lab, old = env.lab, env.master
