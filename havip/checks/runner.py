@@ -56,7 +56,12 @@ class Trigger(Protocol):
     def start(self, kick: Callable[[str], None]) -> None: ...
 
     def stop(self) -> None: ...
+
+
 log = structlog.get_logger("havip.checks")
+# A wait for a check that returns this much past its deadline means the process stood still
+# (the daemon's loop says `loop_stalled` past 1 s too): the check gets one fresh deadline.
+STALL = 1.0
 
 
 class Hysteresis:
@@ -377,7 +382,13 @@ class CheckRunner:
             check, box, t = checks[i], boxes[i], threads[i]
             timeout = self._timeout_of(check)
             if t is not None:
-                self._join(t, max(0.0, started + timeout + (0.0 if fences[i] else self.grace) - self.clock()))
+                deadline = started + timeout + (0.0 if fences[i] else self.grace)
+                self._join(t, max(0.0, deadline - self.clock()))
+                if not box and self.clock() - deadline > STALL:
+                    # The runner looked long after the deadline: the process stood still
+                    # (SIGSTOP, a paused VM, swap), the check's thread with it, which has not
+                    # had its time. One fresh deadline, not a fence for our own stall.
+                    self._join(t, timeout)
             now = self.clock()
             if box:
                 self._names[self._key(check)] = box[0].name

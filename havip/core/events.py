@@ -13,8 +13,8 @@ from havip.core import lease as lease_phase
 from havip.core.answers import _fence, _fence_leaving, graceful_stop_leaving
 from havip.core.lifecycle import Container, Leasing, Running, Stopped, Stopping
 from havip.core.state import (
-    OWNER_PRIORITY, TAKEOVER_PRIORITY, Decision, Machine, Params, _peer_down, check_role, effective_priority,
-    master_down,
+    OWNER_PRIORITY, TAKEOVER_PRIORITY, Decision, Machine, Params, _peer_down, advertised_priority, check_role,
+    effective_priority, master_down,
 )
 from havip.core.transitions import (
     _acquire, _enter_backup, _enter_fault, _enter_master, _finish_leave, _gate_shut, _kill_pending, _leave_master,
@@ -88,7 +88,7 @@ def _tick_timers(m: Machine, p: Params, now: float) -> Decision:
     acts: list[Action] = []
     reason = None
     if m.adver_deadline is not None and now >= m.adver_deadline:
-        acts.append(SendAdvert(effective_priority(m, p)))
+        acts.append(SendAdvert(advertised_priority(m, p)))
         nxt = m.adver_deadline + p.interval
         m = replace(m, adver_deadline=nxt if nxt > now else now + p.interval)
     if m.garp_deadline is not None and now >= m.garp_deadline:
@@ -155,6 +155,7 @@ def _advert(m: Machine, p: Params, ev: AdvertReceived, now: float) -> Decision:
             return Decision(replace(m, master=known))
         return Decision(m)
     # MASTER
+    eff = advertised_priority(m, p)
     if a.priority == 0:
         # RFC 5798 6.4.3: answer a resignation at once so backups do not take over.
         m = replace(m, adver_deadline=now + p.interval)

@@ -46,8 +46,8 @@ from havip.core.lifecycle import (  # noqa: F401 - re-exported: the machine's pu
     checked as _checked,
 )
 from havip.core.state import (  # noqa: F401 - re-exported
-    LEASE_RETRY, OWNER_PRIORITY, STOP_RETRY, TAKEOVER_PRIORITY, Decision, Machine, Params, check_role,
-    effective_priority, master_down,
+    LEASE_RETRY, OWNER_PRIORITY, STOP_RETRY, TAKEOVER_PRIORITY, YIELD_PRIORITY, Decision, Machine, Params,
+    advertised_priority, check_role, effective_priority, master_down,
 )
 from havip.model import (
     AdvertReceived, ContainerReady, ContainerStopped, Event, FailoverRequested, HealthChanged, LeaseLost,
@@ -60,8 +60,8 @@ __all__ = [  # the machine's public names, wherever they live
     "Acquiring", "Held", "LeaseName", "LeasePhase", "Releasing", "Unheld",
     "MAY_RUN", "Container", "Leasing", "MachineError", "Phase", "Running", "Starting", "Stopped",
     "Stopping", "Waiting",
-    "LEASE_RETRY", "OWNER_PRIORITY", "STOP_RETRY", "TAKEOVER_PRIORITY", "Decision", "Machine", "Params",
-    "check_role", "effective_priority", "master_down",
+    "LEASE_RETRY", "OWNER_PRIORITY", "STOP_RETRY", "TAKEOVER_PRIORITY", "YIELD_PRIORITY", "Decision", "Machine",
+    "Params", "advertised_priority", "check_role", "effective_priority", "master_down",
 ]
 
 _HANDLERS = {

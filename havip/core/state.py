@@ -19,6 +19,7 @@ TAKEOVER_PRIORITY = 254  # a planned takeover outranks every non-owner (RFC 5798
 STOP_RETRY = 1.0         # seconds between attempts to stop a container that would not stop
 LEASE_RETRY = 0.25       # seconds between attempts to take a storage lease another host holds
 LOST_KEPT = 4            # etcd lease ids reported lost that the machine remembers
+YIELD_PRIORITY = 1       # a master in name only, without preemption: every master that serves outranks it
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,23 @@ def effective_priority(m: Machine, p: Params) -> int:
     if p.priority == OWNER_PRIORITY:
         return OWNER_PRIORITY
     return max(p.priority, TAKEOVER_PRIORITY) if m.boost else p.priority
+
+
+def advertised_priority(m: Machine, p: Params) -> int:
+    """What a master advertises and defends against another master's advert.
+
+    Without preemption, a master that does not hold the storage lease (it became master
+    because it stopped hearing the one that holds it: a split brain, lost adverts, a frozen
+    peer) advertises YIELD_PRIORITY until the lease is granted, so that when the two hear
+    each other again the one that serves stays and this one steps down, whatever their
+    priorities: the failback that `preempt: false` is there to avoid must not come from a
+    heal. A planned takeover (boost) and an address owner keep their priority. Anything
+    but a master: effective_priority (status and beacons report this one)."""
+    eff = effective_priority(m, p)
+    if (m.state == State.MASTER and p.lease and not p.preempt and not m.boost and eff != OWNER_PRIORITY
+            and m.leaving is None and not m.lease_held):
+        return YIELD_PRIORITY
+    return eff
 
 
 def _peer_down(m: Machine, p: Params, peer_interval: float) -> float:

@@ -13,7 +13,9 @@ from dataclasses import replace
 
 from havip.core import lease as lease_phase
 from havip.core.lifecycle import MAY_RUN, Container, Leasing, MachineError, Starting, Stopped, Stopping, Waiting
-from havip.core.state import Decision, Machine, Params, _peer_down, effective_priority, master_down
+from havip.core.state import (
+    Decision, Machine, Params, _peer_down, advertised_priority, effective_priority, master_down,
+)
 from havip.model import (
     AcquireLease, Action, AddVip, DelVip, Notify, ReleaseLease, SendAdvert, SendGarp, StartContainer, State,
     StopContainer,
@@ -147,7 +149,7 @@ def _enter_master(m: Machine, p: Params, now: float, reason: str, **changes) -> 
     m = replace(m, master_down_deadline=None, adver_deadline=now + p.interval,
                 garp_deadline=(now + p.garp_refresh) if p.garp_refresh else None,
                 healthy=None, leaving=None, hold=False, **changes)
-    acts: list[Action] = [SendAdvert(effective_priority(m, p))]
+    acts: list[Action] = [SendAdvert(advertised_priority(replace(m, state=State.MASTER), p))]
     if not p.supervise:
         acts += [AddVip(), SendGarp()]
     else:

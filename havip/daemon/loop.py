@@ -310,7 +310,7 @@ class Daemon:
         m = self.machine
         self.beacons.send({
             "instance": self.cfg.instance, "vrid": self.cfg.virtual_router_id, "state": str(m.state),
-            "priority": sm.effective_priority(m, self.params), "healthy": m.healthy, "paused": m.paused,
+            "priority": sm.advertised_priority(m, self.params), "healthy": m.healthy, "paused": m.paused,
             "container": str(m.container) if self.cfg.milvus else None}, self.sock.source if self.sock else "")
 
     def _check_link(self) -> None:
@@ -609,7 +609,7 @@ class Daemon:
             "state": str(m.state),
             "since_seconds": round(now - m.since, 3),
             "reason": m.reason,
-            "priority": {"configured": self.cfg.priority, "effective": sm.effective_priority(m, self.params)},
+            "priority": {"configured": self.cfg.priority, "effective": sm.advertised_priority(m, self.params)},
             "vips": [str(v) for v in self.cfg.virtual_ipaddresses],
             "advert_interval": self.cfg.advert_interval,
             # How long this host waits without an advert before it takes over (RFC 3768/5798).

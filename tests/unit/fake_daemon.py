@@ -101,7 +101,7 @@ class FakeDaemon:
         return {
             "instance": "master", "state": str(m.state), "since_seconds": round(self.now - m.since, 3),
             "reason": m.reason,
-            "priority": {"configured": self.params.priority, "effective": sm.effective_priority(m, self.params)},
+            "priority": {"configured": self.params.priority, "effective": sm.advertised_priority(m, self.params)},
             "vips": ["192.0.2.10/24"], "vip_attached": m.state == "master",
             "master": None if m.master is None else {
                 "address": m.master.address, "priority": m.master.priority, "interval": m.master.interval,

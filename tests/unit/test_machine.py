@@ -17,7 +17,8 @@ from dataclasses import replace
 import pytest
 
 from havip.core.machine import (
-    LEASE_RETRY, STOP_RETRY, TAKEOVER_PRIORITY, Container, Decision, Machine, Params, check_role, master_down,
+    LEASE_RETRY, STOP_RETRY, TAKEOVER_PRIORITY, YIELD_PRIORITY, Container, Decision, Machine, Params,
+    advertised_priority, check_role, effective_priority, master_down,
     Running, Starting, Stopping, Waiting, next_deadline, step,
 )
 from havip.model import (
@@ -962,6 +963,31 @@ def test_lease_waiting_master_steps_down_at_once_for_a_higher_master():
     assert r.m.lease_retry_deadline is None
 
 
+def test_without_preemption_a_master_advertises_priority_1_until_the_lease_is_its():
+    # A master in name only (preempt off) yields to any master that serves: it advertises
+    # YIELD_PRIORITY and steps down on a lower priority's advert; the lease makes it whole.
+    p = params(supervise=True, lease=True, preempt=False)               # priority 91
+    r = Run(p)
+    r.do(ContainerStopped(ok=True, reason="no stale container"), 0.0)
+    d = r.tick(master_down(r.m, p))
+    assert d.transition == (State.BACKUP, State.MASTER) and SendAdvert(YIELD_PRIORITY) in d.actions
+    assert advertised_priority(r.m, p) == YIELD_PRIORITY and effective_priority(r.m, p) == 91
+    r.tick(r.now + p.interval)
+    r.do(LeaseResult(ok=False, reason="the storage lease is held by h1", holder="h1"), r.now + 0.01)
+    assert r.sent()[-1] == YIELD_PRIORITY
+    d = r.do(advert(50), r.now + 0.1)                                   # h1 serves at 50: we yield
+    assert d.transition == (State.MASTER, State.BACKUP)
+    assert d.reason == f"master {PEER} advertises priority 50, above ours 1; stepping down"
+    # Granted, it advertises its own priority again; so do a planned takeover and preemption.
+    r = _leasing(p)
+    r.do(LeaseResult(ok=True, reason="acquired"), r.now + 0.01)
+    assert advertised_priority(r.m, p) == 91 and r.do(advert(50), r.now + 0.1).transition is None
+    assert r.tick(r.now + p.interval).actions[0] == SendAdvert(91)
+    boosted = replace(_leasing(p).m, boost=True)
+    assert advertised_priority(boosted, p) == TAKEOVER_PRIORITY
+    assert advertised_priority(_leasing(replace(p, preempt=True)).m, replace(p, preempt=True)) == 91
+
+
 def test_lease_granted_after_leaving_is_given_back():
     p = params(supervise=True, lease=True)
     r = _leasing(p)
@@ -1025,6 +1051,47 @@ def test_pair_split_brain_with_a_lease_runs_one_milvus_and_heals():
     net.run_until(120.0)
     assert (net.a.m.state, net.b.m.state) == (State.MASTER, State.BACKUP)
     assert net.a.m.container == Container.RUNNING and net.overlaps == []
+
+
+def _lower_serving_split(preempt: bool, apart: float) -> Pair:
+    """a (200) and b (100), the lease; b serves after a planned handover; then they do not
+    hear each other for `apart` seconds (longer than a's master-down interval of 3.2 s)."""
+    net = _serving_pair(200, 100, lease=True, preempt=preempt)
+    net.run_until(40.0)
+    net.at(40.0, 0, FailoverRequested(force=False))   # a holds back after it (even with preemption)
+    net.run_until(80.0)
+    assert (net.b.m.state, net.b.m.container, net.lease_holder) == (State.MASTER, Container.RUNNING, 1)
+    assert net.a.m.state == State.BACKUP
+    net.partitioned = True
+    net.run_until(net.now + apart)
+    assert (net.a.m.state, net.a.m.container) == (State.MASTER, Container.LEASING), net.a.m
+    return net
+
+
+@pytest.mark.parametrize("apart", [3.5, 20.0])      # three adverts lost; a long split brain
+def test_pair_heal_without_preemption_keeps_the_lower_priority_that_serves(apart):
+    # issue 11 item 2 (the real-server matrix's "split brain, h2 serving"): with preempt
+    # off, a master in name only (a, priority 200, no lease: b holds it and serves) used to
+    # win the heal on priority, and b stopped its Milvus for a: an automatic failback, the
+    # outage preempt: false is there to avoid, from a split brain or three lost adverts.
+    # Now a advertises priority 1 until it holds the lease, so it yields to b.
+    net = _lower_serving_split(preempt=False, apart=apart)
+    healed = net.now
+    net.partitioned = False
+    while net.now < healed + 40.0:
+        net.run_until(net.now + 0.25)
+        assert (net.b.m.state, net.b.m.container) == (State.MASTER, Container.RUNNING), net.b.m
+    assert (net.a.m.state, net.a.m.container) == (State.BACKUP, Container.STOPPED)
+    assert net.lease_holder == 1 and net.overlaps == [] and net.violations == []
+
+
+def test_pair_heal_with_preemption_hands_back_to_the_higher_priority():
+    # With preempt on, the heal is a failback (VRRP: the higher priority wins), as it was.
+    net = _lower_serving_split(preempt=True, apart=20.0)
+    net.partitioned = False
+    net.run_until(net.now + 60.0)
+    assert (net.a.m.state, net.a.m.container, net.lease_holder) == (State.MASTER, Container.RUNNING, 0)
+    assert net.b.m.state == State.BACKUP and net.overlaps == [] and net.violations == []
 
 
 def test_pair_split_brain_then_master_fails_the_other_takes_over():

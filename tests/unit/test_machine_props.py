@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from havip.core.machine import (
-    TAKEOVER_PRIORITY, Container, Machine, Params, check_role, next_deadline, step,
+    TAKEOVER_PRIORITY, YIELD_PRIORITY, Container, Machine, Params, check_role, next_deadline, step,
 )
 from havip.model import (
     AcquireLease, AddVip, ContainerReady, ContainerStopped, DelVip, Event, FailoverRequested,
@@ -174,7 +174,9 @@ class Observer:
                 self.acquiring = True
             elif isinstance(a, SendAdvert):
                 # 6. the priorities a machine may put on the wire
-                assert a.priority in {0, self.p.priority, TAKEOVER_PRIORITY, 255}
+                # (YIELD_PRIORITY: a master in name only, without preemption, until the lease is ours)
+                yielding = {YIELD_PRIORITY} if self.p.lease and not self.p.preempt and not m.lease_held else set()
+                assert a.priority in {0, self.p.priority, TAKEOVER_PRIORITY, 255} | yielding
                 assert m.link_up or a.priority != 0, "no resignation on a link that is down"
                 if a.priority == 0 and self.p.supervise:
                     # 3. single writer: resign only once our Milvus is confirmed stopped

@@ -85,3 +85,49 @@ def test_a_storage_hung_for_long_leaves_one_thread_per_check_not_one_per_cycle()
         assert rec.fences.count(True) == 1
     finally:
         release.set()
+
+
+def _frozen_in_flight(then_answers: bool):
+    """A master's lease check with its write out when the whole process is frozen (SIGSTOP,
+    a paused VM) for 15 s. On SIGCONT the runner's wait for it is long over, and it may get
+    to look before the check's own thread, resumed at the same moment, has returned."""
+    clock, gate, rec, joins = [0.0], threading.Event(), FenceRecorder(), []
+
+    def lease():
+        gate.wait(5)
+        return CheckResult("lease", True, "renewed", 0.0, clock[0])
+
+    def join(t, seconds):
+        joins.append(seconds)
+        if len(joins) == 1:
+            clock[0] += 15.0            # frozen with the write out; resumed, the wait is over
+            return
+        if then_answers:
+            gate.set()
+            t.join(5)
+        else:
+            clock[0] += seconds         # the storage really hangs: its whole deadline passes
+
+    runner = CheckRunner(lambda r: [_check("lease", lease)], interval=1.0, rise=1, fall=3, on_change=rec,
+                         clock=lambda: clock[0], role="master", fence=("lease",), join=join)
+    try:
+        result = runner.run_fence_checks()
+    finally:
+        gate.set()
+    return result, rec, joins
+
+
+def test_a_lease_check_caught_in_flight_by_a_frozen_process_is_judged_on_a_fresh_deadline():
+    # Found by reading the runner for the real-server matrix's frozen havip (tests/e2e/
+    # test_standalone_matrix.py; not seen in a run: the window is the few milliseconds a
+    # check is out): the old runner judged the check at once and fenced a healthy master
+    # (Milvus killed, a handover) because its own process had stood still.
+    result, rec, joins = _frozen_in_flight(then_answers=True)
+    assert result is None and True not in rec.fences, rec.changes
+    assert joins == [1.0, 1.0]                  # the deadline, then one fresh deadline after the stall
+
+
+def test_a_storage_still_hung_after_the_stall_is_fenced_at_the_fresh_deadline():
+    result, rec, joins = _frozen_in_flight(then_answers=False)
+    assert result is False and rec.fences == [True]
+    assert rec.changes[-1][1] == "lease check failed: lease check did not finish within 1.0s"

@@ -73,15 +73,18 @@ def _restart_stopped(net: Sim, t: float) -> None:
     version=st.sampled_from([2, 3]),
     prios=st.lists(st.integers(1, 255), min_size=2, max_size=2, unique=True),
     lease=st.booleans(),
+    preempt=st.booleans(),
     delays=st.tuples(st.sampled_from([0.5, 2.0, 8.0]), st.sampled_from([1.0, 5.0, 20.0]),
                      st.sampled_from([0.0, 0.05, 3.0])),          # stop, start, lease operations
     seed=st.integers(0, 2**32 - 1),
     plan=st.lists(st.tuples(st.integers(1, 20), st.integers(0, 1), st.sampled_from(INCIDENTS)), max_size=12),
 )
-def test_two_hosts_keep_one_writer_over_a_truthful_executor(version, prios, lease, delays, seed, plan):
+def test_two_hosts_keep_one_writer_over_a_truthful_executor(version, prios, lease, preempt, delays, seed, plan):
     rng = random.Random(seed)
-    a = Params(version=version, priority=prios[0], interval=1.0, address="10.0.0.1", supervise=True, lease=lease)
-    b = Params(version=version, priority=prios[1], interval=1.0, address="10.0.0.2", supervise=True, lease=lease)
+    a = Params(version=version, priority=prios[0], interval=1.0, address="10.0.0.1", supervise=True, lease=lease,
+               preempt=preempt)
+    b = Params(version=version, priority=prios[1], interval=1.0, address="10.0.0.2", supervise=True, lease=lease,
+               preempt=preempt)
     net = Sim(a, b, rng=rng)
     for h in net.hosts:
         h.stop_delay, h.start_delay, h.acquire_delay = delays
@@ -109,3 +112,5 @@ def test_two_hosts_keep_one_writer_over_a_truthful_executor(version, prios, leas
     net.run_until(t + 200.0)
     assert net.overlaps == [], net.overlaps[:3]
     assert net.violations == [], net.violations[:3]
+    # Healed, links up: two masters do not outlast the heal (a master in name only yields).
+    assert [h.m.state for h in net.hosts].count(State.MASTER) <= 1, [(h.m.state, h.m.container) for h in net.hosts]
