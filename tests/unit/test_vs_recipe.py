@@ -1,26 +1,17 @@
 """bench/vs_recipe.py runs the seed's recipe changed only as its RECIPE_CHANGES list says."""
 
 import difflib
-import importlib.util
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.benchmod import bench_module
 
 
 @pytest.fixture(scope="module")
 def vs_recipe():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("vs_recipe", ROOT / "bench" / "vs_recipe.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+    with bench_module("vs_recipe") as mod:
         yield mod
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
 
 
 def test_the_rendered_recipe_differs_from_the_seed_only_where_listed(vs_recipe, tmp_path):
