@@ -479,6 +479,20 @@ def session_sweeps(events: list[dict], since: float, until: float) -> list[dict]
             and since <= _log_time(e) <= until]
 
 
+def replayed_from(lab, host: str, t0: float) -> float | None:
+    """How old (s, at the fault) the channel checkpoint was that host's new server replayed
+    the message queue from (its log; evidence only: None when not found)."""
+    from havip.lab.standalone import replayed_from as age
+    try:
+        api = lab.api(host, timeout=30)
+        try:
+            return age(api.logs("milvus", since=int(t0)).decode(errors="replace"), t0)
+        finally:
+            api.close()
+    except Exception:  # noqa: BLE001 - evidence only
+        return None
+
+
 def trial(lab, probe: Probe, sampler, faults: Faults, fault: str, client=None,
           waits: dict | None = None) -> dict:
     from havip.lab.netns import wait_for
@@ -501,6 +515,8 @@ def trial(lab, probe: Probe, sampler, faults: Faults, fault: str, client=None,
         until = max(t["client_ok"] or 30, t["ready"] or 0) + 0.05
         t["excerpt"] = excerpt(lab.events(), t0, until, probe.outage_after(t0), f"fault: {fault}", t)
         t["session_sweeps"] = session_sweeps(lab.events(), t0, t0 + until)
+        if lab.milvus == "standalone":
+            t["replayed_from"] = replayed_from(lab, "h2", t0)
     finally:
         faults.cont_stopped()
     t_repair = time.time()                   # h2 serves and the probe gets through
@@ -628,6 +644,11 @@ def _cell(xs: list[float | None]) -> str:
     return f"{med * 1000:.0f} ({lo * 1000:.0f}..{hi * 1000:.0f})"
 
 
+def _cell_s(xs: list[float]) -> str:
+    med, lo, hi = _stats(xs)
+    return f"{med:.1f} ({lo:.1f}..{hi:.1f})"
+
+
 def _git(*args: str) -> str:
     root = Path(__file__).resolve().parents[1]
     try:
@@ -695,7 +716,7 @@ def milvus_line(k: dict, versions: str) -> str:
     return versions
 
 
-def setup_text(k: dict, ver: int, iv: float, ms: dict) -> list[str]:
+def setup_text(k: dict, ver: int, iv: float, ms: dict, ages: list[float] | None = None) -> list[str]:
     """The report's Setup section: the lab, the probe, the failback, the flush."""
     ci, fall, ct = ms["check_interval"], ms["fall"], ms["check_timeout"]
     standalone = k["kind"] == "standalone"
@@ -728,6 +749,8 @@ def setup_text(k: dict, ver: int, iv: float, ms: dict) -> list[str]:
             "run's writes, more trial by trial (bench/vs_recipe.py's `--checkpoint`, docs/milvus-standalone.md, "
             "\"The write-ahead log replay\"). With it the replay is the trial's own few seconds, the best case "
             "of a long-running server."
+            + (f" In these trials h2's server replayed from a checkpoint {_cell_s(ages)} s old at the fault "
+               f"(median (min..max) of {len(ages)}; the `channel seek position` in its log)." if ages else "")
             + ("" if standalone else " With milvus-lite the bench flushes the same way, so that both kinds' "
                "trials are alike."), ""]
 
@@ -790,7 +813,7 @@ def render(results: list[dict], info: dict, trials: int, faults: tuple[str, ...]
            f"--vrrp {ver}:{iv:g} --trials {trials}` (`make bench`"
            + (", `MILVUS=lite`" if k["kind"] == "lite" else "") + ").", "",
            *_others_line(results),
-           *setup_text(k, ver, iv, ms),
+           *setup_text(k, ver, iv, ms, [r["replayed_from"] for r in results if r.get("replayed_from") is not None]),
            *phases_text(k)]
 
     # ---------------------------------------------------------- summary table

@@ -132,6 +132,7 @@ def standalone_kill_trial(mf, n):
     t = mf.analyse(events, T0, "container killed", outage, {"h1": [(T0 + 0.1, False)], "h2": [(T0 + 1.4, True)]},
                    {})
     t["session_sweeps"] = mf.session_sweeps(events, T0, T0 + 15)
+    t["replayed_from"] = 4.0 + n
     back = [ev(20.0, "h2", "decision", state="master",
                reason="master 198.18.0.11 advertises priority 254, above ours 91; stepping down"),
             ev(25.2, "h2", "transition", **{"from": "master", "to": "backup"}, reason="planned", apply_ms=0),
@@ -186,6 +187,7 @@ def test_the_report_of_a_real_server_run_names_it_and_has_no_lite_wording(mf, tm
     assert "timeout 1 s, rise 2, fall 2; start_timeout 60 s; docker stop grace 5 s" in text
     assert "`havipctl failover` on h1, after every fault" in text and "preempt: false" in text
     assert "flushes once" in text
+    assert "h2's server replayed from a checkpoint 5.5 (5.0..6.0) s old at the fault (median (min..max) of 2" in text
     # the summary row: median (min..max) of the two trials, ms
     assert "| container killed | 620 (620..620) | 650 (650..650) | 80 (80..80) | 11100 (11100..11100) | " \
            "1750 (1750..1750) | 14200 (14200..14200) |" in text
@@ -211,3 +213,20 @@ def test_a_dump_from_before_the_option_renders_as_the_lite_run_it_was(mf):
     """Dumps written before --milvus carry no kind: they measured milvus-lite."""
     k = mf.kind_of({"vrrp": [2, 1.0]})
     assert k["kind"] == "lite" and k["preempt"] is True and k["probe"] == {"period": 0.02, "timeout": 0.5}
+
+
+def test_the_replay_point_comes_from_the_new_servers_log(mf):
+    """The oldest channel checkpoint a starting server logs it seeks to (Milvus 2.3.5's line)."""
+    from havip.lab.standalone import replayed_from
+
+    log = ('[2026/11/30 03:40:14.872 +00:00] [INFO] [datacoord/handler.go:299] ["channel seek position set from '
+           'channel checkpoint meta"] [channel=by-dev-rootcoord-dml_0v0] [posTs=1] [posTime=2026/11/30 03:39:55.5 +00:00]\n'
+           '[2026/11/30 03:40:15.001 +00:00] [INFO] [datacoord/handler.go:299] ["channel seek position set from '
+           'channel checkpoint meta"] [channel=by-dev-rootcoord-dml_1v0] [posTs=2] [posTime=2026/11/30 03:39:58 +00:00]\n')
+    assert replayed_from(log, T0) == 4.5
+    assert replayed_from("no such line", T0) is None
+
+    class Lab:                 # an engine that cannot be reached gives no evidence, not an error
+        def api(self, host, timeout):
+            raise OSError("engine down")
+    assert mf.replayed_from(Lab(), "h2", T0) is None
