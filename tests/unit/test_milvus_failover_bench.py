@@ -191,6 +191,7 @@ def test_the_report_of_a_real_server_run_names_it_and_has_no_lite_wording(mf, tm
     # the summary row: median (min..max) of the two trials, ms
     assert "| container killed | 620 (620..620) | 650 (650..650) | 80 (80..80) | 11100 (11100..11100) | " \
            "1750 (1750..1750) | 14200 (14200..14200) |" in text
+    assert "| container killed | 620 / 620 | 1100 | yes | 2480 / 2480 | 200 | **no** | 730 / 730 |" in text
     assert "Clients lose Milvus for 16500 ms median" in text and "The stop is the whole grace" in text
     assert "stale session sweep revoked the old server's sessions in 2 of 2 start(s)" in text
 
