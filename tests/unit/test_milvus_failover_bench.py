@@ -192,6 +192,7 @@ def test_the_report_of_a_real_server_run_names_it_and_has_no_lite_wording(mf, tm
     assert "| container killed | 620 (620..620) | 650 (650..650) | 80 (80..80) | 11100 (11100..11100) | " \
            "1750 (1750..1750) | 14200 (14200..14200) |" in text
     assert "| container killed | 620 / 620 | 1100 | yes | 2480 / 2480 | 200 | **no** | 730 / 730 |" in text
+    assert "so detection is uniformly spread over [0.5, 1] s" in text      # 620 ms: the check interval's
     assert "Clients lose Milvus for 16500 ms median" in text and "The stop is the whole grace" in text
     assert "stale session sweep revoked the old server's sessions in 2 of 2 start(s)" in text
 
@@ -231,3 +232,13 @@ def test_the_replay_point_comes_from_the_new_servers_log(mf):
         def api(self, host, timeout):
             raise OSError("engine down")
     assert mf.replayed_from(Lab(), "h2", T0) is None
+
+
+def test_a_kill_seen_by_dockers_die_event_is_explained_as_such(mf):
+    """Detection under one check interval: the die event, not two polls (havip.checks.watch)."""
+    d = standalone_dump(mf)
+    for r in d["results"]:
+        r["phases"]["detection"] = 0.077
+    text = mf.render(d["results"], d["info"], 2, ("container killed",), "m", "l", "havip x", "2026-11-30 03:40 UTC")
+    assert "Detection 77 ms median (max 77): Docker's die event runs the checks at once" in text
+    assert "uniformly spread" not in text
