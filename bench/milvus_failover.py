@@ -1144,6 +1144,15 @@ def parse_faults(text: str) -> tuple[str, ...]:
     return tuple(picked)
 
 
+def report_from_dump(dump: dict) -> str:
+    """The Markdown report of a run's dump ({"results", "info", "meta"}, as --json writes it)."""
+    results, info, meta = dump["results"], dict(dump["info"]), dump["meta"]
+    info["vrrp"] = tuple(info.get("vrrp") or (2, 1.0))
+    revision = f"{meta['revision']} (HEAD {meta.get('commit') or '?'})"
+    return render(results, info, meta["trials"], tuple(meta["faults"]), meta["machine"], meta["load"],
+                  revision, meta.get("when"))
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -1158,7 +1167,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_json:
         dump = json.loads(Path(args.from_json).read_text())
         results, info, meta = dump["results"], dump["info"], dump["meta"]
-        info["vrrp"] = tuple(info.get("vrrp") or (2, 1.0))
     else:
         if os.geteuid() != 0:
             sys.exit("bench/milvus_failover.py needs root (namespaces, dockerd)")
@@ -1188,9 +1196,7 @@ def main(argv: list[str] | None = None) -> None:
                                   f"{after} after): trials after the change may have run either")
             meta["revision"] += f" (havip/ changed during the run: {after} at the end)"
         dump(results, info)
-    revision = f"{meta['revision']} (HEAD {meta.get('commit') or '?'})"
-    report = render(results, info, meta["trials"], tuple(meta["faults"]), meta["machine"], meta["load"],
-                    revision, meta.get("when"))
+    report = report_from_dump({"results": results, "info": info, "meta": meta})
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n")

@@ -242,3 +242,23 @@ def test_a_kill_seen_by_dockers_die_event_is_explained_as_such(mf):
     text = mf.render(d["results"], d["info"], 2, ("container killed",), "m", "l", "havip x", "2026-11-30 03:40 UTC")
     assert "Detection 77 ms median (max 77): Docker's die event runs the checks at once" in text
     assert "uniformly spread" not in text
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.mark.parametrize("name", ["benchmarks-milvus", "benchmarks-milvus-v3"])
+def test_the_committed_real_server_reports_render_from_their_recorded_dumps(mf, name):
+    """docs/NAME.md was written from docs/NAME.json: the dump renders to the same header and
+    the same figures, on the real server, with no milvus-lite wording."""
+    dump = json.loads((DOCS / f"{name}.json").read_text())
+    text = mf.report_from_dump(dump)
+    committed = (DOCS / f"{name}.md").read_text()
+    assert dump["info"]["milvus"] == "standalone" and "milvus-lite" not in text
+    assert text.splitlines()[:3] == committed.splitlines()[:3]           # title, then date, machine, commit
+
+    def figures(report):
+        """The summary table's rows: every phase of every fault, median (min..max)."""
+        return [ln for ln in report.splitlines() if ln.startswith("| ") and any(
+            ln.startswith(f"| {f} | ") for f in mf.FAULTS) and ln.count("(") >= 8]
+    assert len(figures(text)) == len(dump["meta"]["faults"]) and figures(text) == figures(committed)
