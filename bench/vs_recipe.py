@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import milvus_failover as mf  # noqa: E402 - the probe and the report helpers
+from havip.lab.standalone import replayed_from as replay_age  # noqa: E402
 
 SEED = ROOT / "tests" / "fixtures" / "seed"
 SECURITY_WARNING = "SECURITY VIOLATION - scripts are being executed but script_security not enabled."
@@ -74,19 +75,6 @@ PROBE_PERIOD, PROBE_TIMEOUT = 0.05, 1.0   # the real server: 1 s per search (mil
 # than syncPeriod + 1 min would have a recent checkpoint; "aged": as the lab left it
 # (servers that lived under a minute each never move it: the replay grows with the lab).
 CHECKPOINTS = ("flushed", "aged")
-SEEK_RE = re.compile(r"channel seek position set from channel checkpoint meta.*?\[posTime=([^\]]+)\]")
-
-
-def seek_time(text: str) -> float | None:
-    """Epoch seconds of a Milvus log time such as `2026/11/29 23:39:20.123 +00:00`."""
-    try:
-        return datetime.strptime(text.strip(), "%Y/%m/%d %H:%M:%S.%f %z").timestamp()
-    except ValueError:
-        try:
-            return datetime.strptime(text.strip(), "%Y/%m/%d %H:%M:%S %z").timestamp()
-        except ValueError:
-            return None
-
 
 # Every change made to the seed, as (file, seed text, lab text, why). Nothing else differs.
 RECIPE_CHANGES = [
@@ -434,10 +422,9 @@ class Bench:
                     api.close()
             except Exception:  # noqa: BLE001 - evidence only
                 continue
-            times = [seek_time(m) for m in SEEK_RE.findall(text)]
-            times = [t for t in times if t is not None]
-            if times:
-                ages[host] = round(t0 - min(times), 1)
+            age = replay_age(text, t0)
+            if age is not None:
+                ages[host] = age
         return ages
 
     def probe_changes(self) -> list[dict]:

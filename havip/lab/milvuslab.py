@@ -35,7 +35,6 @@ from havip.lab.client import Client
 from havip.lab.docker import LAB_IMAGE, Dockerd, build_lab_image, create_milvus_container
 from havip.lab.havipd import Havipd, vrrp_config
 from havip.lab.netns import NETNS_DIR, Host, Topology, wait_for
-from havip.lab.sampler import Sampler  # noqa: F401 - part of this module's API
 from havip.lab.standalone import STANDALONE_IMAGE, build_standalone_image, create_standalone_container
 from havip.lab.storage import HostStorage
 

@@ -31,6 +31,7 @@ import sys
 import tarfile
 import time
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 from havip.lab.docker import Dockerd
@@ -66,6 +67,26 @@ LAB_OVERRIDES: dict[str, object] = {"common.session.ttl": 5, "grpc.client.maxBac
 # (docs/milvus-standalone.md).
 EMBED_ETCD_CONFIG = "/milvus/configs/embedEtcd.yaml"
 EMBED_ETCD: dict[str, object] = {}
+# The channel checkpoint a starting server replays the message queue from, as Milvus
+# 2.3.5's datacoord logs it (one line per channel).
+SEEK_RE = re.compile(r"channel seek position set from channel checkpoint meta.*?\[posTime=([^\]]+)\]")
+
+
+def seek_time(text: str) -> float | None:
+    """Epoch seconds of a Milvus log time such as `2026/11/29 23:39:20.123 +00:00`."""
+    for fmt in ("%Y/%m/%d %H:%M:%S.%f %z", "%Y/%m/%d %H:%M:%S %z"):
+        try:
+            return datetime.strptime(text.strip(), fmt).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def replayed_from(log: str, at: float) -> float | None:
+    """How old (s, at wall time `at`) the oldest channel checkpoint was that a server began
+    replaying the message queue from, from its log (None: not logged)."""
+    times = [t for t in (seek_time(m) for m in SEEK_RE.findall(log)) if t is not None]
+    return round(at - min(times), 1) if times else None
 
 
 def fetch_wheel(cache: Path = CACHE_DIR) -> Path:

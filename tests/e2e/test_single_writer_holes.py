@@ -39,7 +39,8 @@ import time
 import pytest
 
 from havip.lab.docker import lab_binds, milvus_command
-from havip.lab.milvuslab import CONTAINER, MilvusLab, Sampler, log_time
+from havip.lab.milvuslab import CONTAINER, MilvusLab, log_time
+from havip.lab.sampler import Sampler
 from havip.lab.netns import wait_for
 from tests.e2e.labtools import adverts, lease_holder, own_lab, sniff
 

@@ -24,7 +24,8 @@ import time
 
 import pytest
 
-from havip.lab.milvuslab import HAVIP_HOSTS, MilvusLab, Sampler, log_time
+from havip.lab.milvuslab import HAVIP_HOSTS, MilvusLab, log_time
+from havip.lab.sampler import Sampler
 from havip.lab.netns import wait_for
 from tests.conftest import require_binary, require_fuse, require_root
 

@@ -1,26 +1,17 @@
 """bench/vs_recipe.py runs the seed's recipe changed only as its RECIPE_CHANGES list says."""
 
 import difflib
-import importlib.util
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.benchmod import bench_module
 
 
 @pytest.fixture(scope="module")
 def vs_recipe():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("vs_recipe", ROOT / "bench" / "vs_recipe.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+    with bench_module("vs_recipe") as mod:
         yield mod
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
 
 
 def test_the_rendered_recipe_differs_from_the_seed_only_where_listed(vs_recipe, tmp_path):
@@ -122,10 +113,12 @@ def test_the_replay_point_is_read_from_milvus_own_log_line(vs_recipe):
     """The checkpoint a new server replays from (Milvus 2.3.5's datacoord line, as logged)."""
     from datetime import datetime, timezone
 
-    times = [vs_recipe.seek_time(t) for t in vs_recipe.SEEK_RE.findall(LOG)]
+    from havip.lab.standalone import SEEK_RE, seek_time
+
+    times = [seek_time(t) for t in SEEK_RE.findall(LOG)]
     assert times == [datetime(2026, 11, 30, 2, 19, 39, 265000, timezone.utc).timestamp(),
                      datetime(2026, 11, 30, 2, 20, 10, tzinfo=timezone.utc).timestamp()]
-    assert vs_recipe.seek_time("yesterday") is None
+    assert seek_time("yesterday") is None
 
 
 def test_the_report_says_why_trials_flush_and_what_they_replayed(vs_recipe):
