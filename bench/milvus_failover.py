@@ -486,11 +486,7 @@ def replayed_from(lab, host: str, t0: float) -> float | None:
     the message queue from (its log; evidence only: None when not found)."""
     from havip.lab.standalone import replayed_from as age
     try:
-        api = lab.api(host, timeout=30)
-        try:
-            return age(api.logs("milvus", since=int(t0)).decode(errors="replace"), t0)
-        finally:
-            api.close()
+        return age(lab.milvus_log(host, since=t0), t0)
     except Exception:  # noqa: BLE001 - evidence only
         return None
 

@@ -58,7 +58,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import milvus_failover as mf  # noqa: E402 - the probe and the report helpers
-from havip.lab.standalone import replayed_from as replay_age  # noqa: E402
 
 SEED = ROOT / "tests" / "fixtures" / "seed"
 SECURITY_WARNING = "SECURITY VIOLATION - scripts are being executed but script_security not enabled."
@@ -399,11 +398,7 @@ class Bench:
         the database file another process holds locked: a second server on the shared data
         that could not open it while the first ran."""
         try:
-            api = self.lab.api(host, timeout=30)
-            try:
-                text = api.logs("milvus", since=int(since)).decode(errors="replace")
-            finally:
-                api.close()
+            text = self.lab.milvus_log(host, since=since)
         except Exception:  # noqa: BLE001 - evidence only
             return -1
         return text.count("db file is flocked by another process")
@@ -412,20 +407,8 @@ class Bench:
         """Per host in `hosts` (those whose Milvus started after the fault): how old (s,
         at the fault) the channel checkpoint was that its server began replaying the
         message queue from (the oldest of its channels), from its log; evidence only."""
-        ages: dict[str, float] = {}
-        for host in hosts:
-            try:
-                api = self.lab.api(host, timeout=30)
-                try:
-                    text = api.logs("milvus", since=int(t0)).decode(errors="replace")
-                finally:
-                    api.close()
-            except Exception:  # noqa: BLE001 - evidence only
-                continue
-            age = replay_age(text, t0)
-            if age is not None:
-                ages[host] = age
-        return ages
+        ages = {host: mf.replayed_from(self.lab, host, t0) for host in hosts}
+        return {host: age for host, age in ages.items() if age is not None}
 
     def probe_changes(self) -> list[dict]:
         with self.probe._lock:

@@ -350,6 +350,16 @@ class MilvusLab:
         """A Docker API client for host `name`'s engine (the caller closes it)."""
         return docker.APIClient(base_url=self.dockerds[name].url, version="auto", timeout=timeout)
 
+    def milvus_log(self, name: str, since: float | None = None, timeout: float = 30) -> str:
+        """Host `name`'s Milvus container log (since wall time `since`, whole seconds), as
+        text; raises what the engine raised."""
+        api = self.api(name, timeout=timeout)
+        try:
+            raw = api.logs(CONTAINER, since=int(since)) if since is not None else api.logs(CONTAINER)
+            return raw.decode(errors="replace")
+        finally:
+            api.close()
+
     def container_info(self, name: str) -> dict | None:
         try:
             api = self.api(name, timeout=3)
