@@ -40,6 +40,7 @@ from typing import Callable, Protocol, Sequence
 import structlog
 
 from havip.checks.probes import CheckResult
+from havip.daemon.ratelimit import RateLimiter
 from havip.fmt import fmt_seconds
 
 Check = Callable[[], CheckResult]
@@ -152,7 +153,7 @@ class CheckRunner:
         self._kicks: deque[float] = deque(maxlen=KICKS_PER_INTERVAL)   # when the last kicks were taken
         self._kick_lock = threading.Lock()
         self.kicks_refused = 0
-        self._said_refused: float | None = None
+        self._say_refused = RateLimiter(SAY_EVERY, burst=1, max_keys=1)
         # How the schedule sleeps and how a check is waited for: real time, or a fake clock's (tests).
         self._wait = wait if wait is not None else self._wake.wait
         self._join = join if join is not None else (lambda t, seconds: t.join(seconds))
@@ -184,9 +185,7 @@ class CheckRunner:
                 self._kicks.append(now)
             else:
                 self.kicks_refused += 1
-                say = self._said_refused is None or now - self._said_refused >= SAY_EVERY
-                if say:
-                    self._said_refused = now
+                say = self._say_refused.allow("kicks", now)
         if taken:
             self._full_due = True
             self._wake.set()

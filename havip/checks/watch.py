@@ -28,6 +28,7 @@ import docker
 import structlog
 
 from havip.checks.probes import engine_failure
+from havip.daemon.ratelimit import RateLimiter
 
 log = structlog.get_logger("havip.checks")
 
@@ -61,10 +62,9 @@ class ContainerWatch:
         self.connected = False
         self.losses = 0                   # streams that broke or could not be opened
         self._clock = clock
-        self._said: float | None = None   # when a loss was last said (at most every SAY_EVERY s)
+        self._say = RateLimiter(SAY_EVERY, burst=2, max_keys=2)   # "lost", "rejected": once a minute each
         self._owe_back = False            # say when the stream is back after a loss that was said
         self._followed = False
-        self._said_rejected: float | None = None
 
     def start(self, kick: Callable[[str], None]) -> None:
         if self._thread is None:
@@ -105,8 +105,8 @@ class ContainerWatch:
                 return
             self.losses += 1
             now = self._clock()
-            if self._said is None or now - self._said >= SAY_EVERY:
-                self._said, self._owe_back = now, True
+            if self._say.allow("lost", now):
+                self._owe_back = True
                 log.warning("container_watch_lost", container=self.container,
                             reason=f"Docker engine at {self.url} {why}", retry_every=self.retry,
                             losses=self.losses, note="the checks run on their schedule meanwhile")
@@ -128,7 +128,7 @@ class ContainerWatch:
                 return
             self._stream = stream
         self.connected = True
-        if self._said is None and not self._followed or self._owe_back:
+        if not self._followed or self._owe_back:
             log.info("container_watch", container=self.container, events=list(EVENTS), again=self._owe_back or None)
         self._followed, self._owe_back = True, False
         for event in self._decode(self._lines(stream)):
@@ -172,8 +172,7 @@ class ContainerWatch:
                 continue
             self.rejected += 1
             now = self._clock()
-            if self._said_rejected is None or now - self._said_rejected >= SAY_EVERY:
-                self._said_rejected = now
+            if self._say.allow("rejected", now):
                 log.warning("container_watch_rejected", container=self.container, count=self.rejected,
                             reason=f"Docker engine at {self.url} sent a line that is not an event: "
                                    f"{line[:80].decode('utf-8', 'replace')!r}",
